@@ -1,0 +1,1 @@
+"""Benchmarks: learning curves, throughput and sample efficiency against published results."""

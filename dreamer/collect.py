@@ -1,0 +1,90 @@
+"""Host-side collection: steps a VectorEnv with an agent's policy and assembles episodes.
+
+Stored step t holds observation t and the action that led to it (zeros at an episode start),
+the convention `WorldModel.loss` expects.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import numpy as np
+
+from dreamer.config import Config
+from dreamer.envs import VectorEnv, make_env
+
+# (obs dict of [N, ...] arrays, is_first [N]) -> actions float32 [N, A]
+ActFn = Callable[[dict], np.ndarray]
+
+
+def make_vector_env(config: Config, seed: int, num_envs: int | None = None,
+                    parallel: bool | None = None) -> VectorEnv:
+    env = config.env
+    num_envs = env.num_envs if num_envs is None else num_envs
+    parallel = env.parallel if parallel is None else parallel
+    fns = [partial(make_env, env.name, seed=seed + i, action_repeat=env.action_repeat,
+                   size=env.size, time_limit=env.time_limit,
+                   camera=None if env.camera < 0 else env.camera, fast_render=env.fast_render)
+           for i in range(num_envs)]
+    return VectorEnv(fns, parallel=parallel)
+
+
+class Collector:
+    """Steps `envs` one agent step at a time and returns the episodes that finish."""
+
+    def __init__(self, envs: VectorEnv, action_repeat: int):
+        self.envs = envs
+        self.action_repeat = action_repeat
+        n = envs.num_envs
+        self.obs = envs.step(np.zeros((n, envs.action_size), np.float32))  # resets every env
+        self.prev_action = np.zeros((n, envs.action_size), np.float32)
+        self._episodes: list[list[dict]] = [[] for _ in range(n)]
+        self._record(self.obs, self.prev_action)
+
+    def _record(self, obs: dict, action: np.ndarray) -> list[dict]:
+        """Append step t to each env's episode; return the episodes that just ended."""
+        done = []
+        for i, steps in enumerate(self._episodes):
+            step = {key: value[i] for key, value in obs.items()}
+            step["action"] = np.zeros_like(action[i]) if obs["is_first"][i] else action[i]
+            if obs["is_first"][i]:
+                steps.clear()
+            steps.append(step)
+            if obs["is_last"][i]:
+                done.append({key: np.stack([s[key] for s in steps]) for key in steps[0]})
+        return done
+
+    def step(self, act: ActFn) -> tuple[list[dict], int]:
+        """One agent step in every env. Returns (finished episodes, environment steps taken)."""
+        actions = np.asarray(act(self.obs), np.float32)
+        stepped = int((~self.obs["is_last"]).sum())  # envs that end an episode are reset instead
+        self.obs = self.envs.step(actions)
+        self.prev_action = actions
+        return self._record(self.obs, actions), stepped * self.action_repeat
+
+
+class AgentActor:
+    """Wraps an agent's jitted policy with its recurrent state and a PRNG key (host side)."""
+
+    def __init__(self, agent, num_envs: int, seed: int, mode: str):
+        self.agent, self.mode = agent, mode
+        self.pstate = agent.initial_policy_state(num_envs)
+        self.key = jax.random.PRNGKey(seed)
+
+    def __call__(self, train_state, obs: dict) -> np.ndarray:
+        self.key, key = jax.random.split(self.key)
+        inputs = {"image": obs["image"], "is_first": obs["is_first"]}
+        action, self.pstate = self.agent.policy(train_state, inputs, self.pstate, key, self.mode)
+        return np.asarray(action)
+
+
+def run_episodes(envs: VectorEnv, act: ActFn, action_repeat: int, episodes: int) -> list[dict]:
+    """Run `episodes` complete episodes (eval); returns them as dicts of stacked arrays."""
+    collector = Collector(envs, action_repeat)
+    finished: list[dict] = []
+    while len(finished) < episodes:
+        done, _ = collector.step(act)
+        finished += done
+    return finished[:episodes]

@@ -1,0 +1,171 @@
+"""Actor-critic learned in imagination (Dreamer). Plan2Explore reuses it with another reward.
+
+The actor maximises lambda-returns by backpropagating them through the learned dynamics
+(reparameterised actions); the value regresses the same returns with a stop-gradient. Only
+the actor's and the value's parameters are differentiated: the world model is an input.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from dreamer.config import BehaviorConfig
+from dreamer.core.nets import MLP
+from dreamer.core.rssm import State
+from dreamer.core.world_model import WorldModel
+
+# seq = {'feat': [N, H+1, F] (index 0 is the start state), 'action': [N, H, A]} -> rewards [N, H]
+RewardFn = Callable[[dict], jax.Array]
+
+
+class Actor(nn.Module):
+    """Latent features -> action distribution parameters."""
+
+    cfg: BehaviorConfig
+    action_size: int
+    discrete: bool
+    act: str = "elu"
+
+    @nn.compact
+    def __call__(self, feat: jax.Array) -> jax.Array:
+        size = self.action_size if self.discrete else 2 * self.action_size
+        return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act)(feat)
+
+
+def action_dist(cfg: BehaviorConfig, out: jax.Array, discrete: bool) -> distrax.Distribution:
+    """Tanh-transformed diagonal Gaussian (continuous) or one-hot categorical (discrete)."""
+    if discrete:
+        return distrax.OneHotCategorical(logits=out)
+    mean, raw_std = jnp.split(out, 2, -1)
+    mean = cfg.mean_scale * jnp.tanh(mean / cfg.mean_scale)
+    raw_init = jnp.log(jnp.exp(cfg.init_std) - 1.0)  # softplus(raw_init) == init_std
+    std = jax.nn.softplus(raw_std + raw_init) + cfg.min_std
+    return distrax.Transformed(distrax.MultivariateNormalDiag(mean, std), distrax.Block(distrax.Tanh(), 1))
+
+
+def lambda_return(reward: jax.Array, value: jax.Array, discount: jax.Array, bootstrap: jax.Array,
+                  lambda_: float) -> jax.Array:
+    """TD(lambda) returns with a reverse scan over time (axis 1).
+
+    reward, value, discount [N, H]; bootstrap [N]. value[t] is V(s_t) where reward[t] and
+    discount[t] belong to the step from s_t to s_{t+1}:
+      R_t = r_t + d_t ((1 - lambda) V(s_{t+1}) + lambda R_{t+1}),  R_H = bootstrap.
+    """
+    next_value = jnp.concatenate([value[:, 1:], bootstrap[:, None]], 1)
+    inputs = reward + discount * next_value * (1.0 - lambda_)
+
+    def step(ret, xs):
+        inp, disc = xs
+        ret = inp + disc * lambda_ * ret
+        return ret, ret
+
+    _, returns = jax.lax.scan(step, bootstrap, (inputs.T, discount.T), reverse=True)
+    return returns.T
+
+
+class ACState(NamedTuple):
+    actor: dict
+    value: dict
+    actor_opt: optax.OptState
+    value_opt: optax.OptState
+
+
+class ActorCritic:
+    def __init__(self, cfg: BehaviorConfig, world_model: WorldModel, action_size: int,
+                 discrete: bool, act: str = "elu"):
+        self.cfg = cfg
+        self.wm = world_model
+        self.discrete = discrete
+        self.actor = Actor(cfg, action_size, discrete, act)
+        self.value = MLP(cfg.value_layers, cfg.value_units, 1, act)
+        clip = optax.clip_by_global_norm(cfg.grad_clip)
+        self.actor_opt = optax.chain(clip, optax.adam(cfg.actor_lr, eps=cfg.eps))
+        self.value_opt = optax.chain(clip, optax.adam(cfg.value_lr, eps=cfg.eps))
+
+    def init(self, key: jax.Array) -> ACState:
+        feat = jnp.zeros((1, self.wm.feat_size))
+        k1, k2 = jax.random.split(key)
+        actor, value = self.actor.init(k1, feat), self.value.init(k2, feat)
+        return ACState(actor, value, self.actor_opt.init(actor), self.value_opt.init(value))
+
+    def dist(self, actor_params: dict, feat: jax.Array) -> distrax.Distribution:
+        return action_dist(self.cfg, self.actor.apply(actor_params, feat), self.discrete)
+
+    def sample(self, actor_params: dict, feat: jax.Array, key: jax.Array) -> jax.Array:
+        """Reparameterised sample (straight-through one-hot for discrete actions)."""
+        dist = self.dist(actor_params, feat)
+        action = dist.sample(seed=key)
+        if self.discrete:
+            probs = dist.probs
+            action = action.astype(jnp.float32) + probs - jax.lax.stop_gradient(probs)
+        return action
+
+    def mode(self, actor_params: dict, feat: jax.Array) -> jax.Array:
+        out = self.actor.apply(actor_params, feat)
+        if self.discrete:
+            return jax.nn.one_hot(jnp.argmax(out, -1), out.shape[-1])
+        mean, _ = jnp.split(out, 2, -1)
+        return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
+
+    def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
+        return self.value.apply(value_params, feat)[..., 0]
+
+    def _imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
+        policy = lambda feat, k: self.sample(actor_params, feat, k)  # noqa: E731
+        states, actions = self.wm.rssm.imagine(wm_params["rssm"], start, key,
+                                               horizon=self.cfg.horizon, policy=policy)
+        start_feat = self.wm.rssm.get_feat(start)[:, None]
+        feat = jnp.concatenate([start_feat, self.wm.rssm.get_feat(states)], 1)  # [N, H+1, F]
+        return {"feat": feat, "action": actions}
+
+    def _discount(self, wm_params, feat: jax.Array) -> jax.Array:
+        cont = self.wm.continuation(wm_params, feat)
+        if cont is None:
+            return jnp.full(feat.shape[:-1], self.cfg.discount)
+        return self.cfg.discount * cont
+
+    def actor_loss(self, actor_params, value_params, wm_params, start: State, key, reward_fn: RewardFn):
+        seq = self._imagine(actor_params, wm_params, start, key)
+        reward = reward_fn(seq)  # [N, H]: reward for arriving at feat[:, 1:]
+        value = self.value_of(value_params, seq["feat"])  # [N, H+1]
+        discount = self._discount(wm_params, seq["feat"][:, 1:])  # [N, H]
+        returns = lambda_return(reward[:, :-1], value[:, 1:-1], discount[:, :-1], value[:, -1],
+                                self.cfg.return_lambda)  # [N, H-1], for states 1..H-1
+        # Later imagined steps count less where the model predicts the episode may have ended.
+        weight = jnp.cumprod(jnp.concatenate([jnp.ones_like(discount[:, :1]), discount[:, :-2]], 1), 1)
+        weight = jax.lax.stop_gradient(weight)
+        loss = -(weight * returns).mean()
+        aux = {"feat": seq["feat"][:, 1:-1], "returns": returns, "weight": weight,
+               "reward": reward, "action": seq["action"]}
+        return loss, aux
+
+    def value_loss(self, value_params, feat: jax.Array, returns: jax.Array, weight: jax.Array):
+        value = self.value_of(value_params, jax.lax.stop_gradient(feat))
+        return (weight * 0.5 * jnp.square(value - jax.lax.stop_gradient(returns))).mean()
+
+    def update(self, state: ACState, wm_params, start: State, key: jax.Array,
+               reward_fn: RewardFn) -> tuple[ACState, dict]:
+        """One actor and one value step from imagined rollouts starting at `start` [N, ...]."""
+        start = jax.tree.map(jax.lax.stop_gradient, start)
+        wm_params = jax.lax.stop_gradient(wm_params)
+        (actor_loss, aux), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
+            state.actor, state.value, wm_params, start, key, reward_fn)
+        value_loss, value_grads = jax.value_and_grad(self.value_loss)(
+            state.value, aux["feat"], aux["returns"], aux["weight"])
+        actor_updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor)
+        value_updates, value_opt = self.value_opt.update(value_grads, state.value_opt, state.value)
+        new_state = ACState(optax.apply_updates(state.actor, actor_updates),
+                            optax.apply_updates(state.value, value_updates), actor_opt, value_opt)
+        metrics = {
+            "actor_loss": actor_loss, "value_loss": value_loss,
+            "imagined_reward": aux["reward"].mean(), "imagined_return": aux["returns"].mean(),
+            "actor_grad_norm": optax.tree.norm(actor_grads),
+            "action_abs": jnp.abs(aux["action"]).mean(),
+        }
+        return new_state, metrics

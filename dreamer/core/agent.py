@@ -1,0 +1,122 @@
+"""What every agent shares: a world model trained on replay, a latent filter for acting,
+open-loop reports. Agents subclass `WorldModelAgent` and add how they choose actions.
+
+The train loop only sees this interface:
+  state = agent.init(key)                                   # a pytree (TrainState)
+  state, metrics = agent.train(state, batch)                # jitted, traced once
+  action, pstate = agent.policy(state, obs, pstate, key, mode)   # jitted per mode
+  pstate = agent.initial_policy_state(num_envs)
+  videos = agent.report(state, batch)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamer.config import Config
+from dreamer.core.world_model import WorldModel
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(NamedTuple):
+    wm: dict  # world-model parameters
+    wm_opt: Any
+    behavior: Any  # the agent's own learned parts (actor-critic, ensembles, ...) or ()
+    key: jax.Array
+    updates: jax.Array  # number of updates applied, int32 scalar
+
+
+class WorldModelAgent:
+    """Base class: world-model training and latent filtering. Subclasses implement
+    `init_behavior`, `train_behavior` and `choose_action`."""
+
+    def __init__(self, config: Config, action_size: int, discrete: bool):
+        self.config = config
+        self.action_size = action_size
+        self.discrete = discrete
+        dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
+        self.wm = WorldModel(config.model, action_size, dtype=dtype)
+        self.trace_count = 0  # incremented when `train` is traced; tests assert it stays 1
+        self._train = jax.jit(self._train_impl, donate_argnums=0)
+        self._policy = jax.jit(self._policy_impl, static_argnames="mode")
+        self._report = jax.jit(self.wm.open_loop_video)
+
+    # ------------------------------------------------------------------ state
+
+    def init(self, key: jax.Array) -> TrainState:
+        return jax.jit(self._init_impl)(key)  # one compiled init instead of many eager ops
+
+    def _init_impl(self, key: jax.Array) -> TrainState:
+        k_wm, k_beh, k_state = jax.random.split(key, 3)
+        wm = self.wm.init(k_wm, (self.config.env.size, self.config.env.size, 3))
+        return TrainState(wm, self.wm.optimizer.init(wm), self.init_behavior(k_beh), k_state,
+                          jnp.zeros((), jnp.int32))
+
+    def initial_policy_state(self, batch: int) -> tuple[dict, jax.Array]:
+        return self.wm.rssm.initial(batch), jnp.zeros((batch, self.action_size))
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        return self._train(state, batch)
+
+    def _train_impl(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        self.trace_count += 1
+        key, k_wm, k_beh = jax.random.split(state.key, 3)
+        wm, wm_opt, post, metrics = self.wm.update(state.wm, state.wm_opt, batch, k_wm)
+        metrics = {f"model/{k}": v for k, v in metrics.items()}
+        start = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), post)  # [B*T, ...]
+        behavior, beh_metrics = self.train_behavior(state.behavior, wm, start, batch, k_beh)
+        metrics.update(beh_metrics)
+        return TrainState(wm, wm_opt, behavior, key, state.updates + 1), metrics
+
+    def init_behavior(self, key: jax.Array) -> Any:
+        return ()
+
+    def train_behavior(self, behavior, wm_params, start, batch, key) -> tuple[Any, dict]:
+        return behavior, {}
+
+    # ------------------------------------------------------------------ acting
+
+    def policy(self, state: TrainState, obs: dict, pstate, key: jax.Array, mode: str = "train"):
+        """obs: image uint8 [N, H, W, 3], is_first [N]. mode: 'train' (explore) or 'eval'."""
+        return self._policy(state, obs, pstate, key, mode=mode)
+
+    def _policy_impl(self, state: TrainState, obs: dict, pstate, key: jax.Array, mode: str):
+        latent, prev_action = pstate
+        k_filter, k_act = jax.random.split(key)
+        latent = self.wm.filter_step(state.wm, latent, prev_action, obs["image"], obs["is_first"], k_filter)
+        action = self.choose_action(state, latent, k_act, mode)
+        return action, (latent, action)
+
+    def choose_action(self, state: TrainState, latent: dict, key: jax.Array, mode: str) -> jax.Array:
+        raise NotImplementedError
+
+    def explore_noise(self, action: jax.Array, key: jax.Array) -> jax.Array:
+        """Gaussian exploration noise on continuous actions, clipped to [-1, 1]."""
+        if self.discrete or self.config.behavior.expl_noise == 0:
+            return action
+        noise = self.config.behavior.expl_noise * jax.random.normal(key, action.shape)
+        return jnp.clip(action + noise, -1.0, 1.0)
+
+    # ------------------------------------------------------------------ reports
+
+    def report(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        """Videos for the logger: the open-loop prediction (truth / model / error)."""
+        key = jax.random.fold_in(state.key, 1)
+        return {"openloop": self._report(state.wm, batch, key)}
+
+
+def random_actions(rng: np.random.Generator, batch: int, action_size: int, discrete: bool):
+    """Uniform random actions (host side, NumPy): for prefill and the random baseline."""
+    if discrete:
+        return np.eye(action_size, dtype=np.float32)[rng.integers(0, action_size, batch)]
+    return rng.uniform(-1, 1, (batch, action_size)).astype(np.float32)
+
+
+__all__ = ["TrainState", "WorldModelAgent", "random_actions"]

@@ -1,0 +1,220 @@
+"""Recurrent state-space model: a deterministic GRU path and a stochastic latent.
+
+Gaussian latents (PlaNet, Dreamer V1) or categorical latents with straight-through gradients
+(DreamerV2) are one config switch. The Linen module holds only the one-step cell; the
+sequence functions (`observe`, `imagine`) are pure functions of the parameters that scan the
+cell with `lax.scan`, so every agent calls the same code with explicit PRNG keys.
+
+A state is a dict of arrays with leading batch dims:
+  deter [..., D], stoch [..., S] (categorical: S = variables * classes, one-hot),
+  and the distribution's parameters: mean, std [..., S] (Gaussian) or logits [..., V, C].
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dreamer.config import ModelConfig
+from dreamer.core.nets import GRU, ACTIVATIONS
+
+State = dict[str, jax.Array]
+Policy = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
+
+
+class RSSMCell(nn.Module):
+    """One step of the RSSM: `img_step` (prior) and `obs_step` (posterior) share the GRU."""
+
+    cfg: ModelConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg, dt = self.cfg, self.dtype
+        dist_size = cfg.stoch * cfg.classes if cfg.latent == "categorical" else 2 * cfg.stoch
+        self.img_in = nn.Dense(cfg.hidden, dtype=dt)
+        self.gru = GRU(cfg.deter, dtype=dt)
+        self.img_hidden = nn.Dense(cfg.hidden, dtype=dt)
+        self.img_dist = nn.Dense(dist_size, dtype=dt)
+        self.obs_hidden = nn.Dense(cfg.hidden, dtype=dt)
+        self.obs_dist = nn.Dense(dist_size, dtype=dt)
+
+    def _act(self, x: jax.Array) -> jax.Array:
+        return ACTIVATIONS[self.cfg.act](x.astype(jnp.float32))
+
+    def img_step(self, state: State, action: jax.Array, key: jax.Array) -> State:
+        """Prior p(s_t | s_{t-1}, a_{t-1}): [B, ...] -> [B, ...]."""
+        x = self._act(self.img_in(jnp.concatenate([state["stoch"], action], -1)))
+        deter = self.gru(state["deter"], x)
+        stats = self.img_dist(self._act(self.img_hidden(deter))).astype(jnp.float32)
+        return {"deter": deter, **sample_stoch(self.cfg, stats, key)}
+
+    def obs_step(self, prior_deter: jax.Array, embed: jax.Array, key: jax.Array) -> State:
+        """Posterior q(s_t | h_t, o_t) given the prior's deterministic state h_t."""
+        x = self._act(self.obs_hidden(jnp.concatenate([prior_deter, embed], -1)))
+        stats = self.obs_dist(x).astype(jnp.float32)
+        return {"deter": prior_deter, **sample_stoch(self.cfg, stats, key)}
+
+    def __call__(self, state: State, action: jax.Array, embed: jax.Array, key: jax.Array):
+        """Used once by `init` to create every parameter."""
+        k1, k2 = jax.random.split(key)
+        prior = self.img_step(state, action, k1)
+        return self.obs_step(prior["deter"], embed, k2)
+
+
+def sample_stoch(cfg: ModelConfig, stats: jax.Array, key: jax.Array) -> State:
+    """Distribution parameters and a reparameterised (or straight-through) sample."""
+    if cfg.latent == "gaussian":
+        mean, raw_std = jnp.split(stats, 2, -1)
+        std = jax.nn.softplus(raw_std) + cfg.min_std
+        stoch = mean + std * jax.random.normal(key, mean.shape)
+        return {"stoch": stoch, "mean": mean, "std": std}
+    logits = stats.reshape(*stats.shape[:-1], cfg.stoch, cfg.classes)
+    index = jax.random.categorical(key, logits)
+    probs = jax.nn.softmax(logits)
+    onehot = jax.nn.one_hot(index, cfg.classes)
+    onehot = onehot + probs - jax.lax.stop_gradient(probs)  # straight-through gradient
+    return {"stoch": onehot.reshape(*stats.shape[:-1], -1), "logits": logits}
+
+
+def kl_divergence(cfg: ModelConfig, lhs: State, rhs: State) -> jax.Array:
+    """KL(lhs || rhs) summed over latent dimensions: [...] per state."""
+    if cfg.latent == "gaussian":
+        var_ratio = (lhs["std"] / rhs["std"]) ** 2
+        t1 = ((lhs["mean"] - rhs["mean"]) / rhs["std"]) ** 2
+        return 0.5 * jnp.sum(var_ratio + t1 - 1.0 - jnp.log(var_ratio), -1)
+    logp = jax.nn.log_softmax(lhs["logits"])
+    logq = jax.nn.log_softmax(rhs["logits"])
+    return jnp.sum(jnp.exp(logp) * (logp - logq), (-2, -1))
+
+
+class RSSM:
+    """Pure functions over RSSM parameters. Every agent uses this one implementation."""
+
+    def __init__(self, cfg: ModelConfig, action_size: int, dtype: jnp.dtype = jnp.float32):
+        self.cfg = cfg
+        self.action_size = action_size
+        self.cell = RSSMCell(cfg, dtype=dtype)
+
+    @property
+    def stoch_size(self) -> int:
+        return self.cfg.stoch * (self.cfg.classes if self.cfg.latent == "categorical" else 1)
+
+    @property
+    def feat_size(self) -> int:
+        return self.cfg.deter + self.stoch_size
+
+    def init(self, key: jax.Array, embed_size: int) -> dict:
+        state = self.initial(1)
+        action = jnp.zeros((1, self.action_size))
+        k1, k2 = jax.random.split(key)
+        return self.cell.init(k1, state, action, jnp.zeros((1, embed_size)), k2)
+
+    def initial(self, batch: int) -> State:
+        """The all-zero state used at episode starts: [batch, ...]."""
+        cfg = self.cfg
+        state = {"deter": jnp.zeros((batch, cfg.deter)), "stoch": jnp.zeros((batch, self.stoch_size))}
+        if cfg.latent == "gaussian":
+            state.update(mean=jnp.zeros((batch, cfg.stoch)), std=jnp.ones((batch, cfg.stoch)))
+        else:
+            state["logits"] = jnp.zeros((batch, cfg.stoch, cfg.classes))
+        return state
+
+    @staticmethod
+    def get_feat(state: State) -> jax.Array:
+        """[..., D + S] features that every head reads."""
+        return jnp.concatenate([state["deter"], state["stoch"]], -1)
+
+    def img_step(self, params, state: State, action: jax.Array, key: jax.Array) -> State:
+        return self.cell.apply(params, state, action, key, method=RSSMCell.img_step)
+
+    def obs_step(self, params, state: State, action: jax.Array, embed: jax.Array,
+                 is_first: jax.Array, key: jax.Array) -> tuple[State, State]:
+        """One filtering step; where `is_first` [B] is set, state and action reset to zero."""
+        keep = 1.0 - is_first.astype(jnp.float32)
+        state = jax.tree.map(lambda x, x0: _where_batch(keep, x, x0), state, self.initial(action.shape[0]))
+        action = action * keep[:, None]
+        k1, k2 = jax.random.split(key)
+        prior = self.img_step(params, state, action, k1)
+        post = self.cell.apply(params, prior["deter"], embed, k2, method=RSSMCell.obs_step)
+        return post, prior
+
+    def observe(self, params, embed: jax.Array, action: jax.Array, is_first: jax.Array,
+                key: jax.Array, state: State | None = None) -> tuple[State, State]:
+        """Posterior and prior states along a sequence.
+
+        embed [B, T, E]; action [B, T, A] (action[t] led to observation t); is_first [B, T].
+        Returns (post, prior), each a state with arrays [B, T, ...].
+        """
+        batch, length = embed.shape[:2]
+        state = self.initial(batch) if state is None else state
+        keys = jax.random.split(key, length)
+
+        def step(carry, inputs):
+            emb, act, first, k = inputs
+            post, prior = self.obs_step(params, carry, act, emb, first, k)
+            return post, (post, prior)
+
+        inputs = (_time_major(embed), _time_major(action), _time_major(is_first), keys)
+        _, (post, prior) = jax.lax.scan(step, state, inputs)
+        return jax.tree.map(_batch_major, post), jax.tree.map(_batch_major, prior)
+
+    def imagine(self, params, start: State, key: jax.Array, *, horizon: int | None = None,
+                policy: Policy | None = None, actions: jax.Array | None = None
+                ) -> tuple[State, jax.Array]:
+        """Prior rollout from `start` [N, ...], with a policy or a fixed action sequence.
+
+        With `policy(feat, key) -> action`, runs `horizon` steps; with `actions` [N, H, A], runs
+        H steps. Returns (states [N, H, ...] after each action, actions [N, H, A]).
+        """
+        if (policy is None) == (actions is None):
+            raise ValueError("imagine needs exactly one of `policy` or `actions`")
+        if actions is not None:
+            horizon = actions.shape[1]
+        keys = jax.random.split(key, horizon)
+
+        def step(state, inputs):
+            k, act = inputs
+            k_act, k_step = jax.random.split(k)
+            if policy is not None:
+                # As in Dreamer: the actor's gradient flows through the action into the
+                # dynamics, not back through the actor's own input.
+                act = policy(jax.lax.stop_gradient(self.get_feat(state)), k_act)
+            nxt = self.img_step(params, state, act, k_step)
+            return nxt, (nxt, act)
+
+        xs = (keys, _time_major(actions) if actions is not None else jnp.zeros((horizon, 0)))
+        _, (states, acts) = jax.lax.scan(step, start, xs)
+        return jax.tree.map(_batch_major, states), _batch_major(acts)
+
+    def kl_loss(self, post: State, prior: State) -> tuple[jax.Array, jax.Array]:
+        """KL term with free nats and balancing; returns (loss, mean KL value).
+
+        The batch/time mean KL is clipped from below at `free_nats` (no gradient under it);
+        `kl_balance` weighs learning the prior (towards the posterior) against regularising the
+        posterior (DreamerV2); 0.5 is the plain KL.
+        """
+        cfg, sg = self.cfg, jax.lax.stop_gradient
+        value = kl_divergence(cfg, post, prior).mean()
+        if cfg.kl_balance == 0.5:
+            return jnp.maximum(value, cfg.free_nats), value
+        prior_term = kl_divergence(cfg, jax.tree.map(sg, post), prior).mean()
+        post_term = kl_divergence(cfg, post, jax.tree.map(sg, prior)).mean()
+        loss = (cfg.kl_balance * jnp.maximum(prior_term, cfg.free_nats)
+                + (1 - cfg.kl_balance) * jnp.maximum(post_term, cfg.free_nats))
+        return loss, value
+
+
+def _where_batch(mask: jax.Array, x: jax.Array, x0: jax.Array) -> jax.Array:
+    mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+    return mask * x + (1.0 - mask) * x0
+
+
+def _time_major(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, 0, 1)
+
+
+def _batch_major(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, 0, 1)

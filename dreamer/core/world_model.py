@@ -1,0 +1,155 @@
+"""The world model every agent shares: encoder, RSSM, decoder, reward and continuation heads.
+
+All methods are pure functions of an explicit parameter dict
+`{'encoder', 'rssm', 'decoder', 'reward', 'cont'?}` so they can be jitted, differentiated and
+vmapped by the agents without any hidden state.
+
+Batches are dicts with arrays [B, T, ...]: image uint8 [B, T, 64, 64, 3], action [B, T, A]
+(action[t] led to observation t), reward [B, T], is_first [B, T], is_terminal [B, T].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dreamer.config import ModelConfig
+from dreamer.core.nets import MLP, Decoder, Encoder
+from dreamer.core.rssm import RSSM, State
+
+Params = dict
+
+
+def image_target(image: jax.Array) -> jax.Array:
+    """uint8 pixels -> float targets in [-0.5, 0.5] (what the decoder predicts)."""
+    return image.astype(jnp.float32) / 255.0 - 0.5
+
+
+class WorldModel:
+    def __init__(self, cfg: ModelConfig, action_size: int, dtype: jnp.dtype = jnp.float32):
+        self.cfg = cfg
+        self.action_size = action_size
+        self.rssm = RSSM(cfg, action_size, dtype)
+        self.encoder = Encoder(cfg.depth, cfg.act, dtype=dtype)
+        self.decoder = Decoder(cfg.depth, cfg.act, dtype=dtype)
+        self.reward_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
+        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
+        self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                                     optax.adam(cfg.lr, eps=cfg.eps))
+
+    @property
+    def feat_size(self) -> int:
+        return self.rssm.feat_size
+
+    def init(self, key: jax.Array, image_shape: tuple[int, int, int] = (64, 64, 3)) -> Params:
+        keys = jax.random.split(key, 5)
+        embed = self.encoder.init(keys[0], jnp.zeros((1, *image_shape), jnp.uint8))
+        embed_size = self.encoder.apply(embed, jnp.zeros((1, *image_shape), jnp.uint8)).shape[-1]
+        feat = jnp.zeros((1, self.feat_size))
+        params = {
+            "encoder": embed,
+            "rssm": self.rssm.init(keys[1], embed_size),
+            "decoder": self.decoder.init(keys[2], feat),
+            "reward": self.reward_head.init(keys[3], feat),
+        }
+        if self.cfg.cont_head:
+            params["cont"] = self.cont_head.init(keys[4], feat)
+        return params
+
+    # ------------------------------------------------------------------ heads
+
+    def embed(self, params: Params, image: jax.Array) -> jax.Array:
+        """uint8 [..., 64, 64, 3] -> [..., E]."""
+        return self.encoder.apply(params["encoder"], image)
+
+    def decode(self, params: Params, feat: jax.Array) -> jax.Array:
+        """[..., F] -> image means [..., 64, 64, 3] in [-0.5, 0.5] units."""
+        return self.decoder.apply(params["decoder"], feat)
+
+    def reward(self, params: Params, feat: jax.Array) -> jax.Array:
+        """[..., F] -> predicted reward [...] (the mean of a unit Gaussian)."""
+        return self.reward_head.apply(params["reward"], feat)[..., 0]
+
+    def continuation(self, params: Params, feat: jax.Array) -> jax.Array | None:
+        """[..., F] -> probability that the episode continues [...], or None without the head."""
+        if "cont" not in params:
+            return None
+        return jax.nn.sigmoid(self.cont_head.apply(params["cont"], feat)[..., 0])
+
+    # ------------------------------------------------------------------ training
+
+    def loss(self, params: Params, batch: dict, key: jax.Array) -> tuple[jax.Array, tuple[State, dict]]:
+        """Negative ELBO over a batch of sequences; returns (loss, (posterior states, metrics))."""
+        embed = self.embed(params, batch["image"])  # [B, T, E]
+        post, prior = self.rssm.observe(params["rssm"], embed, batch["action"], batch["is_first"], key)
+        feat = self.rssm.get_feat(post)  # [B, T, F]
+        # Unit-variance Gaussian log-likelihoods, constants dropped.
+        image_err = self.decode(params, feat) - image_target(batch["image"])
+        image_loss = 0.5 * jnp.square(image_err).sum((-3, -2, -1)).mean()
+        reward_loss = 0.5 * jnp.square(self.reward(params, feat) - batch["reward"]).mean()
+        kl_loss, kl_value = self.rssm.kl_loss(post, prior)
+        loss = image_loss + reward_loss + self.cfg.kl_scale * kl_loss
+        metrics = {"image_loss": image_loss, "reward_loss": reward_loss, "kl": kl_value}
+        if "cont" in params:
+            logits = self.cont_head.apply(params["cont"], feat)[..., 0]
+            target = 1.0 - batch["is_terminal"].astype(jnp.float32)
+            cont_loss = optax.sigmoid_binary_cross_entropy(logits, target).mean()
+            loss += cont_loss
+            metrics["cont_loss"] = cont_loss
+        metrics["loss"] = loss
+        metrics["prior_entropy"] = _entropy(self.cfg, prior).mean()
+        metrics["post_entropy"] = _entropy(self.cfg, post).mean()
+        return loss, (post, metrics)
+
+    def update(self, params: Params, opt_state, batch: dict, key: jax.Array):
+        """One gradient step on the ELBO. Returns (params, opt_state, posterior, metrics)."""
+        grads, (post, metrics) = jax.grad(self.loss, has_aux=True)(params, batch, key)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return params, opt_state, post, metrics
+
+    # ------------------------------------------------------------------ acting and reporting
+
+    def filter_step(self, params: Params, latent: State, prev_action: jax.Array, image: jax.Array,
+                    is_first: jax.Array, key: jax.Array) -> State:
+        """Posterior update from one observation: what an agent does before choosing an action.
+
+        latent [N, ...], prev_action [N, A], image uint8 [N, 64, 64, 3], is_first [N].
+        """
+        embed = self.embed(params, image)
+        post, _ = self.rssm.obs_step(params["rssm"], latent, prev_action, embed, is_first, key)
+        return post
+
+    def open_loop_video(self, params: Params, batch: dict, key: jax.Array, context: int = 5) -> jax.Array:
+        """Real frames, predictions after `context` observed frames, and their difference.
+
+        Returns uint8 [T, 3 * 64, N * 64, 3]: rows truth / model / error, columns the
+        first N <= 6 sequences of the batch (the Dreamer papers' open-loop figure).
+        """
+        batch = jax.tree.map(lambda x: x[:6], batch)
+        k1, k2 = jax.random.split(key)
+        embed = self.embed(params, batch["image"][:, :context])
+        post, _ = self.rssm.observe(params["rssm"], embed, batch["action"][:, :context],
+                                    batch["is_first"][:, :context], k1)
+        start = jax.tree.map(lambda x: x[:, -1], post)
+        states, _ = self.rssm.imagine(params["rssm"], start, k2, actions=batch["action"][:, context:])
+        feat = jnp.concatenate([self.rssm.get_feat(post), self.rssm.get_feat(states)], 1)
+        model = jnp.clip(self.decode(params, feat) + 0.5, 0, 1)
+        truth = batch["image"].astype(jnp.float32) / 255.0
+        error = (model - truth + 1) / 2
+        grid = jnp.concatenate([truth, model, error], 2)  # [N, T, 3H, W, C]
+        grid = jnp.transpose(grid, (1, 2, 0, 3, 4))  # [T, 3H, N, W, C]
+        t, h, n, w, c = grid.shape
+        return (grid.reshape(t, h, n * w, c) * 255).astype(jnp.uint8)
+
+
+def _entropy(cfg: ModelConfig, state: State) -> jax.Array:
+    if cfg.latent == "gaussian":
+        return jnp.sum(jnp.log(state["std"]) + 0.5 * jnp.log(2 * jnp.pi * jnp.e), -1)
+    logp = jax.nn.log_softmax(state["logits"])
+    return -jnp.sum(jnp.exp(logp) * logp, (-2, -1))
+
+
+__all__ = ["WorldModel", "image_target"]

@@ -1,0 +1,13 @@
+"""Errors that are the user's to fix: the CLI prints them as one line, no traceback."""
+
+
+class UserError(Exception):
+    """Base class for problems caused by user input (flags, files, env names)."""
+
+
+class ConfigError(UserError):
+    """Unknown key, wrong type, out-of-range value or unknown preset."""
+
+
+class EnvError(UserError):
+    """Unknown environment name or an environment that cannot give pixels."""

@@ -1,0 +1,160 @@
+"""The training command's handling of bad input: one `error:` line, non-zero exit, no traceback
+(unless --debug), and nothing changed on disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from dreamer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_train(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under `directory` with its contents (None for directories)."""
+    return {str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(directory.rglob("*"))}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+def make_logdir(path: Path) -> Path:
+    """An existing run directory with files in it, which failing commands must not touch."""
+    (path / "replay").mkdir(parents=True)
+    (path / "notes.txt").write_text("keep me\n")
+    (path / "config.yaml").write_text("seed: 123\n")
+    (path / "replay" / "episode.npz").write_bytes(b"\x00\x01\x02")
+    return path
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    return make_logdir(tmp_path / "run")
+
+
+# Each case runs `python -m dreamer.train ARGS --logdir <an existing logdir with files>`.
+CASES = {
+    "unknown-key": (["--model.detr", "64"], ["model.detr", "did you mean 'model.deter'"]),
+    "wrong-type": (["--model.deter", "abc"], ["model.deter", "int", "abc"]),
+    "negative-steps": (["--steps", "-5"], ["steps", "positive", "-5"]),
+    "zero-batch": (["--train.batch_size", "0"], ["train.batch_size", "positive"]),
+    "float-seed": (["--seed", "1.5"], ["seed", "int", "1.5"]),
+    "unknown-preset": (["--configs", "nope"], ["unknown preset 'nope'", "cpu", "debug", "dreamer"]),
+    "unknown-agent": (["--agent", "nope"], ["unknown agent 'nope'", "dreamer"]),
+    "unknown-env": (["--configs", "debug", "--env", "dmc_walker_wlak"],
+                    ["dmc_walker_wlak", "dmc_walker_walk"]),
+    "debug": (["--debug", "--model.detr", "64"], []),  # shows the traceback instead
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Start every subprocess of this module, two at a time (each spends ~3 s importing jax)."""
+    runs = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, (args, _) in CASES.items():
+            path = make_logdir(tmp_path_factory.mktemp(name) / "run")
+            runs[name] = (path, snapshot(path), pool.submit(run_train, *args, "--logdir", str(path)))
+        file_dir = tmp_path_factory.mktemp("file")
+        (file_dir / "not_a_dir").write_text("precious\n")
+        runs["logdir-file"] = (file_dir, snapshot(file_dir), pool.submit(
+            run_train, "--configs", "debug", "--logdir", str(file_dir / "not_a_dir")))
+        return {name: (path, before, future.result()) for name, (path, before, future) in runs.items()}
+
+
+@pytest.mark.parametrize("case", [name for name in CASES if name != "debug"])
+def test_bad_input_is_one_line_and_changes_nothing(cli_runs, case):
+    path, before, result = cli_runs[case]
+    assert_one_line_error(result, *CASES[case][1])
+    assert snapshot(path) == before
+
+
+def test_logdir_is_a_file(cli_runs):
+    path, before, result = cli_runs["logdir-file"]
+    assert_one_line_error(result, str(path / "not_a_dir"), "not a directory")
+    assert snapshot(path) == before
+    assert (path / "not_a_dir").read_text() == "precious\n"
+
+
+def test_debug_shows_traceback(cli_runs):
+    path, before, result = cli_runs["debug"]
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert "ConfigError" in result.stderr
+    assert "model.detr" in result.stderr
+    assert snapshot(path) == before
+
+
+# ----------------------------------------------------------------------------- in-process
+
+def test_parse_args_mixes_flags_presets_and_overrides():
+    from dreamer.train import parse_args
+
+    config, debug = parse_args(["--model.deter", "64", "--configs", "debug", "--train.batch_size", "3",
+                                "--env=gym:CartPole-v1", "--seed", "2", "--steps", "100"])
+    assert config.model.deter == 64  # override wins over the preset wherever it appears
+    assert config.model.stoch == 8  # from the debug preset
+    assert config.train.batch_size == 3
+    assert (config.env.name, config.seed, config.steps, debug) == ("gym:CartPole-v1", 2, 100, False)
+    config, debug = parse_args(["--debug", "--model.kl_balance", "0.8", "--agent", "dreamer"])
+    assert debug is True and config.model.kl_balance == 0.8 and config.agent == "dreamer"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed"], "argument --seed: expected one argument"),
+    (["--configs"], "argument --configs: expected at least one argument"),
+    (["--s", "1"], "ambiguous option: --s could match --seed, --steps"),
+    (["--model.deter"], "option '--model.deter' needs a value"),
+    (["junk"], "unexpected argument 'junk'; options look like --section.key VALUE"),
+])
+def test_argument_errors_are_config_errors(args, message):
+    from dreamer.train import parse_args
+
+    with pytest.raises(ConfigError) as info:
+        parse_args(args)
+    assert str(info.value) == message
+
+
+def test_main_prints_one_line(capsys, logdir):
+    from dreamer.train import main
+
+    before = snapshot(logdir)
+    assert main(["--seed", "--logdir", str(logdir)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: argument --seed: expected one argument\n"
+    assert main(["--steps", "-5", "--logdir", str(logdir)]) == 2
+    assert capsys.readouterr().err == "error: config key 'steps' must be positive, got -5\n"
+    assert snapshot(logdir) == before
+
+
+def test_unknown_env_creates_no_logdir(capsys, tmp_path):
+    from dreamer.train import main
+
+    new = tmp_path / "a" / "b" / "run"
+    assert main(["--configs", "debug", "--env", "dmc_walker_wlak", "--logdir", str(new)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "dmc_walker_walk" in err
+    assert not (tmp_path / "a").exists()  # the directories made for it are gone again

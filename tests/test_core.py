@@ -1,0 +1,262 @@
+"""RSSM, world model, actor-critic and the Dreamer update on tiny sizes."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamer.agent import Dreamer
+from dreamer.config import build_config
+from dreamer.core import RSSM, ActorCritic, WorldModel, action_dist, kl_divergence, lambda_return
+
+TINY = {"model.deter": 8, "model.stoch": 4, "model.classes": 3, "model.hidden": 8,
+        "model.depth": 2, "model.head_units": 8, "behavior.horizon": 4,
+        "behavior.actor_units": 8, "behavior.value_units": 8, "train.batch_size": 2,
+        "train.seq_len": 5}
+B, T, A, E = 2, 5, 3, 7
+
+
+def tiny_config(**extra):
+    return build_config(overrides={**TINY, **extra})
+
+
+def make_rssm(latent):
+    rssm = RSSM(tiny_config(**{"model.latent": latent}).model, A)
+    return rssm, rssm.init(jax.random.PRNGKey(0), E)
+
+
+def random_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    embed = jnp.asarray(rng.normal(size=(B, T, E)), jnp.float32)
+    action = jnp.asarray(rng.uniform(-1, 1, size=(B, T, A)), jnp.float32)
+    is_first = jnp.zeros((B, T), bool).at[:, 0].set(True)
+    return embed, action, is_first
+
+
+def random_batch(seed=0, b=B, t=T):
+    rng = np.random.default_rng(seed)
+    is_first = np.zeros((b, t), bool)
+    is_first[:, 0] = True
+    return {"image": rng.integers(0, 255, (b, t, 64, 64, 3), dtype=np.uint8),
+            "action": rng.uniform(-1, 1, (b, t, A)).astype(np.float32),
+            "reward": rng.normal(size=(b, t)).astype(np.float32),
+            "is_first": is_first, "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
+
+
+# ----------------------------------------------------------------------------- RSSM
+
+@pytest.mark.parametrize("latent,stoch", [("gaussian", 4), ("categorical", 12)])
+def test_rssm_shapes(latent, stoch):
+    rssm, params = make_rssm(latent)
+    embed, action, is_first = random_inputs()
+    post, prior = rssm.observe(params, embed, action, is_first, jax.random.PRNGKey(1))
+    for state in (post, prior):
+        assert state["deter"].shape == (B, T, 8)
+        assert state["stoch"].shape == (B, T, stoch)
+        assert rssm.get_feat(state).shape == (B, T, rssm.feat_size) == (B, T, 8 + stoch)
+    if latent == "categorical":
+        assert post["logits"].shape == (B, T, 4, 3)
+        # Straight-through samples are exact one-hots in the forward pass.
+        np.testing.assert_allclose(post["stoch"].reshape(B, T, 4, 3).sum(-1), 1.0, atol=1e-6)
+    start = jax.tree.map(lambda x: x[:, -1], post)
+    states, acts = rssm.imagine(params, start, jax.random.PRNGKey(2), horizon=6,
+                                policy=lambda feat, k: jnp.tanh(feat[:, :A]))
+    assert states["deter"].shape == (B, 6, 8) and acts.shape == (B, 6, A)
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "categorical"])
+def test_observe_equals_step_loop(latent):
+    rssm, params = make_rssm(latent)
+    embed, action, is_first = random_inputs()
+    key = jax.random.PRNGKey(3)
+    post, prior = rssm.observe(params, embed, action, is_first, key)
+    state = rssm.initial(B)
+    for t, k in enumerate(jax.random.split(key, T)):
+        state, step_prior = rssm.obs_step(params, state, action[:, t], embed[:, t], is_first[:, t], k)
+        for name in state:
+            np.testing.assert_allclose(post[name][:, t], state[name], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(prior[name][:, t], step_prior[name], rtol=1e-5, atol=1e-5)
+
+
+def test_imagine_with_actions_equals_img_step_loop():
+    rssm, params = make_rssm("gaussian")
+    embed, action, is_first = random_inputs()
+    post, _ = rssm.observe(params, embed, action, is_first, jax.random.PRNGKey(0))
+    start = jax.tree.map(lambda x: x[:, 2], post)
+    key = jax.random.PRNGKey(5)
+    states, acts = rssm.imagine(params, start, key, actions=action)
+    np.testing.assert_array_equal(acts, action)
+    state = start
+    for t, k in enumerate(jax.random.split(key, T)):
+        _, k_step = jax.random.split(k)
+        state = rssm.img_step(params, state, action[:, t], k_step)
+        np.testing.assert_allclose(states["deter"][:, t], state["deter"], rtol=1e-5, atol=1e-5)
+
+
+def test_state_resets_at_episode_start():
+    rssm, params = make_rssm("gaussian")
+    embed, action, is_first = random_inputs()
+    is_first = is_first.at[:, 3].set(True)
+    key = jax.random.PRNGKey(4)
+    post, _ = rssm.observe(params, embed, action, is_first, key)
+    # Changing everything before the episode start must not change the states from it on.
+    embed2 = embed.at[:, :3].set(embed[:, :3] + 5.0)
+    action2 = action.at[:, :3].set(-action[:, :3])
+    post2, _ = rssm.observe(params, embed2, action2, is_first, key)
+    assert not np.allclose(post["deter"][:, 2], post2["deter"][:, 2])
+    np.testing.assert_allclose(post["deter"][:, 3:], post2["deter"][:, 3:], rtol=1e-6)
+    np.testing.assert_allclose(post["stoch"][:, 3:], post2["stoch"][:, 3:], rtol=1e-6)
+    # The action stored at an episode start is ignored too (reset to zero).
+    action3 = action.at[:, 3].set(0.9)
+    post3, _ = rssm.observe(params, embed, action3, is_first, key)
+    np.testing.assert_allclose(post["deter"][:, 3:], post3["deter"][:, 3:], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- KL
+
+def gaussian(mean, std, n=4):
+    return {"mean": jnp.full((1, n), mean), "std": jnp.full((1, n), std)}
+
+
+def test_gaussian_kl_hand_values():
+    cfg = tiny_config().model
+    # KL(N(1,1) || N(0,1)) = 0.5 per dimension.
+    assert float(kl_divergence(cfg, gaussian(1.0, 1.0), gaussian(0.0, 1.0))[0]) == pytest.approx(2.0)
+    # KL(N(0,2) || N(0,1)) = 0.5 (4 - 1 - ln 4) per dimension.
+    expected = 4 * 0.5 * (4.0 - 1.0 - math.log(4.0))
+    assert float(kl_divergence(cfg, gaussian(0.0, 2.0), gaussian(0.0, 1.0))[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_categorical_kl_hand_values():
+    cfg = tiny_config(**{"model.latent": "categorical"}).model
+    p, q = np.array([0.5, 0.25, 0.25]), np.array([0.8, 0.1, 0.1])
+    lhs = {"logits": jnp.log(jnp.tile(p, (1, 4, 1)))}
+    rhs = {"logits": jnp.log(jnp.tile(q, (1, 4, 1))) + 3.0}  # logits are shift invariant
+    expected = 4 * float(np.sum(p * np.log(p / q)))
+    assert float(kl_divergence(cfg, lhs, rhs)[0]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("free_nats,expected", [(3.0, 3.0), (1.0, 2.0), (0.0, 2.0)])
+def test_kl_loss_free_nats(free_nats, expected):
+    rssm = RSSM(tiny_config(**{"model.free_nats": free_nats}).model, A)
+    loss, value = rssm.kl_loss(gaussian(1.0, 1.0), gaussian(0.0, 1.0))
+    assert float(value) == pytest.approx(2.0)
+    assert float(loss) == pytest.approx(expected)
+    # Under the free nats there is no gradient at all.
+    grad = jax.grad(lambda m: rssm.kl_loss(gaussian(m, 1.0), gaussian(0.0, 1.0))[0])(1.0)
+    assert float(grad) == pytest.approx(0.0 if free_nats > 2.0 else 4.0 * 1.0)
+
+
+def test_kl_balancing_splits_the_gradient():
+    rssm = RSSM(tiny_config(**{"model.free_nats": 0.0, "model.kl_balance": 0.8}).model, A)
+
+    def loss(post_mean, prior_mean):
+        return rssm.kl_loss(gaussian(post_mean, 1.0), gaussian(prior_mean, 1.0))[0]
+
+    value = loss(1.0, 0.0)
+    g_post, g_prior = jax.grad(loss, (0, 1))(1.0, 0.0)
+    assert float(value) == pytest.approx(2.0)  # same value as the plain KL
+    # d KL / d post_mean = 4 (mean difference 1 over 4 dims); prior gets 0.8 of it, post 0.2.
+    assert float(g_post) == pytest.approx(0.2 * 4.0)
+    assert float(g_prior) == pytest.approx(-0.8 * 4.0)
+
+
+# ----------------------------------------------------------------------------- returns, actor
+
+def test_lambda_return_matches_python_loop():
+    rng = np.random.default_rng(0)
+    n, h, lam = 3, 6, 0.9
+    reward, value = rng.normal(size=(n, h)), rng.normal(size=(n, h))
+    discount, bootstrap = rng.uniform(0.5, 1.0, size=(n, h)), rng.normal(size=n)
+    expected = np.zeros((n, h))
+    for i in range(n):
+        nxt = bootstrap[i]
+        for t in reversed(range(h)):
+            next_value = value[i, t + 1] if t + 1 < h else bootstrap[i]
+            nxt = reward[i, t] + discount[i, t] * ((1 - lam) * next_value + lam * nxt)
+            expected[i, t] = nxt
+    out = lambda_return(jnp.asarray(reward), jnp.asarray(value), jnp.asarray(discount),
+                        jnp.asarray(bootstrap), lam)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    # lambda = 0 is the one-step TD target, lambda = 1 the Monte-Carlo return with bootstrap.
+    td = lambda_return(jnp.asarray(reward), jnp.asarray(value), jnp.asarray(discount), jnp.asarray(bootstrap), 0.0)
+    next_value = np.concatenate([value[:, 1:], bootstrap[:, None]], 1)
+    np.testing.assert_allclose(td, reward + discount * next_value, rtol=1e-5)
+
+
+def test_tanh_normal_log_prob():
+    cfg = tiny_config().behavior
+    out = jnp.array([[0.3, -0.7, 0.2, 0.1]])  # mean raw [0.3, -0.7], std raw [0.2, 0.1]
+    dist = action_dist(cfg, out, discrete=False)
+    action = jnp.array([[0.4, -0.2]])
+    mean = cfg.mean_scale * np.tanh(np.array([0.3, -0.7]) / cfg.mean_scale)
+    std = np.log1p(np.exp(np.array([0.2, 0.1]) + np.log(np.exp(cfg.init_std) - 1))) + cfg.min_std
+    u = np.arctanh(np.array([0.4, -0.2]))
+    normal = -0.5 * ((u - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+    expected = np.sum(normal - np.log(1 - np.array([0.4, -0.2]) ** 2))
+    assert float(dist.log_prob(action)[0]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_onehot_actor_straight_through():
+    cfg = tiny_config()
+    wm = WorldModel(cfg.model, A)
+    ac = ActorCritic(cfg.behavior, wm, A, discrete=True)
+    state = ac.init(jax.random.PRNGKey(0))
+    feat = jnp.ones((5, wm.feat_size))
+    sample = ac.sample(state.actor, feat, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(sample.sum(-1), 1.0, atol=1e-6)
+    assert set(np.unique(np.round(sample, 5))) <= {0.0, 1.0}
+    grad = jax.grad(lambda p: ac.sample(p, feat, jax.random.PRNGKey(1))[:, 0].sum())(state.actor)
+    assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grad))
+
+
+# ----------------------------------------------------------------------------- the Dreamer update
+
+@pytest.fixture(scope="module")
+def agent_and_state():
+    agent = Dreamer(tiny_config(), A, False)
+    return agent, agent.init(jax.random.PRNGKey(0))
+
+
+def test_behaviour_update_leaves_world_model_untouched(agent_and_state):
+    agent, state = agent_and_state
+    batch = jax.tree.map(jnp.asarray, random_batch())
+    key, k_wm, _ = jax.random.split(state.key, 3)
+    wm_only, _, _, _ = jax.jit(agent.wm.update)(state.wm, state.wm_opt, batch, k_wm)
+    copy = jax.tree.map(jnp.copy, state)  # `train` donates its input
+    new_state, metrics = agent.train(copy, batch)
+    for a, b in zip(jax.tree.leaves(wm_only), jax.tree.leaves(new_state.wm)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # two compilations: fusion may differ
+    # ... while the actor and value did change.
+    changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.behavior.actor),
+                                                     jax.tree.leaves(new_state.behavior.actor))]
+    assert any(changed)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_update_traced_once_and_loss_decreases(agent_and_state):
+    agent, state = agent_and_state
+    state = jax.tree.map(jnp.copy, state)
+    losses = []
+    for i in range(8):  # fresh arrays each call, same batch contents: the model can fit it
+        state, metrics = agent.train(state, random_batch(seed=1))
+        losses.append(float(metrics["model/loss"]))
+    assert agent.trace_count == 1  # new batches of the same shapes never retrace
+    assert losses[-1] < losses[0]
+
+
+def test_policy_modes(agent_and_state):
+    agent, state = agent_and_state
+    pstate = agent.initial_policy_state(3)
+    obs = {"image": jnp.zeros((3, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(3, bool)}
+    a1, (latent, _) = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "eval")
+    # Evaluation acts with the actor's mode on the (sampled) posterior, as in Dreamer.
+    mode = agent.ac.mode(state.behavior.actor, agent.wm.rssm.get_feat(latent))
+    np.testing.assert_allclose(a1, mode, rtol=1e-5, atol=1e-6)
+    t1, (latent, prev) = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
+    t2, _ = agent.policy(state, obs, pstate, jax.random.PRNGKey(1), "train")
+    assert t1.shape == (3, A) and np.all(np.abs(t1) <= 1.0)
+    assert not np.allclose(t1, t2)  # sampling plus exploration noise
+    np.testing.assert_array_equal(prev, t1)

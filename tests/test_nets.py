@@ -1,0 +1,92 @@
+"""The speed-motivated layers compute exactly what the plain reference layers compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder, conv_valid, space_to_depth
+
+
+def reference_conv_transpose(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The definition, as loops: y[2j + k - 1] += x[j] * kernel[k] per axis (padding 1)."""
+    b, h, w, _ = x.shape
+    cout = kernel.shape[-1]
+    y = np.zeros((b, 2 * h + 2, 2 * w + 2, cout))  # one extra border each side, cropped below
+    for j in range(h):
+        for i in range(w):
+            for ky in range(4):
+                for kx in range(4):
+                    y[:, 2 * j + ky, 2 * i + kx] += x[:, j, i] @ kernel[ky, kx]
+    return y[:, 1:-1, 1:-1] + bias
+
+
+def test_conv_transpose_2x_matches_definition():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    layer = ConvTranspose2x(6)
+    params = layer.init(jax.random.PRNGKey(0), x)
+    params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    out = layer.apply(params, x)
+    expected = reference_conv_transpose(x, np.asarray(params["params"]["kernel"]),
+                                        np.asarray(params["params"]["bias"]))
+    assert out.shape == (2, 6, 8, 6)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_2x_matches_lax_conv_transpose():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
+    layer = ConvTranspose2x(2)
+    params = layer.init(jax.random.PRNGKey(0), x)
+    kernel = params["params"]["kernel"]
+    # lax.conv_transpose with transpose_kernel=True is the gradient of a conv: same definition.
+    expected = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), transpose_kernel=True,
+                                      dimension_numbers=("NHWC", "HWOI", "NHWC"))
+    np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_conv_matches_lax():
+    rng = np.random.default_rng(2)
+    for size in (64, 31, 14, 6):
+        x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+        layer = Conv2s(5)
+        params = layer.init(jax.random.PRNGKey(size), x)
+        p = params["params"]
+        expected = jax.lax.conv_general_dilated(x, p["kernel"], (2, 2), "VALID",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]
+        out = layer.apply(params, x)
+        assert out.shape == expected.shape == (2, (size - 4) // 2 + 1, (size - 4) // 2 + 1, 5)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_valid_matches_lax_including_gradient():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(2, 3, 3, 4)), jnp.float32)
+    lax_conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(conv_valid(x, k), lax_conv(x, k), rtol=1e-5, atol=1e-5)
+    g1 = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_valid(x, k))), (0, 1))(x, k)
+    g2 = jax.grad(lambda x, k: jnp.sum(jnp.sin(lax_conv(x, k))), (0, 1))(x, k)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_space_to_depth_layout():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    y = space_to_depth(x)
+    assert y.shape == (1, 2, 2, 4)
+    np.testing.assert_array_equal(y[0, 0, 0], [0, 1, 4, 5])  # block (dy, dx) -> channel 2dy+dx
+    np.testing.assert_array_equal(y[0, 1, 1], [10, 11, 14, 15])
+
+
+def test_encoder_decoder_shapes():
+    depth = 4
+    image = jax.ShapeDtypeStruct((2, 3, 64, 64, 3), jnp.uint8)
+    enc = Encoder(depth)
+    params = jax.eval_shape(enc.init, jax.random.PRNGKey(0), image)
+    embed = jax.eval_shape(enc.apply, params, image)
+    assert embed.shape == (2, 3, 2 * 2 * 8 * depth)  # 64 -> 31 -> 14 -> 6 -> 2
+    dec = Decoder(depth)
+    feat = jax.ShapeDtypeStruct((2, 3, 10), jnp.float32)
+    out = jax.eval_shape(dec.apply, jax.eval_shape(dec.init, jax.random.PRNGKey(1), feat), feat)
+    assert out.shape == (2, 3, 64, 64, 3)

@@ -1,0 +1,238 @@
+"""Tests for dreamer.replay: storage, loading, capacity, sampling and RNG state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dreamer.replay import InsufficientDataError, Replay, ReplayWarning
+
+IMAGE_SHAPE = (8, 8, 3)
+ACTION_DIM = 2
+
+
+def make_episode(episode_id: int, length: int) -> dict[str, np.ndarray]:
+    """Tiny episode whose reward (and image pixels) equal its id, with a step counter."""
+    steps = np.arange(length)
+    return {
+        "image": np.full((length, *IMAGE_SHAPE), episode_id % 256, np.uint8),
+        "action": np.zeros((length, ACTION_DIM), np.float32),
+        "reward": np.full(length, episode_id, np.float32),
+        "is_first": steps == 0,
+        "is_last": steps == length - 1,
+        "is_terminal": np.zeros(length, bool),
+        "step": steps.astype(np.int32),  # an extra key
+    }
+
+
+def fill(replay: Replay, lengths: list[int]) -> None:
+    for episode_id, length in enumerate(lengths):
+        replay.add_episode(make_episode(episode_id, length))
+
+
+def npz_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.npz"))
+
+
+def test_save_and_reload(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=1000, seq_len=4)
+    episodes = [make_episode(i, n) for i, n in enumerate([5, 7, 6])]
+    paths = [replay.add_episode(ep) for ep in episodes]
+    assert paths == npz_files(tmp_path)  # names sort in insertion order
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".npz")]
+
+    fresh = Replay(tmp_path, capacity=1000, seq_len=4)
+    assert fresh.load() == 18
+    assert (fresh.num_steps, fresh.num_episodes, len(fresh)) == (18, 3, 18)
+    for original, loaded in zip(episodes, fresh._episodes):
+        assert set(loaded) == set(original)
+        for key in original:
+            assert loaded[key].dtype == original[key].dtype
+            np.testing.assert_array_equal(loaded[key], original[key])
+
+
+def test_memory_only_replay() -> None:
+    replay = Replay(None, capacity=100, seq_len=3)
+    assert replay.add_episode(make_episode(0, 5)) is None
+    assert replay.sample(2)["image"].shape == (2, 3, *IMAGE_SHAPE)
+    with pytest.raises(ValueError, match="no directory"):
+        replay.load()
+
+
+def test_sample_shapes_and_dtypes() -> None:
+    replay = Replay(None, capacity=100, seq_len=6)
+    fill(replay, [10, 4, 9])
+    batch = replay.sample(5)
+    expected = make_episode(0, 1)
+    assert set(batch) == set(expected)
+    for key, value in expected.items():
+        assert batch[key].shape == (5, 6, *value.shape[1:])
+        assert batch[key].dtype == value.dtype
+
+
+def test_sequences_cross_episode_boundaries() -> None:
+    replay = Replay(None, capacity=100, seq_len=5)
+    fill(replay, [3, 2, 4])  # total 9 steps: starts 0..4 all cross a boundary
+    crossed = 0
+    for _ in range(20):
+        batch = replay.sample(8)
+        for reward, first, step in zip(batch["reward"], batch["is_first"], batch["step"]):
+            changes = np.flatnonzero(np.diff(reward)) + 1  # where the episode id changes
+            np.testing.assert_array_equal(np.flatnonzero(first[1:]) + 1, changes)
+            assert np.all(step[changes] == 0)
+            assert np.all(np.diff(reward) >= 0)  # insertion order is preserved
+            crossed += len(changes) > 0
+    assert crossed == 160
+
+
+def test_every_start_position_is_reachable() -> None:
+    lengths, seq_len = [4, 3, 5], 3
+    replay = Replay(None, capacity=100, seq_len=seq_len)
+    fill(replay, lengths)
+    # Global step index = offset of the episode + step within it.
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    starts = []
+    for _ in range(50):
+        batch = replay.sample(20)
+        starts.extend(offsets[batch["reward"][:, 0].astype(int)] + batch["step"][:, 0])
+    counts = np.bincount(starts, minlength=sum(lengths) - seq_len + 1)
+    assert len(counts) == sum(lengths) - seq_len + 1
+    assert counts.min() > 0  # 1000 draws over 10 positions: each expects 100
+
+
+def test_not_enough_steps_raises() -> None:
+    replay = Replay(None, capacity=100, seq_len=8)
+    with pytest.raises(InsufficientDataError):
+        replay.sample(1)
+    fill(replay, [3, 4])
+    with pytest.raises(InsufficientDataError, match="seq_len=8"):
+        replay.sample(1)
+    replay.add_episode(make_episode(2, 1))
+    assert replay.sample(1)["image"].shape[1] == 8
+
+
+def test_capacity_drops_oldest_in_memory_only(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=10, seq_len=2)
+    fill(replay, [4, 4, 4])
+    assert (replay.num_episodes, replay.num_steps) == (2, 8)
+    assert set(replay.sample(50)["reward"].ravel()) <= {1.0, 2.0}
+    assert len(npz_files(tmp_path)) == 3
+    replay.add_episode(make_episode(3, 20))  # longer than capacity: kept alone
+    assert (replay.num_episodes, replay.num_steps) == (1, 20)
+    # Reloading keeps only the newest episodes that fit.
+    fresh = Replay(tmp_path, capacity=10, seq_len=2)
+    assert fresh.load() == 20
+    fresh = Replay(tmp_path, capacity=30, seq_len=2)
+    assert fresh.load() == 28
+    assert [ep["reward"][0] for ep in fresh._episodes] == [1.0, 2.0, 3.0]
+
+
+def test_capacity_deletes_files_when_asked(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=10, seq_len=2, delete_from_disk=True)
+    paths = [replay.add_episode(make_episode(i, 4)) for i in range(4)]
+    assert npz_files(tmp_path) == paths[2:]
+
+
+def test_atomic_write_and_damaged_files_are_skipped(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=1000, seq_len=2)
+    good = [replay.add_episode(make_episode(i, 5)) for i in range(2)]
+    assert sorted(tmp_path.iterdir()) == good  # no temp files left behind
+
+    leftover = tmp_path / f".tmp-{good[1].name}.part"
+    leftover.write_bytes(good[1].read_bytes()[:50])
+    truncated = tmp_path / "99990101T000000000000-aaaaaaaa-5.npz"
+    truncated.write_bytes(good[1].read_bytes()[:-40])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip file")
+    invalid = tmp_path / "99990101T000000000001-bbbbbbbb-5.npz"
+    np.savez_compressed(invalid, **{k: v for k, v in make_episode(7, 5).items()
+                                    if k != "reward"})
+
+    fresh = Replay(tmp_path, capacity=1000, seq_len=2)
+    with pytest.warns(ReplayWarning) as record:
+        assert fresh.load() == 10
+    messages = " ".join(str(w.message) for w in record)
+    for path in (leftover, truncated, garbage, invalid):
+        assert path.name in messages
+        assert path.exists()  # never deleted
+    assert [ep["reward"][0] for ep in fresh._episodes] == [0.0, 1.0]
+
+
+def test_incompatible_file_is_skipped_on_load(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=1000, seq_len=2)
+    old = replay.add_episode(make_episode(0, 5))
+    other = Replay(tmp_path / "other", capacity=1000, seq_len=2)
+    episode = make_episode(1, 5)
+    episode["action"] = np.zeros((5, 3), np.float32)
+    newer = other.add_episode(episode).replace(tmp_path / "99990101T000000000000-x-5.npz")
+    fresh = Replay(tmp_path, capacity=1000, seq_len=2)
+    with pytest.warns(ReplayWarning, match=old.name):
+        assert fresh.load() == 5
+    assert fresh._paths == [newer]
+
+
+def test_invalid_episodes_are_rejected() -> None:
+    replay = Replay(None, capacity=100, seq_len=2)
+    good = make_episode(0, 4)
+    cases = {
+        "missing": {k: v for k, v in good.items() if k != "is_last"},
+        "lengths": {**good, "reward": np.zeros(3, np.float32)},
+        "first": {**good, "is_first": np.zeros(4, bool)},
+        "float image": {**good, "image": good["image"].astype(np.float32)},
+        "empty": make_episode(0, 0),
+        "key": {**good, "file": np.zeros(4)},
+    }
+    for name, episode in cases.items():
+        with pytest.raises(ValueError):
+            replay.add_episode(episode)
+    replay.add_episode(good)
+    with pytest.raises(ValueError, match="action"):
+        replay.add_episode({**good, "action": np.zeros((4, 5), np.float32)})
+    assert replay.num_episodes == 1
+
+
+def test_added_episode_is_copied() -> None:
+    replay = Replay(None, capacity=100, seq_len=2)
+    episode = make_episode(0, 4)
+    replay.add_episode(episode)
+    episode["image"][:] = 200
+    assert replay.sample(1)["image"].max() == 0
+
+
+def test_constructor_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Replay(tmp_path, capacity=5, seq_len=10)
+    with pytest.raises(ValueError):
+        Replay(tmp_path, capacity=5, seq_len=0)
+
+
+def test_seed_determinism_and_state_dict_round_trip() -> None:
+    def make(seed: int) -> Replay:
+        replay = Replay(None, capacity=100, seq_len=4, seed=seed)
+        fill(replay, [6, 7, 8])
+        return replay
+
+    def starts(replay: Replay) -> list[tuple[float, int]]:
+        batch = replay.sample(6)
+        return list(zip(batch["reward"][:, 0].tolist(), batch["step"][:, 0].tolist()))
+
+    a, b, c = make(1), make(1), make(2)
+    assert [starts(a) for _ in range(3)] == [starts(b) for _ in range(3)]
+    assert [starts(a) for _ in range(3)] != [starts(c) for _ in range(3)]
+
+    state = json.loads(json.dumps(a.state_dict()))
+    expected = [starts(a) for _ in range(3)]
+    resumed = make(5)
+    resumed.load_state_dict(state)
+    assert [starts(resumed) for _ in range(3)] == expected
+
+
+def test_dataset_yields_batches() -> None:
+    replay = Replay(None, capacity=100, seq_len=3)
+    fill(replay, [5])
+    iterator = replay.dataset(4)
+    for _ in range(3):
+        assert next(iterator)["reward"].shape == (4, 3)

@@ -1,0 +1,51 @@
+"""End-to-end: the training command with the debug preset writes the documented logdir."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from dreamer.logger import read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_logdir(logdir: Path, steps: int, episode_length: int) -> list[dict]:
+    config = yaml.safe_load((logdir / "config.yaml").read_text())
+    assert config["steps"] == steps
+    metrics = read_metrics(logdir / "metrics.jsonl")
+    assert all("step" in m for m in metrics)
+    names = set().union(*metrics)
+    for name in ("train/return", "eval/return", "model/loss", "model/kl", "model/image_loss"):
+        assert name in names, f"{name} missing from metrics.jsonl"
+    assert max(m["step"] for m in metrics) == steps
+    episodes = sorted((logdir / "replay").glob("*.npz"))
+    assert len(episodes) >= steps // (episode_length * 2)
+    assert list(logdir.glob("events.out.tfevents.*"))
+    videos = {p.name.rsplit("_", 1)[0] for p in (logdir / "videos").glob("*.gif")}
+    assert {"eval_policy", "train_openloop"} <= videos
+    json.dumps(metrics)  # valid JSON throughout
+    return metrics
+
+
+def test_dreamer_debug_run(tmp_path):
+    logdir = tmp_path / "run"
+    result = run_train("--env", "dmc_walker_walk", "--configs", "debug", "--steps", "3000",
+                       "--logdir", str(logdir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = check_logdir(logdir, 3000, 1000)
+    assert config_agent(logdir) == "dreamer"
+    assert any("behavior/actor_loss" in m for m in metrics)
+
+
+def config_agent(logdir: Path) -> str:
+    return yaml.safe_load((logdir / "config.yaml").read_text())["agent"]
