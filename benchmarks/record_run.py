@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -21,24 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import git_commit, machine
 from dreamer.config import config_from_dict
 from dreamer.logger import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> str:
-    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, {platform.system()}".strip()
 
 
 def random_policy_returns(config, episodes: int) -> list[float]:

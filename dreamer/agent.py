@@ -24,9 +24,11 @@ class Dreamer(WorldModelAgent):
         behavior, metrics = self.ac.update(behavior, wm_params, start, key, task_reward)
         return behavior, {f"behavior/{k}": v for k, v in metrics.items()}
 
-    def choose_action(self, state: TrainState, latent: dict, key: jax.Array, mode: str) -> jax.Array:
-        feat = self.wm.rssm.get_feat(latent)
+    def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,
+                      mode: str) -> tuple[jax.Array, dict]:
+        feat = self.wm.rssm.get_feat(pstate["latent"])
         if mode == "eval":
-            return self.ac.mode(state.behavior.actor, feat)
+            return self.ac.mode(state.behavior.actor, feat), pstate
         k_sample, k_noise = jax.random.split(key)
-        return self.explore_noise(self.ac.sample(state.behavior.actor, feat, k_sample), k_noise)
+        action = self.explore_noise(self.ac.sample(state.behavior.actor, feat, k_sample), k_noise)
+        return action, pstate

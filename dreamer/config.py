@@ -73,7 +73,7 @@ class ModelConfig:
 class BehaviorConfig:
     """The actor-critic learned in imagination (Dreamer, Plan2Explore)."""
 
-    horizon: int = _field(15, positive=True)
+    horizon: int = _field(15, min=2)  # lambda-returns need at least two imagined steps
     discount: float = _field(0.99, min=0.0, max=1.0)
     return_lambda: float = _field(0.95, min=0.0, max=1.0)
     actor_layers: int = _field(4, positive=True)
@@ -107,11 +107,23 @@ class TrainConfig:
     video_every: int = _field(50_000, min=0)  # open-loop prediction videos; 0 disables
     precision: str = _field("float32", choices=("float32", "bfloat16"))
 
-    def updates_per_env_step(self) -> float:
-        """How many gradient updates each environment step earns."""
+    def updates_after(self, env_steps: int) -> int:
+        """Updates earned by `env_steps` environment steps of training (exact integers)."""
         if self.train_ratio > 0:
-            return self.train_ratio / (self.batch_size * self.seq_len)
-        return self.train_steps / self.train_every
+            return int(env_steps * self.train_ratio // (self.batch_size * self.seq_len))
+        return env_steps * self.train_steps // self.train_every
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerConfig:
+    """CEM planning over latent rollouts (PlaNet); the defaults are the paper's."""
+
+    horizon: int = _field(12, positive=True)
+    iterations: int = _field(10, positive=True)
+    candidates: int = _field(1000, positive=True)
+    top_k: int = _field(100, positive=True)
+    expl_noise: float = _field(0.3, min=0.0)  # Gaussian std added to actions in collection
+    warm_start: bool = False  # start from the previous step's shifted plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +136,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     behavior: BehaviorConfig = BehaviorConfig()
     train: TrainConfig = TrainConfig()
+    planet: PlannerConfig = PlannerConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -291,13 +304,30 @@ def load_preset(name: str, directory: Path = PRESET_DIR) -> dict:
 
 def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = None,
                  agent: str | None = None, directory: Path = PRESET_DIR) -> Config:
-    """Defaults -> agent preset -> named presets -> dotted overrides."""
+    """Defaults -> agent preset -> named presets -> their `per_env` blocks -> dotted overrides.
+
+    A preset may hold `per_env: {ENV_PREFIX: {...}}`, e.g. `per_env: {dmc_cartpole: {env:
+    {action_repeat: 8}}}`: settings for environments whose name is ENV_PREFIX or starts with
+    ENV_PREFIX + '_'. They are more specific than any preset body, so they apply after all
+    bodies (in preset order), and the command line still overrides them.
+    """
     overrides = dict(overrides or {})
     agent = agent or overrides.get("agent") or Config.agent
     config = Config(agent=str(agent))
     names = ([agent] if (directory / f"{agent}.yaml").is_file() else []) + list(presets)
+    per_env_blocks = []
     for name in names:
-        config = _apply(Config, config, load_preset(name, directory))
+        preset = dict(load_preset(name, directory))
+        per_env = preset.pop("per_env", None) or {}
+        if not isinstance(per_env, dict):
+            raise ConfigError(f"'per_env' in preset '{name}' must map environment prefixes to settings")
+        per_env_blocks.append(per_env)
+        config = _apply(Config, config, preset)
+    env_name = str(overrides.get("env.name", config.env.name))
+    for per_env in per_env_blocks:
+        for prefix, settings in per_env.items():
+            if env_name == prefix or env_name.startswith(f"{prefix}_"):
+                config = _apply(Config, config, settings)
     config = _apply(Config, config, nest(overrides))
     return dataclasses.replace(config, agent=str(agent))
 

@@ -10,6 +10,7 @@ from dreamer.errors import ConfigError
 
 AGENTS: dict[str, str] = {
     "dreamer": "dreamer.agent:Dreamer",
+    "planet": "planet.agent:PlaNet",
 }
 
 

@@ -84,7 +84,8 @@ class Trainer:
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
         self.rng = np.random.default_rng(config.seed)
         self.step = 0  # environment steps
-        self.updates_due = 0.0
+        self.train_start: int | None = None  # environment step at which training began
+        self.updates_done = 0
         self.last_eval_step = -1
         self.metrics: dict[str, list[float]] = defaultdict(list)
 
@@ -100,20 +101,25 @@ class Trainer:
         return self.actor(self.state, obs)
 
     def train(self, env_steps: int) -> None:
+        """Run the updates the schedule owes: a first burst of `train_steps` when prefill ends
+        (as Dreamer's pretraining), then `train_steps` per `train_every` steps (or the ratio)."""
         if self.prefilling():
             return
         cfg = self.config.train
-        self.updates_due += env_steps * cfg.updates_per_env_step()
-        if cfg.train_ratio == 0 and not _crossed(self.step, env_steps, cfg.train_every):
+        if self.train_start is None:  # the first step after prefill
+            self.train_start = self.step - env_steps
+        elif cfg.train_ratio == 0 and not _crossed(self.step, env_steps, cfg.train_every):
             return  # the paper's schedule: a burst of updates every `train_every` steps
+        owed = cfg.train_steps + cfg.updates_after(self.step - self.train_start) - self.updates_done
         start = time.time()
-        for _ in range(int(self.updates_due)):
-            batch = self.replay.sample(self.config.train.batch_size)
+        for _ in range(owed):
+            batch = self.replay.sample(cfg.batch_size)
             self.state, metrics = self.agent.train(self.state, batch)
-            self.updates_due -= 1
             for key, value in metrics.items():
                 self.metrics[key].append(value)
-        if self.metrics:
+        self.updates_done += owed
+        if owed:
+            jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
             self.metrics["perf/train_seconds"].append(time.time() - start)
 
     def evaluate(self) -> None:

@@ -105,13 +105,15 @@ def test_valid_keys():
     assert len(keys) == len(set(keys))
 
 
-def test_updates_per_env_step():
-    assert Config().train.updates_per_env_step() == pytest.approx(0.1)  # 100 per 1000
+def test_updates_after():
+    assert Config().train.updates_after(1000) == 100  # the paper: 100 per 1000 env steps
+    assert Config().train.updates_after(999) == 99
     config = build_config([], {"train.train_ratio": "512", "train.batch_size": "16",
                                "train.seq_len": "64"})
-    assert config.train.updates_per_env_step() == pytest.approx(0.5)  # 512 / (16 * 64)
+    assert config.train.updates_after(10) == 5  # 512 replayed steps per env step / (16 * 64)
     config = build_config([], {"train.train_steps": "5", "train.train_every": "500"})
-    assert config.train.updates_per_env_step() == pytest.approx(0.01)
+    assert config.train.updates_after(504) == 5  # integers: no update lost to rounding
+    assert config.train.updates_after(4000) == 40
 
 
 # ----------------------------------------------------------------------------- presets

@@ -251,11 +251,13 @@ def test_policy_modes(agent_and_state):
     agent, state = agent_and_state
     pstate = agent.initial_policy_state(3)
     obs = {"image": jnp.zeros((3, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(3, bool)}
-    a1, (latent, _) = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "eval")
+    a1, new_pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "eval")
+    latent = new_pstate["latent"]
     # Evaluation acts with the actor's mode on the (sampled) posterior, as in Dreamer.
     mode = agent.ac.mode(state.behavior.actor, agent.wm.rssm.get_feat(latent))
     np.testing.assert_allclose(a1, mode, rtol=1e-5, atol=1e-6)
-    t1, (latent, prev) = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
+    t1, new_pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
+    prev = new_pstate["action"]
     t2, _ = agent.policy(state, obs, pstate, jax.random.PRNGKey(1), "train")
     assert t1.shape == (3, A) and np.all(np.abs(t1) <= 1.0)
     assert not np.allclose(t1, t2)  # sampling plus exploration noise

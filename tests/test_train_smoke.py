@@ -49,3 +49,14 @@ def test_dreamer_debug_run(tmp_path):
 
 def config_agent(logdir: Path) -> str:
     return yaml.safe_load((logdir / "config.yaml").read_text())["agent"]
+
+
+def test_planet_debug_run(tmp_path):
+    logdir = tmp_path / "run"
+    result = run_train("--env", "dmc_cartpole_balance", "--agent", "planet", "--configs", "debug",
+                       "--steps", "3000", "--logdir", str(logdir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_logdir(logdir, 3000, 1000)
+    config = yaml.safe_load((logdir / "config.yaml").read_text())
+    assert config["agent"] == "planet"
+    assert config["env"]["action_repeat"] == 8  # PlaNet's per-task setting for cartpole

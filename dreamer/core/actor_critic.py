@@ -53,9 +53,9 @@ def lambda_return(reward: jax.Array, value: jax.Array, discount: jax.Array, boot
                   lambda_: float) -> jax.Array:
     """TD(lambda) returns with a reverse scan over time (axis 1).
 
-    reward, value, discount [N, H]; bootstrap [N]. value[t] is V(s_t) where reward[t] and
-    discount[t] belong to the step from s_t to s_{t+1}:
-      R_t = r_t + d_t ((1 - lambda) V(s_{t+1}) + lambda R_{t+1}),  R_H = bootstrap.
+    reward, value, discount [N, H]; bootstrap [N]. As in Dreamer, reward[t], value[t] and
+    discount[t] are all predicted from the same imagined state s_t:
+      R_t = r_t + d_t ((1 - lambda) V(s_{t+1}) + lambda R_{t+1}),  with V(s_H) = R_H = bootstrap.
     """
     next_value = jnp.concatenate([value[:, 1:], bootstrap[:, None]], 1)
     inputs = reward + discount * next_value * (1.0 - lambda_)
@@ -107,6 +107,8 @@ class ActorCritic:
         return action
 
     def mode(self, actor_params: dict, feat: jax.Array) -> jax.Array:
+        """Deterministic evaluation action: tanh of the Gaussian mean (the median of the
+        tanh-normal; Dreamer V1 picks the likeliest of 100 samples, which is noisier)."""
         out = self.actor.apply(actor_params, feat)
         if self.discrete:
             return jax.nn.one_hot(jnp.argmax(out, -1), out.shape[-1])

@@ -5,6 +5,7 @@ The train loop only sees this interface:
   state = agent.init(key)                                   # a pytree (TrainState)
   state, metrics = agent.train(state, batch)                # jitted, traced once
   action, pstate = agent.policy(state, obs, pstate, key, mode)   # jitted per mode
+                                                            # pstate: {'latent', 'action', ...}
   pstate = agent.initial_policy_state(num_envs)
   videos = agent.report(state, batch)
 """
@@ -42,6 +43,7 @@ class WorldModelAgent:
         dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
         self.wm = WorldModel(config.model, action_size, dtype=dtype)
         self.trace_count = 0  # incremented when `train` is traced; tests assert it stays 1
+        self.policy_trace_count = 0  # likewise for `policy` (once per mode)
         self._train = jax.jit(self._train_impl, donate_argnums=0)
         self._policy = jax.jit(self._policy_impl, static_argnames="mode")
         self._report = jax.jit(self.wm.open_loop_video)
@@ -57,8 +59,9 @@ class WorldModelAgent:
         return TrainState(wm, self.wm.optimizer.init(wm), self.init_behavior(k_beh), k_state,
                           jnp.zeros((), jnp.int32))
 
-    def initial_policy_state(self, batch: int) -> tuple[dict, jax.Array]:
-        return self.wm.rssm.initial(batch), jnp.zeros((batch, self.action_size))
+    def initial_policy_state(self, batch: int) -> dict:
+        """What the agent carries between steps: the latent state and the last action [N, ...]."""
+        return {"latent": self.wm.rssm.initial(batch), "action": jnp.zeros((batch, self.action_size))}
 
     # ------------------------------------------------------------------ training
 
@@ -87,22 +90,26 @@ class WorldModelAgent:
         """obs: image uint8 [N, H, W, 3], is_first [N]. mode: 'train' (explore) or 'eval'."""
         return self._policy(state, obs, pstate, key, mode=mode)
 
-    def _policy_impl(self, state: TrainState, obs: dict, pstate, key: jax.Array, mode: str):
-        latent, prev_action = pstate
+    def _policy_impl(self, state: TrainState, obs: dict, pstate: dict, key: jax.Array, mode: str):
+        self.policy_trace_count += 1
         k_filter, k_act = jax.random.split(key)
-        latent = self.wm.filter_step(state.wm, latent, prev_action, obs["image"], obs["is_first"], k_filter)
-        action = self.choose_action(state, latent, k_act, mode)
-        return action, (latent, action)
+        latent = self.wm.filter_step(state.wm, pstate["latent"], pstate["action"], obs["image"],
+                                     obs["is_first"], k_filter)
+        action, pstate = self.choose_action(state, {**pstate, "latent": latent}, obs["is_first"], k_act, mode)
+        return action, {**pstate, "action": action}
 
-    def choose_action(self, state: TrainState, latent: dict, key: jax.Array, mode: str) -> jax.Array:
+    def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,
+                      mode: str) -> tuple[jax.Array, dict]:
+        """Actions [N, A] from the filtered `pstate['latent']`; may update agent-specific
+        entries of `pstate` (e.g. a planner's previous plan)."""
         raise NotImplementedError
 
-    def explore_noise(self, action: jax.Array, key: jax.Array) -> jax.Array:
+    def explore_noise(self, action: jax.Array, key: jax.Array, scale: float | None = None) -> jax.Array:
         """Gaussian exploration noise on continuous actions, clipped to [-1, 1]."""
-        if self.discrete or self.config.behavior.expl_noise == 0:
+        scale = self.config.behavior.expl_noise if scale is None else scale
+        if self.discrete or scale == 0:
             return action
-        noise = self.config.behavior.expl_noise * jax.random.normal(key, action.shape)
-        return jnp.clip(action + noise, -1.0, 1.0)
+        return jnp.clip(action + scale * jax.random.normal(key, action.shape), -1.0, 1.0)
 
     # ------------------------------------------------------------------ reports
 

@@ -113,7 +113,7 @@ class ConvTranspose2x(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Four stride-2 4x4 convolutions (depth 32, 64, 128, 256): [B, 64, 64, 3] -> [B, 16*depth].
+    """Four stride-2 4x4 convolutions (depth 32, 64, 128, 256): [B, 64, 64, 3] -> [B, 32*depth].
 
     A stride-2 kernel-4 VALID convolution equals a stride-1 kernel-2 convolution over the
     space-to-depth input, which XLA differentiates faster on CPU. Images arrive as uint8.

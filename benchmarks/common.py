@@ -1,0 +1,48 @@
+"""What every benchmark records: the commit, the machine and the matmul ceiling."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def git_commit() -> str:
+    """HEAD's hash, with '-dirty' when tracked files differ from it."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}; JAX {jax.__version__} on {devices}"
+
+
+def matmul_ceiling_gflops(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """Best sustained float32 matmul throughput under XLA (as ../shared/tools/roofline.py)."""
+    best_rate = 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        f = jax.jit(jnp.dot)
+        f(a, a).block_until_ready()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            f(a, a).block_until_ready()
+            best_rate = max(best_rate, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best_rate
+
+
+def xla_flops(fn, *args) -> float:
+    """FLOPs of `fn(*args)` from XLA's cost analysis (a while-loop body counts once)."""
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0))
