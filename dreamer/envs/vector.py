@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import pickle
+import pickle  # only for PicklingError: spawn pickles env_fns for the worker
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -64,13 +64,11 @@ def _close_quietly(env: Env | None) -> None:
 
 
 def _send_error(conn: Any, error: Exception, trace: str) -> None:
-    """Sends the exception itself when it round-trips through pickle, else its text."""
+    """Sends the error as plain strings (no exception objects cross the pipe); a UserError
+    keeps its class name so the parent can re-raise it as the same kind of error."""
+    kind = type(error).__name__ if isinstance(error, UserError) else 'other'
     try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:  # pylint: disable=broad-except
-        error = RuntimeError(f'{type(error).__name__}: {error}')
-    try:
-        conn.send(('error', error, trace))
+        conn.send(('error', (kind, type(error).__name__, str(error)), trace))
     except (EOFError, BrokenPipeError):
         pass
 
@@ -109,11 +107,12 @@ class _ProcessEnv:
         if message[0] == 'ok':
             return message[1]
         self._alive = False
-        _, error, trace = message
-        if isinstance(error, UserError):
-            raise error
-        raise RuntimeError(f'environment worker {self.index} raised {type(error).__name__}: '
-                           f'{error}\n--- worker traceback ---\n{trace}') from error
+        _, (kind, name, text), trace = message
+        user_errors = {cls.__name__: cls for cls in (UserError, *UserError.__subclasses__())}
+        if kind in user_errors:
+            raise user_errors[kind](text)
+        raise RuntimeError(f'environment worker {self.index} raised {name}: '
+                           f'{text}\n--- worker traceback ---\n{trace}')
 
     def close(self) -> None:
         if self._alive:
