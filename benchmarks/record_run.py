@@ -28,18 +28,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def random_policy_returns(config, episodes: int) -> list[float]:
     """Uniform random actions on the run's own environment settings."""
-    from dreamer.collect import Collector, make_vector_env
+    from dreamer.collect import make_vector_env, run_episodes
     from dreamer.core.agent import random_actions
 
     envs = make_vector_env(config, seed=config.seed + 20_000, num_envs=1, parallel=False)
     rng = np.random.default_rng(config.seed)
-    collector = Collector(envs, config.env.action_repeat)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        done, _ = collector.step(lambda obs: random_actions(rng, 1, envs.action_size, envs.discrete))
-        returns += [float(ep["reward"].sum()) for ep in done]
-    envs.close()
-    return returns
+    act = lambda obs: random_actions(rng, 1, envs.action_size, envs.discrete)  # noqa: E731
+    try:
+        done = run_episodes(envs, act, config.env.action_repeat, episodes)
+    finally:
+        envs.close()
+    return [float(ep["reward"].sum()) for ep in done]
 
 
 def find_logdir(command: list[str]) -> Path:

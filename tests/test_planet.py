@@ -73,15 +73,9 @@ def test_policy_traced_once_and_acts_in_bounds(agent_and_state):
     assert agent.policy_trace_count == 1
     assert action.shape == (2, 2) and np.all(np.abs(action) <= 1.0)
     assert pstate["plan"].mean.shape == (2, 3, 2)
-    a1, _ = agent.policy(state, obs, pstate, jax.random.PRNGKey(7), "eval")
-    np.testing.assert_allclose(a1, _without_noise(agent, state, obs, pstate), atol=1e-6)
-
-
-def _without_noise(agent, state, obs, pstate):
-    """The eval action is the first step of the final CEM mean, no noise."""
-    out, new = agent.policy(state, obs, pstate, jax.random.PRNGKey(7), "eval")
-    np.testing.assert_allclose(out, new["plan"].mean[:, 0], atol=1e-6)
-    return out
+    # Evaluation executes the first step of the final CEM mean, with no noise.
+    action, new = agent.policy(state, obs, pstate, jax.random.PRNGKey(7), "eval")
+    np.testing.assert_allclose(action, new["plan"].mean[:, 0], atol=1e-6)
 
 
 def test_discrete_env_rejected():
