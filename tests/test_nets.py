@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder, conv_valid, space_to_depth
 
 
@@ -58,17 +59,27 @@ def test_strided_conv_matches_lax():
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_valid_matches_lax_including_gradient():
+@pytest.mark.parametrize("method", ["patches", "shift"])
+@pytest.mark.parametrize("cin,cout", [(3, 4), (6, 2)])
+def test_conv_valid_matches_lax_including_gradient(method, cin, cout):
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(2, 3, 3, 4)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 5, 6, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(2, 3, cin, cout)), jnp.float32)
+    conv = lambda x, k: conv_valid(x, k, method)  # noqa: E731
     lax_conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
         x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(conv_valid(x, k), lax_conv(x, k), rtol=1e-5, atol=1e-5)
-    g1 = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_valid(x, k))), (0, 1))(x, k)
+    np.testing.assert_allclose(conv(x, k), lax_conv(x, k), rtol=1e-5, atol=1e-5)
+    g1 = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), (0, 1))(x, k)
     g2 = jax.grad(lambda x, k: jnp.sum(jnp.sin(lax_conv(x, k))), (0, 1))(x, k)
     for a, b in zip(g1, g2):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_method_rule_picks_shift_only_for_large_narrowing_layers():
+    from dreamer.core.nets import _prefer_shift
+    assert _prefer_shift(800 * 33 * 33, 32, 12)  # the paper decoder's RGB layer (4 phases x 3)
+    assert not _prefer_shift(800 * 5 * 5, 256, 512)  # its first, widening layer
+    assert not _prefer_shift(100, 64, 8)  # tiny layers keep one im2col matmul
 
 
 def test_space_to_depth_layout():

@@ -57,19 +57,40 @@ class GRU(nn.Module):
         return update * cand + (1.0 - update) * carry
 
 
-def conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 VALID convolution as one matmul over gathered patches (im2col).
+def conv_valid(x: jax.Array, kernel: jax.Array, method: str | None = None) -> jax.Array:
+    """Stride-1 VALID convolution as matmuls: x [B, H, W, Cin], kernel [kh, kw, Cin, Cout]
+    -> [B, H-kh+1, W-kw+1, Cout]. Equal to `lax.conv_general_dilated` (the tests compare them),
+    but XLA's CPU backend runs matmuls and their gradients several times faster than its
+    convolution kernels for these shapes.
 
-    x [B, H, W, Cin], kernel [kh, kw, Cin, Cout] -> [B, H-kh+1, W-kw+1, Cout]. Equal to
-    `lax.conv_general_dilated`, but XLA's CPU backend runs the matmul and its gradient
-    3-5x faster than its convolution kernels for these shapes (the tests compare both).
+    method 'patches' gathers the kh*kw shifted windows into one [pixels, kh*kw*Cin] matrix
+    (im2col) and multiplies once; 'shift' multiplies the unshifted input by all taps at once,
+    [pixels, Cin] @ [Cin, kh*kw*Cout], then adds the taps' shifted slices (col2im). The FLOPs are
+    the same; the memory traffic is not: 'shift' moves kh*kw*Cout floats per pixel instead of
+    kh*kw*Cin, which pays off on large, narrowing layers (the decoder's RGB output, the
+    encoder's second layer): there it roughly halves the time of forward plus backward on this
+    CPU. None picks by that rule (see `_prefer_shift`).
     """
     kh, kw, cin, cout = kernel.shape
     b, h, w, _ = x.shape
     ho, wo = h - kh + 1, w - kw + 1
-    patches = jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], -1)
-    out = patches.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
-    return out.reshape(b, ho, wo, cout)
+    method = method or ("shift" if _prefer_shift(b * ho * wo, cin, cout) else "patches")
+    if method == "patches":
+        patches = jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], -1)
+        out = patches.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+        return out.reshape(b, ho, wo, cout)
+    if method != "shift":
+        raise ValueError(f"unknown conv method {method!r}")
+    taps = jnp.moveaxis(kernel, 2, 0).reshape(cin, kh * kw * cout)  # [Cin, (tap, Cout)]
+    z = (x.reshape(-1, cin) @ taps).reshape(b, h, w, kh * kw, cout)
+    return sum(z[:, i:i + ho, j:j + wo, i * kw + j] for i in range(kh) for j in range(kw))
+
+
+def _prefer_shift(pixels: int, cin: int, cout: int) -> bool:
+    """Col2im for layers that narrow (Cout < Cin) over many output pixels, where moving data
+    dominates; im2col elsewhere, where its single larger matmul runs closer to the ceiling.
+    The threshold was measured on a 2-core AVX-512 CPU (benchmarks/results/throughput.md)."""
+    return cout < cin and pixels >= 2**16
 
 
 def space_to_depth(x: jax.Array) -> jax.Array:
