@@ -56,8 +56,10 @@ def planner_flops(agent: PlaNet, state) -> dict[str, float]:
     return parts
 
 
-def measure(preset: str, repeats: int) -> dict:
-    config = build_config(PRESETS[preset], {"env.name": "dmc_cartpole_balance"}, agent="planet")
+def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict:
+    """Latency and FLOPs per action of the planner of `PRESETS[preset]` (or of `presets`)."""
+    presets = PRESETS[preset] if presets is None else presets
+    config = build_config(presets, {"env.name": "dmc_cartpole_balance"}, agent="planet")
     agent = PlaNet(config, action_size=1, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
     pstate = agent.initial_policy_state(1)

@@ -1,0 +1,238 @@
+"""Throughput of every hot path, against the machine's matmul ceiling.
+
+    python -m benchmarks.throughput [--quick] [--json] [--configs PRESET ...] [--out DIR]
+
+Measures, with the paper's model sizes unless presets say otherwise:
+- the full update (world model + Dreamer behaviour) on a replay-shaped batch, 16 x 50 on CPU and
+  50 x 50 on an accelerator: median seconds, compile seconds, FLOPs and the fraction of the
+  float32 matmul ceiling measured in the same process;
+- imagination throughput: latent steps per second of the actor's rollout (horizon 15 from every
+  posterior state of the batch), forward only, as the behaviour update runs it;
+- PlaNet's CEM latency per action at the paper's planner settings (`benchmarks.planning`);
+- environment frames per second (environment steps, action repeat included) of the collection
+  path (worker processes, one render after the last action repeat) against one dm_control
+  environment stepped and rendered every step in one process, both at default visual quality,
+  so both give the same observations.
+
+FLOPs: XLA's cost analysis counts a while-loop body once whatever its trip count, so the update
+is costed on a copy of the program whose scans are fully unrolled (`unrolled_flops`); the timed
+program is the real, rolled one. `--json` makes the last output line one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import git_commit, machine, matmul_ceiling_gflops
+from dreamer.config import Config, build_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ENV = "dmc_walker_walk"
+
+
+def unrolled_flops(fn, *args) -> float:
+    """FLOPs of `fn(*args)` with every `lax.scan` fully unrolled, so each step is counted."""
+    scan = jax.lax.scan
+
+    def scan_unrolled(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
+        return scan(f, init, xs, length=length, reverse=reverse, unroll=True, **kwargs)
+
+    with mock.patch.object(jax.lax, "scan", scan_unrolled):
+        cost = jax.jit(fn).lower(*args).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def fake_batch(config: Config, batch: int, length: int, action_size: int) -> dict:
+    """Replay-shaped random data: the update's cost does not depend on the pixel values."""
+    rng = np.random.default_rng(0)
+    size = config.env.size
+    return jax.device_put({
+        "image": rng.integers(0, 256, (batch, length, size, size, 3), dtype=np.uint8),
+        "action": rng.uniform(-1, 1, (batch, length, action_size)).astype(np.float32),
+        "reward": rng.normal(size=(batch, length)).astype(np.float32),
+        "is_first": np.zeros((batch, length), bool),
+        "is_terminal": np.zeros((batch, length), bool),
+    })
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
+                   action_size: int = 6) -> dict:
+    """The Dreamer update as the train loop runs it (jitted, state donated)."""
+    from dreamer.agent import Dreamer
+
+    agent = Dreamer(config, action_size, discrete=False)
+    state = agent.init(jax.random.PRNGKey(0))
+    batch = fake_batch(config, *batch_shape, action_size)
+    start = time.perf_counter()
+    compiled = agent._train.lower(state, batch).compile()
+    compile_seconds = time.perf_counter() - start
+    flops = unrolled_flops(agent._train_impl, state, batch)
+    state, _ = compiled(state, batch)  # warm-up: first-run allocations
+    holder = {"state": state}
+
+    def step():
+        holder["state"], metrics = compiled(holder["state"], batch)
+        return holder["state"], metrics
+
+    seconds = _median_seconds(step, repeats)
+    return {"update_seconds": seconds, "compile_seconds": compile_seconds, "update_gflop": flops / 1e9,
+            "batch": list(batch_shape)}
+
+
+def measure_imagination(config: Config, starts: int, repeats: int, action_size: int = 6) -> dict:
+    """Forward imagination from `starts` states for the behaviour horizon, actor in the loop."""
+    from dreamer.agent import Dreamer
+
+    agent = Dreamer(config, action_size, discrete=False)
+    state = agent.init(jax.random.PRNGKey(0))
+    start_states = jax.tree.map(lambda x: jnp.repeat(x, starts, 0), agent.wm.rssm.initial(1))
+    imagine = jax.jit(lambda actor, wm, start, key: agent.ac._imagine(actor, wm, start, key)["feat"])
+    args = (state.behavior.actor, state.wm, start_states, jax.random.PRNGKey(1))
+    jax.block_until_ready(imagine(*args))
+    seconds = _median_seconds(lambda: imagine(*args), repeats)
+    steps = starts * config.behavior.horizon
+    return {"imagine_steps_per_second": steps / seconds, "imagine_seconds": seconds,
+            "imagine_starts": starts, "imagine_horizon": config.behavior.horizon}
+
+
+def measure_cem(presets: list[str], repeats: int) -> dict:
+    from benchmarks.planning import measure
+
+    row = measure("paper" if not presets else "+".join(presets), repeats, presets=presets)
+    return {"cem_ms_per_action": row["ms_per_action"], "cem_gflop_per_action": row["gflop_per_action"],
+            "cem_latent_steps_per_action": row["latent_steps_per_action"]}
+
+
+def _dmc_baseline_fps(config: Config, seconds: float) -> float:
+    """One dm_control environment in this process, physics step and render every step."""
+    from dm_control import suite
+
+    from dreamer.envs.dmc import DEFAULT_CAMERAS, parse_dmc_name
+
+    domain, task = parse_dmc_name(config.env.name)
+    env = suite.load(domain, task, task_kwargs={"random": 0})
+    camera = DEFAULT_CAMERAS.get(domain, 0)
+    spec = env.action_spec()
+    rng = np.random.default_rng(0)
+    env.reset()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step = env.step(rng.uniform(spec.minimum, spec.maximum, spec.shape))
+        env.physics.render(config.env.size, config.env.size, camera_id=camera)
+        steps += 1
+        if step.last():
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def _collection_fps(config: Config, seconds: float, num_envs: int) -> float:
+    """The train loop's collection path: worker processes, render after the last repeat."""
+    from dreamer.collect import Collector, make_vector_env
+    from dreamer.core.agent import random_actions
+
+    envs = make_vector_env(config, seed=0, num_envs=num_envs, parallel=num_envs > 1)
+    rng = np.random.default_rng(0)
+    try:
+        collector = Collector(envs, config.env.action_repeat)
+        act = lambda obs: random_actions(rng, envs.num_envs, envs.action_size, envs.discrete)  # noqa: E731
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            steps += collector.step(act)[1]
+        return steps / (time.perf_counter() - start)
+    finally:
+        envs.close()
+
+
+def measure_env(config: Config, seconds: float, num_envs: int) -> dict:
+    config = build_config([], {"env.name": config.env.name, "env.action_repeat": config.env.action_repeat,
+                               "env.fast_render": False})  # default quality: identical observations
+    return {"env_fps": _collection_fps(config, seconds, num_envs),
+            "env_fps_baseline": _dmc_baseline_fps(config, seconds),
+            "env_workers": num_envs, "env_name": config.env.name, "action_repeat": config.env.action_repeat}
+
+
+def run(presets: list[str], quick: bool) -> dict:
+    config = build_config(presets, {"env.name": ENV})
+    accelerator = jax.default_backend() != "cpu"
+    batch_shape = (50, 50) if accelerator else (16, 50)
+    repeats = 3 if quick else 10
+    ceiling = matmul_ceiling_gflops(sizes=(1024, 2048) if quick else (1024, 2048, 4096))
+    result = {"backend": jax.default_backend(), "presets": presets, "quick": quick,
+              "roofline_gflops": ceiling}
+    result.update(measure_update(config, batch_shape, repeats))
+    result["update_gflops"] = result["update_gflop"] / result["update_seconds"]
+    result["roofline_fraction"] = result["update_gflops"] / ceiling
+    result.update(measure_imagination(config, batch_shape[0] * batch_shape[1], repeats))
+    result.update(measure_cem(presets, repeats))
+    result.update(measure_env(config, seconds=3.0 if quick else 20.0, num_envs=2))
+    result["env_speedup"] = result["env_fps"] / result["env_fps_baseline"]
+    return result
+
+
+def to_table(r: dict) -> str:
+    rows = [
+        ("full update (WM + behaviour), batch " + "x".join(map(str, r["batch"])), f"{r['update_seconds']:.3f} s"),
+        ("update FLOPs (scans unrolled)", f"{r['update_gflop']:.1f} GFLOP"),
+        ("update throughput", f"{r['update_gflops']:.0f} GFLOP/s = {100 * r['roofline_fraction']:.0f}% "
+                              f"of the {r['roofline_gflops']:.0f} GFLOP/s matmul ceiling"),
+        ("update compile", f"{r['compile_seconds']:.1f} s"),
+        (f"imagination ({r['imagine_starts']} starts x {r['imagine_horizon']} steps)",
+         f"{r['imagine_steps_per_second']:,.0f} latent steps/s"),
+        (f"PlaNet CEM ({r['cem_latent_steps_per_action']:,} latent steps)",
+         f"{r['cem_ms_per_action']:.1f} ms/action ({r['cem_gflop_per_action']:.1f} GFLOP)"),
+        (f"collection, {r['env_workers']} workers, {r['env_name']} repeat {r['action_repeat']}",
+         f"{r['env_fps']:.0f} env steps/s"),
+        ("one dm_control env, render every step", f"{r['env_fps_baseline']:.0f} env steps/s "
+                                                  f"(collection {r['env_speedup']:.1f}x)"),
+    ]
+    lines = ["| what | measured |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter env runs (a few minutes)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--configs", nargs="*", default=[], help="presets (default: the paper's sizes)")
+    parser.add_argument("--out", type=Path, default=None, help=f"write throughput.json/.md here (e.g. {RESULTS})")
+    args = parser.parse_args(argv)
+    start = time.time()
+    with contextlib.redirect_stdout(open("/dev/null", "w")) if args.json else contextlib.nullcontext():
+        result = run(args.configs, args.quick)
+    result.update(commit=git_commit(), machine=machine(), wall_seconds=round(time.time() - start, 1),
+                  command="python -m benchmarks.throughput " + " ".join(argv if argv is not None else []))
+    table = to_table(result)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "throughput.json").write_text(json.dumps(result, indent=1))
+        (args.out / "throughput.md").write_text(
+            f"# Throughput\n\n- command: `{result['command']}`\n- commit: `{result['commit']}`\n"
+            f"- machine: {result['machine']}\n- wall time: {result['wall_seconds']} s\n\n{table}\n")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
