@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -209,6 +210,7 @@ def to_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter env runs (a few minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.redirect_stdout(open("/dev/null", "w")) if args.json else contextlib.nullcontext():
         result = run(args.configs, args.quick)
     result.update(commit=git_commit(), machine=machine(), wall_seconds=round(time.time() - start, 1),
-                  command="python -m benchmarks.throughput " + " ".join(argv if argv is not None else []))
+                  command="python -m benchmarks.throughput " + " ".join(argv))
     table = to_table(result)
     print(table)
     if args.out:
@@ -233,6 +235,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])
+    main()

@@ -106,6 +106,7 @@ class TrainConfig:
     log_every: int = _field(1000, positive=True)
     video_every: int = _field(50_000, min=0)  # open-loop prediction videos; 0 disables
     precision: str = _field("float32", choices=("float32", "bfloat16"))
+    max_nonfinite: int = _field(20, positive=True)  # consecutive skipped updates before stopping
 
     def updates_after(self, env_steps: int) -> int:
         """Updates earned by `env_steps` environment steps of training (exact integers)."""

@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class EnvError(UserError):
     """Unknown environment name or an environment that cannot give pixels."""
+
+
+class TrainingError(UserError):
+    """The run cannot go on (e.g. repeated non-finite losses); the message says what to change."""

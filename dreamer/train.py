@@ -22,7 +22,7 @@ import numpy as np
 from dreamer.collect import AgentActor, Collector, make_vector_env, run_episodes
 from dreamer.config import Config, build_config, parse_overrides, save_config
 from dreamer.core.agent import random_actions
-from dreamer.errors import ConfigError, UserError
+from dreamer.errors import ConfigError, TrainingError, UserError
 from dreamer.logger import Logger, Progress
 from dreamer.registry import agent_class
 from dreamer.replay import Replay
@@ -86,6 +86,7 @@ class Trainer:
         self.step = 0  # environment steps
         self.train_start: int | None = None  # environment step at which training began
         self.updates_done = 0
+        self.nonfinite_streak = 0  # consecutive updates skipped for a non-finite loss
         self.last_eval_step = -1
         self.metrics: dict[str, list[float]] = defaultdict(list)
 
@@ -121,6 +122,28 @@ class Trainer:
         if owed:
             jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
             self.metrics["perf/train_seconds"].append(time.time() - start)
+            self.check_finite(self.metrics["train/nonfinite"][-owed:])
+
+    def check_finite(self, flags: list) -> None:
+        """Count consecutive updates skipped for a non-finite loss or gradient (the update
+        itself left the parameters unchanged); stop the run after `train.max_nonfinite`."""
+        flags = [bool(flag) for flag in jax.device_get(flags)]
+        if not any(flags):
+            self.nonfinite_streak = 0
+            return
+        longest = 0
+        for flag in flags:
+            self.nonfinite_streak = self.nonfinite_streak + 1 if flag else 0
+            longest = max(longest, self.nonfinite_streak)
+        print(f"warning: {sum(flags)} update(s) skipped for a non-finite loss or gradient at env step "
+              f"{self.step}", file=sys.stderr)
+        self.logger.scalar("train/skipped_updates", sum(flags))
+        self.logger.write(self.step)
+        if longest >= self.config.train.max_nonfinite:
+            raise TrainingError(
+                f"{longest} consecutive updates had a non-finite loss or gradient (at env step "
+                f"{self.step}); none was applied. Check the rewards and observations, lower "
+                f"model.lr, or raise train.max_nonfinite")
 
     def evaluate(self) -> None:
         self.last_eval_step = self.step

@@ -47,6 +47,14 @@ class CounterEnv(gymnasium.Env):
         return self._obs(), float(action) + 1.0, terminated, False, {}
 
 
+class NaNRewardEnv(CounterEnv):
+    """A CounterEnv whose rewards are NaN: every update on its data has a non-finite loss."""
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, float('nan'), terminated, truncated, info
+
+
 class RenderEnv(gymnasium.Env):
     """Vector observations; pixels only via render(). Box actions in [-2, 2] x [0, 10].
 
@@ -109,4 +117,5 @@ _register('FakeTruncate-v0', CounterEnv, max_episode_steps=4)
 _register('FakeEndless-v0', CounterEnv)
 _register('FakeCrash-v0', CounterEnv, kwargs={'crash_at': 2})
 _register('FakeRender-v0', RenderEnv)
+_register('FakeNaNReward-v0', NaNRewardEnv, max_episode_steps=200)
 _register('FakeNoPixels-v0', NoPixelEnv)

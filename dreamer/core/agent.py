@@ -76,7 +76,8 @@ class WorldModelAgent:
         start = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), post)  # [B*T, ...]
         behavior, beh_metrics = self.train_behavior(state.behavior, wm, start, batch, k_beh)
         metrics.update(beh_metrics)
-        return TrainState(wm, wm_opt, behavior, key, state.updates + 1), metrics
+        new_state = TrainState(wm, wm_opt, behavior, key, state.updates + 1)
+        return _skip_nonfinite(state, new_state, metrics)
 
     def init_behavior(self, key: jax.Array) -> Any:
         return ()
@@ -117,6 +118,18 @@ class WorldModelAgent:
         """Videos for the logger: the open-loop prediction (truth / model / error)."""
         key = jax.random.fold_in(state.key, 1)
         return {"openloop": self._report(state.wm, batch, key)}
+
+
+def _skip_nonfinite(old: TrainState, new: TrainState, metrics: dict) -> tuple[TrainState, dict]:
+    """Apply the update only if every loss and gradient norm in `metrics` is finite.
+
+    A non-finite update keeps the previous parameters and optimizer states (with the new key,
+    so the next update sees other noise): one bad batch cannot poison the run. The flag
+    `train/nonfinite` (0 or 1 per update) lets the train loop count and stop on repeats.
+    """
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old._replace(key=new.key))
+    return kept, {**metrics, "train/nonfinite": (~finite).astype(jnp.float32)}
 
 
 def random_actions(rng: np.random.Generator, batch: int, action_size: int, discrete: bool):
