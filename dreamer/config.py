@@ -133,6 +133,7 @@ class Config:
     logdir: str = ""  # default: logdir/<env>/<agent>/<seed>
     seed: int = _field(0, min=0)
     steps: int = _field(1_000_000, positive=True)  # total environment steps
+    devices: int = _field(1, positive=True)  # data-parallel over this many local devices
     env: EnvConfig = EnvConfig()
     model: ModelConfig = ModelConfig()
     behavior: BehaviorConfig = BehaviorConfig()

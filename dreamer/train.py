@@ -24,6 +24,7 @@ from dreamer.config import Config, build_config, parse_overrides, save_config
 from dreamer.core.agent import random_actions
 from dreamer.errors import ConfigError, TrainingError, UserError
 from dreamer.logger import Logger, Progress
+from dreamer.parallel import DataParallel
 from dreamer.registry import agent_class
 from dreamer.replay import Replay
 
@@ -44,10 +45,11 @@ def parse_args(argv: list[str]) -> tuple[Config, bool]:
     parser.add_argument("--logdir")
     parser.add_argument("--seed")
     parser.add_argument("--steps", help="total environment steps (action repeat included)")
+    parser.add_argument("--devices", help="data-parallel training over this many local devices")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
-    for key in ("env", "logdir", "seed", "steps"):
+    for key in ("env", "logdir", "seed", "steps", "devices"):
         if getattr(args, key) is not None:
             overrides["env.name" if key == "env" else key] = getattr(args, key)
     config = build_config(args.configs, overrides, agent=args.agent)
@@ -75,7 +77,7 @@ class Trainer:
         self.envs = make_vector_env(config, config.seed)
         self.eval_envs = make_vector_env(config, config.seed + 10_000, num_envs=1, parallel=False)
         self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
-        self.state = self.agent.init(jax.random.PRNGKey(config.seed))
+        self.state = self.agent.init(jax.random.PRNGKey(config.seed))  # replicated over devices
         self.replay = Replay(logdir / "replay", capacity=config.train.replay_capacity,
                              seq_len=config.train.seq_len, seed=config.seed)
         self.replay.load()
@@ -114,7 +116,7 @@ class Trainer:
         owed = cfg.train_steps + cfg.updates_after(self.step - self.train_start) - self.updates_done
         start = time.time()
         for _ in range(owed):
-            batch = self.replay.sample(cfg.batch_size)
+            batch = self.agent.parallel.shard_batch(self.replay.sample(cfg.batch_size))
             self.state, metrics = self.agent.train(self.state, batch)
             for key, value in metrics.items():
                 self.metrics[key].append(value)
@@ -224,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         config, debug = parse_args(argv)
-        agent_class(config.agent)  # an unknown agent fails before anything else
+        agent_class(config.agent)  # an unknown agent or device count fails before anything else
+        DataParallel(config.devices, config.train.batch_size)
         new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
         logdir = prepare_logdir(config)
         try:  # envs and agent are built before anything is written into the logdir

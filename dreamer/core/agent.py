@@ -2,8 +2,10 @@
 open-loop reports. Agents subclass `WorldModelAgent` and add how they choose actions.
 
 The train loop only sees this interface:
-  state = agent.init(key)                                   # a pytree (TrainState)
-  state, metrics = agent.train(state, batch)                # jitted, traced once
+  state = agent.init(key)                                   # a pytree (TrainState), replicated
+                                                            # over `config.devices` devices
+  state, metrics = agent.train(state, batch)                # jitted, traced once; the batch is
+                                                            # split over devices (agent.parallel)
   action, pstate = agent.policy(state, obs, pstate, key, mode)   # jitted per mode
                                                             # pstate: {'latent', 'action', ...}
   pstate = agent.initial_policy_state(num_envs)
@@ -20,6 +22,7 @@ import numpy as np
 
 from dreamer.config import Config
 from dreamer.core.world_model import WorldModel
+from dreamer.parallel import DataParallel
 
 Batch = dict[str, jax.Array]
 
@@ -42,6 +45,7 @@ class WorldModelAgent:
         self.discrete = discrete
         dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
         self.wm = WorldModel(config.model, action_size, dtype=dtype)
+        self.parallel = DataParallel(config.devices, config.train.batch_size)
         self.trace_count = 0  # incremented when `train` is traced; tests assert it stays 1
         self.policy_trace_count = 0  # likewise for `policy` (once per mode)
         self._train = jax.jit(self._train_impl, donate_argnums=0)
@@ -51,7 +55,8 @@ class WorldModelAgent:
     # ------------------------------------------------------------------ state
 
     def init(self, key: jax.Array) -> TrainState:
-        return jax.jit(self._init_impl)(key)  # one compiled init instead of many eager ops
+        state = jax.jit(self._init_impl)(key)  # one compiled init instead of many eager ops
+        return self.parallel.replicate(state)
 
     def _init_impl(self, key: jax.Array) -> TrainState:
         k_wm, k_beh, k_state = jax.random.split(key, 3)
@@ -77,7 +82,8 @@ class WorldModelAgent:
         behavior, beh_metrics = self.train_behavior(state.behavior, wm, start, batch, k_beh)
         metrics.update(beh_metrics)
         new_state = TrainState(wm, wm_opt, behavior, key, state.updates + 1)
-        return _skip_nonfinite(state, new_state, metrics)
+        new_state, metrics = _skip_nonfinite(state, new_state, metrics)
+        return self.parallel.constrain_state(new_state), metrics
 
     def init_behavior(self, key: jax.Array) -> Any:
         return ()
