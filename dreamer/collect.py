@@ -28,7 +28,7 @@ def make_vector_env(config: Config, seed: int, num_envs: int | None = None,
                    size=env.size, time_limit=env.time_limit,
                    camera=None if env.camera < 0 else env.camera, fast_render=env.fast_render)
            for i in range(num_envs)]
-    return VectorEnv(fns, parallel=parallel)
+    return VectorEnv(fns, parallel=parallel, max_restarts=env.max_restarts)
 
 
 class Collector:

@@ -44,6 +44,7 @@ class EnvConfig:
     fast_render: bool = False  # no shadows/reflections/skybox: changes the observations
     num_envs: int = _field(1, positive=True)
     parallel: bool = False  # one worker process per environment
+    max_restarts: int = _field(5, min=0)  # an env that raises is recreated this often in a row
 
 
 @dataclasses.dataclass(frozen=True)

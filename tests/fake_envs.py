@@ -6,6 +6,7 @@ module (and so register the ids) themselves.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium
@@ -45,6 +46,21 @@ class CounterEnv(gymnasium.Env):
             raise RuntimeError(f'boom at step {self.t}')
         terminated = self.terminate_at is not None and self.t >= self.terminate_at
         return self._obs(), float(action) + 1.0, terminated, False, {}
+
+
+class CrashOnceEnv(CounterEnv):
+    """Episodes of 5 steps; raises at step 3 once per marker file named by the environment
+    variable FAKE_CRASH_MARKER (a file, so that restarted worker processes see it too)."""
+
+    def __init__(self, render_mode: str | None = None):
+        super().__init__(terminate_at=5, render_mode=render_mode)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        marker = os.environ.get('FAKE_CRASH_MARKER')
+        if self.t == 2 and marker and not os.path.exists(marker):
+            open(marker, 'w').close()
+            raise RuntimeError('crashed once')
+        return super().step(action)
 
 
 class NaNRewardEnv(CounterEnv):
@@ -117,5 +133,6 @@ _register('FakeTruncate-v0', CounterEnv, max_episode_steps=4)
 _register('FakeEndless-v0', CounterEnv)
 _register('FakeCrash-v0', CounterEnv, kwargs={'crash_at': 2})
 _register('FakeRender-v0', RenderEnv)
+_register('FakeCrashOnce-v0', CrashOnceEnv)
 _register('FakeNaNReward-v0', NaNRewardEnv, max_episode_steps=200)
 _register('FakeNoPixels-v0', NoPixelEnv)

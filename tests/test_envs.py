@@ -348,3 +348,36 @@ def test_vector_env_physics_state():
     with VectorEnv(fns) as vec:
         vec.step(np.zeros((2, 2), np.float32))
         assert vec.physics_state().shape == (2, 4)  # point_mass: qpos 2 + qvel 2
+
+
+@pytest.mark.parametrize('parallel', [False, True])
+def test_vector_env_restarts_a_crashed_env_and_drops_its_episode(tmp_path, monkeypatch, capsys, parallel):
+    from dreamer.collect import Collector
+
+    monkeypatch.setenv('FAKE_CRASH_MARKER', str(tmp_path / 'crashed'))
+    fns = [functools.partial(make_env, fake('FakeCrashOnce-v0'), seed=0, action_repeat=1),
+           functools.partial(make_env, fake('FakeEndless-v0'), seed=0, action_repeat=1)]
+    with VectorEnv(fns, parallel=parallel, max_restarts=2) as vec:
+        collector = Collector(vec, action_repeat=1)
+        episodes, firsts = [], []
+        for _ in range(12):
+            done, _ = collector.step(lambda obs: np.eye(3, dtype=np.float32)[[0, 0]])
+            episodes += done
+            firsts.append(bool(collector.obs['is_first'][0]))
+        assert vec.restarts == 1
+    # The crash (third step of the first episode) brings the env back with a fresh episode.
+    assert True in firsts[:4]
+    assert 'environment 0 raised RuntimeError: crashed once' in capsys.readouterr().err
+    # Only complete 5-step episodes reach the replay; the crashed one is gone.
+    assert episodes and all(len(ep['reward']) == 6 for ep in episodes)
+    assert all(ep['is_first'][0] and ep['is_last'][-1] for ep in episodes)
+
+
+def test_vector_env_gives_up_after_max_restarts():
+    fns = [functools.partial(make_env, fake('FakeCrash-v0'), seed=0)]
+    with VectorEnv(fns, max_restarts=2) as vec:
+        vec.step(np.zeros((1, 3), np.float32))  # reset
+        vec.step(np.zeros((1, 3), np.float32))  # step 1
+        with pytest.raises(EnvError, match=r'environment 0 failed 3 times in a row .*boom at step 2.*env.max_restarts'):
+            for _ in range(10):
+                vec.step(np.zeros((1, 3), np.float32))

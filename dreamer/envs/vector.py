@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle  # only for PicklingError: spawn pickles env_fns for the worker
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dreamer.envs.base import Env, Obs
-from dreamer.errors import UserError
+from dreamer.errors import EnvError, UserError
 
 
 class _LocalEnv:
@@ -25,9 +26,16 @@ class _LocalEnv:
         return self.env.action_size, self.env.discrete, tuple(self.env.obs_shape)
 
     def call(self, method: str, *args: Any) -> None:
-        self._result = getattr(self.env, method)(*args)
+        self._error: Exception | None = None
+        try:
+            self._result = getattr(self.env, method)(*args)
+        except Exception as error:  # pylint: disable=broad-except
+            self._error = error  # raised by result(), as a worker's error would be
 
     def result(self) -> Any:
+        if getattr(self, '_error', None) is not None:
+            error, self._error = self._error, None
+            raise error
         return self._result
 
     def close(self) -> None:
@@ -73,6 +81,14 @@ def _send_error(conn: Any, error: Exception, trace: str) -> None:
         pass
 
 
+class WorkerError(RuntimeError):
+    """An exception raised inside an environment worker, as its class name and message."""
+
+    def __init__(self, name: str, text: str, message: str):
+        super().__init__(message)
+        self.summary = f'{name}: {text}'
+
+
 class _ProcessEnv:
     """An env living in a daemon 'spawn' worker process, talked to through a pipe."""
 
@@ -111,8 +127,8 @@ class _ProcessEnv:
         user_errors = {cls.__name__: cls for cls in (UserError, *UserError.__subclasses__())}
         if kind in user_errors:
             raise user_errors[kind](text)
-        raise RuntimeError(f'environment worker {self.index} raised {name}: '
-                           f'{text}\n--- worker traceback ---\n{trace}')
+        raise WorkerError(name, text, f'environment worker {self.index} raised {name}: '
+                                      f'{text}\n--- worker traceback ---\n{trace}')
 
     def close(self) -> None:
         if self._alive:
@@ -150,14 +166,19 @@ class VectorEnv:
     `parallel=True` each env runs in its own process (env_fns must pickle).
     """
 
-    def __init__(self, env_fns: list[Callable[[], Env]], parallel: bool = False):
+    def __init__(self, env_fns: list[Callable[[], Env]], parallel: bool = False,
+                 max_restarts: int = 0):
         if not env_fns:
             raise ValueError('VectorEnv needs at least one env_fn')
         self.parallel = parallel
+        self._env_fns = list(env_fns)
+        self.max_restarts = max_restarts  # consecutive failures of one env before giving up
+        self._failures = [0] * len(env_fns)
+        self.restarts = 0  # total, for logging
         self._envs: list[Any] = []
         try:
             for index, env_fn in enumerate(env_fns):
-                self._envs.append(_ProcessEnv(env_fn, index) if parallel else _LocalEnv(env_fn))
+                self._envs.append(self._start(index))
             specs = _gather([env.spec for env in self._envs])
         except BaseException:
             self.close()
@@ -170,8 +191,19 @@ class VectorEnv:
         self.num_envs = len(self._envs)
         self._needs_reset = np.ones(self.num_envs, bool)  # [N]
 
+    def _start(self, index: int) -> Any:
+        fn = self._env_fns[index]
+        return _ProcessEnv(fn, index) if self.parallel else _LocalEnv(fn)
+
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        """actions float32 [N, A] -> obs dict of stacked arrays, e.g. image uint8 [N, H, W, 3]."""
+        """actions float32 [N, A] -> obs dict of stacked arrays, e.g. image uint8 [N, H, W, 3].
+
+        With `max_restarts > 0`, an env that raises (other than a UserError) is closed,
+        recreated and reset: its observation is then an episode start, so the episode in
+        progress is dropped by the collector, and training goes on with a warning. After more
+        than `max_restarts` failures of one env without a completed episode in between, an
+        EnvError stops the run.
+        """
         actions = np.asarray(actions, np.float32)
         if actions.shape != (self.num_envs, self.action_size):
             raise ValueError(f'expected actions of shape {(self.num_envs, self.action_size)}, '
@@ -181,9 +213,36 @@ class VectorEnv:
                 env.call('reset')
             else:
                 env.call('step', action)
-        obs: list[Obs] = _gather([env.result for env in self._envs])
+        if self.max_restarts == 0:
+            obs: list[Obs] = _gather([env.result for env in self._envs])
+        else:
+            obs = [self._result_or_restart(index) for index in range(self.num_envs)]
         self._needs_reset = np.array([o['is_last'] for o in obs], bool)
         return {key: np.stack([o[key] for o in obs]) for key in obs[0]}
+
+    def _result_or_restart(self, index: int) -> Obs:
+        while True:
+            try:
+                obs = self._envs[index].result()
+                if obs['is_last']:  # a completed episode: the env works again
+                    self._failures[index] = 0
+                return obs
+            except UserError:
+                raise
+            except Exception as error:  # pylint: disable=broad-except
+                self._failures[index] += 1
+                summary = getattr(error, 'summary', None) or f'{type(error).__name__}: {error}'
+                summary = summary.splitlines()[0] if summary else type(error).__name__
+                if self._failures[index] > self.max_restarts:
+                    raise EnvError(f'environment {index} failed {self._failures[index]} times in a row '
+                                   f'(last: {summary}); fix the environment or raise env.max_restarts') from None
+                print(f'warning: environment {index} raised {summary}; dropped its episode and restarted '
+                      f'it ({self._failures[index]}/{self.max_restarts})', file=sys.stderr)
+                self.restarts += 1
+                _close_quietly(self._envs[index])
+                self._envs[index] = self._start(index)
+                self._envs[index].spec()  # a worker first reports its spec
+                self._envs[index].call('reset')
 
     def physics_state(self) -> np.ndarray:
         """Stacked `physics_state()` of every env: [N, D]."""
