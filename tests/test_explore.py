@@ -116,10 +116,13 @@ def test_train_step_metrics_and_single_trace(agent_and_state):
 
 
 @pytest.mark.parametrize("reward_grad", [False, True])
-def test_exploration_update_ignores_environment_rewards(reward_grad):
+def test_exploration_update_ignores_environment_rewards(reward_grad, agent_and_state):
     """One train step on two batches that differ only in their rewards (random vs constant)."""
-    agent = tiny_agent(**{"model.reward_grad": reward_grad})
-    state = agent.init(jax.random.PRNGKey(0))
+    agent, state = agent_and_state  # the plan2explore preset: model.reward_grad false
+    assert not agent.config.model.reward_grad
+    if reward_grad:
+        agent = tiny_agent(**{"model.reward_grad": True})
+        state = agent.init(jax.random.PRNGKey(0))
     new = [agent.train(jax.tree.map(jnp.copy, state), random_batch(reward=r))[0] for r in (None, 1.0)]
     a, b = (s.behavior for s in new)
     assert not leaves_equal(a.task.actor, b.task.actor)  # the rewards did matter somewhere
@@ -149,13 +152,13 @@ def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_
 
 def test_running_normaliser_is_debiased_mean():
     agent = tiny_agent(**{"explore.normalise": "running", "explore.momentum": 0.9})
-    behavior = agent.init(jax.random.PRNGKey(0)).behavior
+    state = agent.init(jax.random.PRNGKey(0))
+    behavior = state.behavior
     assert float(agent._normaliser(behavior)) == pytest.approx(1.0)  # before any update
     # Two updates with raw means 2 and 4: EMA 0.1 * 2 = 0.2, then 0.9 * 0.2 + 0.1 * 4 = 0.58;
     # debiased by 1 - 0.9^2 = 0.19: 0.58 / 0.19.
     behavior = behavior._replace(norm_ema=jnp.float32(0.58), norm_count=jnp.float32(2))
     assert float(agent._normaliser(behavior)) == pytest.approx(0.58 / 0.19, rel=1e-5)
-    state = agent.init(jax.random.PRNGKey(0))
     state, metrics = agent.train(state, random_batch())
     raw = float(metrics["explore/imagined_disagreement"])
     assert float(state.behavior.norm_count) == 1
@@ -210,3 +213,40 @@ def test_plan2explore_debug_run(tmp_path):
     for name in ("explore/intrinsic_reward", "explore/ensemble_loss", "explore/disagreement",
                  "explore/actor_loss", "behavior/actor_loss", "eval/return"):
         assert name in names, f"{name} missing from metrics.jsonl"
+
+
+# ----------------------------------------------------------------------------- the coverage benchmark
+
+def test_coverage_cells_hand_computed():
+    from benchmarks.exploration import coverage, occupied_cells, wrap
+    np.testing.assert_allclose(wrap(np.array([np.pi + 0.1, -np.pi - 0.1, 0.5])), [-np.pi + 0.1, np.pi - 0.1, 0.5])
+    values = np.array([[0.0, 0.0], [0.1, 0.1], [0.9, 0.0], [1.0, 1.0]])
+    # 2x2 grid over [0, 1]^2: cells (0,0), (0,0), (1,0), (1,1) (the top edge falls in the last cell).
+    assert occupied_cells(values, np.zeros(2), np.ones(2), 2) == 3
+    # Cartpole-like layout: a slide (linear) and an unlimited hinge (wrapped angle).
+    narrow = np.array([[0.0, np.pi - 0.01, 0.0, 0.0], [0.1, -np.pi + 0.01, 0.0, 0.0]])  # both hang down
+    wide = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, np.pi / 2, 0.0, 0.0], [0.5, 3 * np.pi, 0.0, 0.0]])
+    out = coverage({"narrow": narrow, "wide": wide}, nq=2, angles=[False, True], bins=4, full_bins=2)
+    assert out["narrow"]["position_cells"] == 2  # x cells 0, 0; angle cells 3 and 0
+    assert out["wide"]["position_cells"] == 3
+    assert out["narrow"]["circular_variance_angles"][0] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_state_recorder_hides_rewards():
+    from benchmarks.exploration import StateRecorder
+
+    class FakeEnvs:
+        def physics_state(self):
+            return np.ones((1, 4))
+
+    class FakeCollector:
+        envs = FakeEnvs()
+
+        def step(self, act):
+            return [{"reward": np.array([0.0, 2.0, 3.0])}], 2
+
+    recorder = StateRecorder(FakeCollector(), hide_reward=True)
+    episodes, steps = recorder.step(None)
+    assert steps == 2 and recorder.returns == [5.0]
+    np.testing.assert_array_equal(episodes[0]["reward"], 0.0)
+    assert np.concatenate(recorder.states).shape == (2, 4)
