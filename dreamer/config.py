@@ -62,6 +62,7 @@ class ModelConfig:
     head_layers: int = _field(2, positive=True)
     head_units: int = _field(400, positive=True)
     cont_head: bool = False  # predict episode continuation (discount)
+    reward_grad: bool = True  # reward loss trains the representation; False: the head only
     free_nats: float = _field(3.0, min=0.0)
     kl_scale: float = _field(1.0, min=0.0)
     kl_balance: float = _field(0.5, min=0.0, max=1.0)  # 0.5 = plain KL; DreamerV2 uses 0.8
@@ -129,6 +130,25 @@ class PlannerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExploreConfig:
+    """Plan2Explore: ensemble disagreement as an intrinsic reward (defaults: the paper's)."""
+
+    ensemble: int = _field(5, min=2)  # one-step predictors; variance needs at least two
+    target: str = _field("embed", choices=("embed", "stoch"))  # next image embedding (paper) or stoch
+    layers: int = _field(2, positive=True)
+    units: int = _field(400, positive=True)
+    action_cond: bool = True  # predictors see the action as well as the latent state
+    lr: float = _field(3e-4, positive=True)
+    eps: float = _field(1e-5, positive=True)
+    grad_clip: float = _field(100.0, positive=True)
+    normalise: str = _field("scale", choices=("scale", "running"))
+    scale: float = _field(10_000.0, positive=True)  # 'scale': reward = scale * disagreement
+    momentum: float = _field(0.99, min=0.0, max=1.0)  # 'running': EMA of the mean disagreement
+    mode: str = _field("zero_shot", choices=("zero_shot", "few_shot"))
+    steps: int = _field(1_000_000, min=0)  # few_shot: env steps of exploration before the switch
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     agent: str = "dreamer"
     logdir: str = ""  # default: logdir/<env>/<agent>/<seed>
@@ -140,6 +160,7 @@ class Config:
     behavior: BehaviorConfig = BehaviorConfig()
     train: TrainConfig = TrainConfig()
     planet: PlannerConfig = PlannerConfig()
+    explore: ExploreConfig = ExploreConfig()
 
     @property
     def run_dir(self) -> Path:

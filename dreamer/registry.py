@@ -11,6 +11,7 @@ from dreamer.errors import ConfigError
 AGENTS: dict[str, str] = {
     "dreamer": "dreamer.agent:Dreamer",
     "planet": "planet.agent:PlaNet",
+    "plan2explore": "explore.agent:Plan2Explore",
 }
 
 

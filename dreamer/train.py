@@ -188,6 +188,7 @@ class Trainer:
             while self.step < self.config.steps:
                 episodes, env_steps = self.collector.step(self.act)
                 self.step += env_steps
+                self.state = self.agent.on_env_steps(self.state, self.step)
                 for episode in episodes:
                     self.replay.add_episode(episode)
                     last_return = float(episode["reward"].sum())

@@ -9,6 +9,7 @@ The train loop only sees this interface:
   action, pstate = agent.policy(state, obs, pstate, key, mode)   # jitted per mode
                                                             # pstate: {'latent', 'action', ...}
   pstate = agent.initial_policy_state(num_envs)
+  state = agent.on_env_steps(state, env_steps)              # host side, after collection
   videos = agent.report(state, batch)
 """
 
@@ -90,6 +91,12 @@ class WorldModelAgent:
 
     def train_behavior(self, behavior, wm_params, start, batch, key) -> tuple[Any, dict]:
         return behavior, {}
+
+    def on_env_steps(self, state: TrainState, env_steps: int) -> TrainState:
+        """Host-side hook the train loop calls after each collection step with the run's
+        environment step count, for schedules kept in the state (Plan2Explore's few-shot
+        switch). Default: the state unchanged."""
+        return state
 
     # ------------------------------------------------------------------ acting
 

@@ -87,7 +87,10 @@ class WorldModel:
         # Unit-variance Gaussian log-likelihoods, constants dropped.
         image_err = self.decode(params, feat) - image_target(batch["image"])
         image_loss = 0.5 * jnp.square(image_err).sum((-3, -2, -1)).mean()
-        reward_loss = 0.5 * jnp.square(self.reward(params, feat) - batch["reward"]).mean()
+        # Without reward_grad only the head learns the reward: task rewards cannot shape the
+        # latent space (Plan2Explore's exploration must not see them).
+        reward_feat = feat if self.cfg.reward_grad else jax.lax.stop_gradient(feat)
+        reward_loss = 0.5 * jnp.square(self.reward(params, reward_feat) - batch["reward"]).mean()
         kl_loss, kl_value = self.rssm.kl_loss(post, prior)
         loss = image_loss + reward_loss + self.cfg.kl_scale * kl_loss
         metrics = {"image_loss": image_loss, "reward_loss": reward_loss, "kl": kl_value}

@@ -1,0 +1,147 @@
+"""Plan2Explore (Sekar et al. 2020): explore by seeking the world model's disagreement.
+
+The shared world model (trained by the base class) and two instances of the unchanged Dreamer
+actor-critic, which differ only in the reward handed to `ActorCritic.update`:
+  - the exploration actor-critic, on the intrinsic reward: the disagreement of an ensemble of
+    one-step predictors of the next image embedding (or stochastic state). It collects data;
+  - the task actor-critic, on the learned reward head. It is evaluated, and in few-shot mode
+    takes over collection after `explore.steps` environment steps (`P2EState.phase`).
+Environment rewards reach only the reward head; with `model.reward_grad: false` (the
+plan2explore preset) not even the representation, so nothing the exploration policy or the
+ensemble sees depends on them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dreamer.config import Config
+from dreamer.core.actor_critic import ACState, ActorCritic
+from dreamer.core.agent import TrainState, WorldModelAgent
+from dreamer.core.rssm import State
+from explore.ensemble import Ensemble, EnsembleState, disagreement
+
+
+class P2EState(NamedTuple):
+    task: ACState
+    explore: ACState
+    ensemble: EnsembleState
+    # Running normalisation ('running'): debiased EMA of the mean raw imagined disagreement.
+    norm_ema: jax.Array  # float32 scalar
+    norm_count: jax.Array  # float32 scalar, number of EMA updates
+    phase: jax.Array  # int32 scalar: 0 the exploration policy collects, 1 the task policy
+
+
+class Plan2Explore(WorldModelAgent):
+    def __init__(self, config: Config, action_size: int, discrete: bool):
+        super().__init__(config, action_size, discrete)
+        self.cfg = config.explore
+        make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete, config.model.act)  # noqa: E731
+        self.task_ac, self.explore_ac = make_ac(), make_ac()
+        self.ensemble = Ensemble(self.cfg.ensemble, self.cfg.layers, self.cfg.units, self._target_size(),
+                                 config.model.act, self.cfg.lr, self.cfg.eps, self.cfg.grad_clip)
+
+    def _target_size(self) -> int:
+        if self.cfg.target == "stoch":
+            return self.wm.rssm.initial(1)["stoch"].shape[-1]
+        size = self.config.env.size
+        image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.uint8)
+        embed, _ = jax.eval_shape(lambda x: self.wm.encoder.init_with_output(jax.random.PRNGKey(0), x), image)
+        return embed.shape[-1]
+
+    @property
+    def _input_size(self) -> int:
+        return self.wm.feat_size + (self.action_size if self.cfg.action_cond else 0)
+
+    def init_behavior(self, key: jax.Array) -> P2EState:
+        k_task, k_expl, k_ens = jax.random.split(key, 3)
+        zero = jnp.zeros((), jnp.float32)
+        return P2EState(self.task_ac.init(k_task), self.explore_ac.init(k_expl),
+                        self.ensemble.init(k_ens, self._input_size), zero, zero, jnp.zeros((), jnp.int32))
+
+    # ------------------------------------------------------------------ intrinsic reward
+
+    def _inputs(self, feat: jax.Array, action: jax.Array) -> jax.Array:
+        """Predictor inputs from the state at t and the action taken there: [..., F (+ A)]."""
+        return jnp.concatenate([feat, action], -1) if self.cfg.action_cond else feat
+
+    def _normaliser(self, behavior: P2EState) -> jax.Array:
+        """What the raw disagreement is divided by: 1/scale, or its running mean magnitude."""
+        if self.cfg.normalise == "scale":
+            return jnp.asarray(1.0 / self.cfg.scale, jnp.float32)
+        debias = 1.0 - self.cfg.momentum ** behavior.norm_count
+        return jnp.where(behavior.norm_count > 0, behavior.norm_ema / jnp.maximum(debias, 1e-8), 1.0) + 1e-8
+
+    def intrinsic_reward(self, ensemble_params: dict, normaliser: jax.Array, seq: dict) -> jax.Array:
+        """seq = {'feat' [N, H+1, F], 'action' [N, H, A]} -> [N, H]: the disagreement about
+        the step from feat[:, t] under action[:, t], i.e. a reward for arriving at feat[:, t+1].
+        A function of the ensemble and the imagined sequence only: no environment reward."""
+        preds = self.ensemble.predict(ensemble_params, self._inputs(seq["feat"][:, :-1], seq["action"]))
+        return disagreement(preds) / normaliser
+
+    # ------------------------------------------------------------------ training
+
+    def _ensemble_data(self, wm_params: dict, post: State, batch: dict):
+        """Replayed (input, target, mask) pairs for the predictors, all stop-gradient:
+        state t and action t+1 (batch action[t+1] led from observation t to t+1) -> target t+1.
+        Pairs across an episode boundary (is_first at t+1) have no dynamics and are masked."""
+        feat = self.wm.rssm.get_feat(post)  # [B, T, F]
+        inputs = self._inputs(feat[:, :-1], batch["action"][:, 1:])  # [B, T-1, I]
+        if self.cfg.target == "stoch":
+            target = post["stoch"][:, 1:]
+        else:  # the encoder's embedding (after this step's world-model update)
+            target = self.wm.embed(wm_params, batch["image"][:, 1:])
+        mask = 1.0 - batch["is_first"][:, 1:].astype(jnp.float32)  # [B, T-1]
+        flat = lambda x: x.reshape(-1, x.shape[-1]).astype(jnp.float32)  # noqa: E731
+        return jax.lax.stop_gradient((flat(inputs), flat(target), mask.reshape(-1)))
+
+    def train_behavior(self, behavior: P2EState, wm_params, start, batch, key):
+        b, t = batch["action"].shape[:2]
+        post = jax.tree.map(lambda x: x.reshape(b, t, *x.shape[1:]), start)  # [B, T, ...]
+        ensemble, ens_metrics = self.ensemble.update(behavior.ensemble, *self._ensemble_data(wm_params, post, batch))
+        k_task, k_expl = jax.random.split(key)
+
+        def task_reward(seq):  # the learned reward head, as Dreamer
+            return self.wm.reward(wm_params, seq["feat"][:, 1:])
+
+        normaliser = self._normaliser(behavior)
+        task, task_metrics = self.task_ac.update(behavior.task, wm_params, start, k_task, task_reward)
+        explore, expl_metrics = self.explore_ac.update(
+            behavior.explore, wm_params, start, k_expl,
+            lambda seq: self.intrinsic_reward(ensemble.params, normaliser, seq))
+        # 'imagined_reward' is the mean of what the reward function returned: undo the division.
+        raw = expl_metrics["imagined_reward"] * normaliser
+        m = self.cfg.momentum
+        behavior = P2EState(task, explore, ensemble, m * behavior.norm_ema + (1 - m) * raw,
+                            behavior.norm_count + 1, behavior.phase)
+        expl_metrics["intrinsic_reward"] = expl_metrics.pop("imagined_reward")
+        metrics = {f"behavior/{k}": v for k, v in task_metrics.items()}
+        metrics.update({f"explore/{k}": v for k, v in {**expl_metrics, **ens_metrics}.items()})
+        metrics.update({"explore/imagined_disagreement": raw, "explore/phase": behavior.phase})
+        return behavior, metrics
+
+    # ------------------------------------------------------------------ acting
+
+    def on_env_steps(self, state: TrainState, env_steps: int) -> TrainState:
+        """Few-shot: the task policy collects from `explore.steps` environment steps on. The
+        phase lives in the state (so it is saved with it) and is read inside the jitted policy."""
+        if self.cfg.mode != "few_shot":
+            return state
+        phase = jnp.asarray(int(env_steps >= self.cfg.steps), jnp.int32)
+        return state._replace(behavior=state.behavior._replace(phase=phase))
+
+    def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,
+                      mode: str) -> tuple[jax.Array, dict]:
+        behavior: P2EState = state.behavior
+        feat = self.wm.rssm.get_feat(pstate["latent"])
+        if mode == "eval":
+            return self.task_ac.mode(behavior.task.actor, feat), pstate
+        k_expl, k_task, k_noise = jax.random.split(key, 3)
+        action = self.explore_ac.sample(behavior.explore.actor, feat, k_expl)
+        if self.cfg.mode == "few_shot":
+            task_action = self.task_ac.sample(behavior.task.actor, feat, k_task)
+            action = jnp.where(behavior.phase > 0, task_action, action)
+        return self.explore_noise(action, k_noise), pstate

@@ -1,0 +1,252 @@
+"""Plan2Explore: the stacked ensemble, its disagreement, the intrinsic reward's independence
+from environment rewards, the few-shot switch, and the command-line smoke run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamer.config import build_config
+from explore import Ensemble, Plan2Explore, disagreement
+
+TINY = {"model.deter": 8, "model.stoch": 4, "model.hidden": 8, "model.depth": 2,
+        "model.head_units": 8, "behavior.horizon": 4, "behavior.actor_units": 8,
+        "behavior.value_units": 8, "explore.units": 8, "explore.layers": 1}
+B, T, A = 2, 5, 3
+
+
+def tiny_agent(**extra) -> Plan2Explore:
+    return Plan2Explore(build_config(overrides={**TINY, **extra}, agent="plan2explore"), A, False)
+
+
+def random_batch(seed=0, reward=None):
+    rng = np.random.default_rng(seed)
+    is_first = np.zeros((B, T), bool)
+    is_first[:, 0] = True
+    batch = {"image": rng.integers(0, 255, (B, T, 64, 64, 3), dtype=np.uint8),
+             "action": rng.uniform(-1, 1, (B, T, A)).astype(np.float32),
+             "is_first": is_first, "is_last": np.zeros((B, T), bool), "is_terminal": np.zeros((B, T), bool)}
+    reward = rng.normal(size=(B, T)) if reward is None else np.full((B, T), reward)  # drawn last
+    return {**batch, "reward": reward.astype(np.float32)}
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# ----------------------------------------------------------------------------- the ensemble
+
+def test_disagreement_hand_computed():
+    # Two members, two target dims: variances ((1-2)^2 + (3-2)^2)/2 = 1 and ((2-4)^2 + (6-4)^2)/2 = 4.
+    preds = jnp.array([[[1.0, 2.0]], [[3.0, 6.0]]])  # [K=2, N=1, D=2]
+    np.testing.assert_allclose(disagreement(preds), [2.5])
+    # Three members on one dim: values 0, 1, 5 have mean 2 and variance (4 + 1 + 9) / 3.
+    np.testing.assert_allclose(disagreement(jnp.array([[[0.0]], [[1.0]], [[5.0]]])), [14 / 3], rtol=1e-6)
+
+
+def test_disagreement_zero_when_members_agree():
+    same = jnp.broadcast_to(jnp.array([[0.3, -1.2, 4.0]]), (5, 1, 3))
+    np.testing.assert_array_equal(disagreement(same), [0.0])
+    # Through the network too: five copies of one member disagree nowhere.
+    ens = Ensemble(5, 2, 16, 3)
+    params = ens.init(jax.random.PRNGKey(0), 4).params
+    copies = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), params)
+    inputs = jax.random.normal(jax.random.PRNGKey(1), (7, 4))
+    np.testing.assert_allclose(disagreement(ens.predict(copies, inputs)), 0.0, atol=1e-12)
+    assert float(disagreement(ens.predict(params, inputs)).min()) > 0  # distinct members do
+
+
+def test_ensemble_is_one_stacked_pytree():
+    ens = Ensemble(5, 2, 16, 3)
+    state = ens.init(jax.random.PRNGKey(0), 4)
+    leaves = jax.tree.leaves(state.params)
+    assert isinstance(state.params, dict) and all(leaf.shape[0] == 5 for leaf in leaves)
+    assert all(leaf.shape[0] == 5 for leaf in jax.tree.leaves(state.opt) if leaf.ndim > 0)
+    kernels = state.params["params"]["Dense_0"]["kernel"]  # [K, I, U]
+    assert not np.allclose(kernels[0], kernels[1])  # independent initialisations
+    # The vmapped prediction is each member applied on its own.
+    inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
+    preds = ens.predict(state.params, inputs)  # [K, N, D]
+    assert preds.shape == (5, 6, 3)
+    for k in range(5):
+        member = jax.tree.map(lambda x: x[k], state.params)
+        np.testing.assert_allclose(preds[k], ens.net.apply(member, inputs), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_update_fits_and_ignores_masked_pairs():
+    ens = Ensemble(3, 1, 32, 2, lr=1e-2)
+    state = ens.init(jax.random.PRNGKey(0), 4)
+    inputs = jax.random.normal(jax.random.PRNGKey(1), (16, 4))
+    targets = jnp.stack([inputs[:, 0] - inputs[:, 1], 2 * inputs[:, 2]], -1)
+    mask = jnp.ones(16).at[-4:].set(0.0)
+    # A masked pair's target does not change the update.
+    other = targets.at[-4:].set(100.0)
+    s1, _ = ens.update(state, inputs, targets, mask)
+    s2, _ = ens.update(state, inputs, other, mask)
+    assert leaves_equal(s1.params, s2.params)
+    update = jax.jit(ens.update)
+    losses = []
+    for _ in range(100):
+        state, metrics = update(state, inputs, targets, mask)
+        losses.append(float(metrics["ensemble_loss"]))
+    assert losses[-1] < 0.2 * losses[0]
+
+
+# ----------------------------------------------------------------------------- the agent
+
+@pytest.fixture(scope="module")
+def agent_and_state():
+    agent = tiny_agent()
+    return agent, agent.init(jax.random.PRNGKey(0))
+
+
+def test_train_step_metrics_and_single_trace(agent_and_state):
+    agent, state = agent_and_state
+    state = jax.tree.map(jnp.copy, state)  # `train` donates its input
+    for seed in range(2):
+        state, metrics = agent.train(state, random_batch(seed))
+    assert agent.trace_count == 1
+    for key in ("explore/intrinsic_reward", "explore/ensemble_loss", "explore/disagreement",
+                "explore/actor_loss", "explore/value_loss", "behavior/actor_loss", "behavior/value_loss",
+                "model/loss"):
+        assert key in metrics and np.isfinite(float(metrics[key])), key
+    # The exploration actor optimises 10,000 x the imagined disagreement.
+    np.testing.assert_allclose(metrics["explore/intrinsic_reward"],
+                               1e4 * metrics["explore/imagined_disagreement"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("reward_grad", [False, True])
+def test_exploration_update_ignores_environment_rewards(reward_grad, agent_and_state):
+    """One train step on two batches that differ only in their rewards (random vs constant)."""
+    agent, state = agent_and_state  # the plan2explore preset: model.reward_grad false
+    assert not agent.config.model.reward_grad
+    if reward_grad:
+        agent = tiny_agent(**{"model.reward_grad": True})
+        state = agent.init(jax.random.PRNGKey(0))
+    new = [agent.train(jax.tree.map(jnp.copy, state), random_batch(reward=r))[0] for r in (None, 1.0)]
+    a, b = (s.behavior for s in new)
+    assert not leaves_equal(a.task.actor, b.task.actor)  # the rewards did matter somewhere
+    assert not leaves_equal(new[0].wm["reward"], new[1].wm["reward"])
+    unchanged = (a.explore, a.ensemble, a.norm_ema), (b.explore, b.ensemble, b.norm_ema)
+    if reward_grad:  # Dreamer's default: the reward loss shapes the latent space, so it leaks
+        assert not leaves_equal(*unchanged)
+    else:  # the plan2explore preset: rewards train the reward head only
+        assert leaves_equal(*unchanged)
+        rest = [{k: v for k, v in s.wm.items() if k != "reward"} for s in new]
+        assert leaves_equal(*rest)
+
+
+def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_state):
+    agent, state = agent_and_state
+    rng = np.random.default_rng(0)
+    seq = {"feat": jnp.asarray(rng.normal(size=(3, 5, agent.wm.feat_size)), jnp.float32),
+           "action": jnp.asarray(rng.uniform(-1, 1, (3, 4, A)), jnp.float32)}
+    params = state.behavior.ensemble.params
+    reward = agent.intrinsic_reward(params, jnp.float32(1e-4), seq)  # [N, H]
+    assert reward.shape == (3, 4)
+    inputs = jnp.concatenate([seq["feat"][:, :-1], seq["action"]], -1)
+    np.testing.assert_allclose(reward, 1e4 * disagreement(agent.ensemble.predict(params, inputs)), rtol=1e-5)
+    agree = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), params)
+    np.testing.assert_allclose(agent.intrinsic_reward(agree, jnp.float32(1e-4), seq), 0.0, atol=1e-9)
+
+
+def test_running_normaliser_is_debiased_mean():
+    agent = tiny_agent(**{"explore.normalise": "running", "explore.momentum": 0.9})
+    state = agent.init(jax.random.PRNGKey(0))
+    behavior = state.behavior
+    assert float(agent._normaliser(behavior)) == pytest.approx(1.0)  # before any update
+    # Two updates with raw means 2 and 4: EMA 0.1 * 2 = 0.2, then 0.9 * 0.2 + 0.1 * 4 = 0.58;
+    # debiased by 1 - 0.9^2 = 0.19: 0.58 / 0.19.
+    behavior = behavior._replace(norm_ema=jnp.float32(0.58), norm_count=jnp.float32(2))
+    assert float(agent._normaliser(behavior)) == pytest.approx(0.58 / 0.19, rel=1e-5)
+    state, metrics = agent.train(state, random_batch())
+    raw = float(metrics["explore/imagined_disagreement"])
+    assert float(state.behavior.norm_count) == 1
+    assert float(agent._normaliser(state.behavior)) == pytest.approx(raw, rel=1e-4)
+
+
+def test_few_shot_switch_and_policy_modes():
+    # Near-deterministic actors (tiny std, no noise) so that actions show which actor acted.
+    agent = tiny_agent(**{"explore.mode": "few_shot", "explore.steps": 1000, "behavior.init_std": 1e-6,
+                          "behavior.min_std": 1e-6, "behavior.expl_noise": 0.0})
+    state = agent.init(jax.random.PRNGKey(0))
+    pstate = agent.initial_policy_state(2)
+    obs = {"image": jnp.zeros((2, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(2, bool)}
+    key = jax.random.PRNGKey(3)
+
+    def act(state, mode):
+        action, new = agent.policy(state, obs, pstate, key, mode)
+        feat = agent.wm.rssm.get_feat(new["latent"])
+        return action, feat
+
+    assert int(agent.on_env_steps(state, 999).behavior.phase) == 0
+    for steps, actor in ((999, "explore"), (1000, "task"), (5000, "task")):
+        state = agent.on_env_steps(state, steps)
+        action, feat = act(state, "train")
+        behavior = state.behavior
+        expected = (agent.task_ac if actor == "task" else agent.explore_ac).mode(getattr(behavior, actor).actor, feat)
+        np.testing.assert_allclose(action, expected, atol=1e-3)
+        other = (agent.explore_ac if actor == "task" else agent.task_ac).mode(
+            (behavior.explore if actor == "task" else behavior.task).actor, feat)
+        assert not np.allclose(action, other, atol=1e-3)
+    action, feat = act(state, "eval")  # evaluation: always the task actor's mode
+    np.testing.assert_allclose(action, agent.task_ac.mode(state.behavior.task.actor, feat), rtol=1e-5, atol=1e-6)
+    assert agent.policy_trace_count == 2  # one trace per mode: the phase is data, not a retrace
+
+
+def test_zero_shot_never_switches(agent_and_state):
+    agent, state = agent_and_state
+    assert int(agent.on_env_steps(state, 10**9).behavior.phase) == 0
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def test_plan2explore_debug_run(tmp_path):
+    """The issue's command, end to end (about two minutes on 2 cores)."""
+    from tests.test_train_smoke import check_logdir, run_train
+    logdir = tmp_path / "run"
+    result = run_train("--env", "dmc_walker_walk", "--agent", "plan2explore", "--configs", "debug",
+                       "--steps", "3000", "--logdir", str(logdir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = check_logdir(logdir, 3000, 1000)
+    names = set().union(*metrics)
+    for name in ("explore/intrinsic_reward", "explore/ensemble_loss", "explore/disagreement",
+                 "explore/actor_loss", "behavior/actor_loss", "eval/return"):
+        assert name in names, f"{name} missing from metrics.jsonl"
+
+
+# ----------------------------------------------------------------------------- the coverage benchmark
+
+def test_coverage_cells_hand_computed():
+    from benchmarks.exploration import coverage, occupied_cells, wrap
+    np.testing.assert_allclose(wrap(np.array([np.pi + 0.1, -np.pi - 0.1, 0.5])), [-np.pi + 0.1, np.pi - 0.1, 0.5])
+    values = np.array([[0.0, 0.0], [0.1, 0.1], [0.9, 0.0], [1.0, 1.0]])
+    # 2x2 grid over [0, 1]^2: cells (0,0), (0,0), (1,0), (1,1) (the top edge falls in the last cell).
+    assert occupied_cells(values, np.zeros(2), np.ones(2), 2) == 3
+    # Cartpole-like layout: a slide (linear) and an unlimited hinge (wrapped angle).
+    narrow = np.array([[0.0, np.pi - 0.01, 0.0, 0.0], [0.1, -np.pi + 0.01, 0.0, 0.0]])  # both hang down
+    wide = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, np.pi / 2, 0.0, 0.0], [0.5, 3 * np.pi, 0.0, 0.0]])
+    out = coverage({"narrow": narrow, "wide": wide}, nq=2, angles=[False, True], bins=4, full_bins=2)
+    assert out["narrow"]["position_cells"] == 2  # x cells 0, 0; angle cells 3 and 0
+    assert out["wide"]["position_cells"] == 3
+    assert out["narrow"]["circular_variance_angles"][0] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_state_recorder_hides_rewards():
+    from benchmarks.exploration import StateRecorder
+
+    class FakeEnvs:
+        def physics_state(self):
+            return np.ones((1, 4))
+
+    class FakeCollector:
+        envs = FakeEnvs()
+
+        def step(self, act):
+            return [{"reward": np.array([0.0, 2.0, 3.0])}], 2
+
+    recorder = StateRecorder(FakeCollector(), hide_reward=True)
+    episodes, steps = recorder.step(None)
+    assert steps == 2 and recorder.returns == [5.0]
+    np.testing.assert_array_equal(episodes[0]["reward"], 0.0)
+    assert np.concatenate(recorder.states).shape == (2, 4)
