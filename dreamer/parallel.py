@@ -31,7 +31,7 @@ class DataParallel:
                     f"{num_devices} to split it into virtual devices)") if available[0].platform == "cpu" else ""
             raise ConfigError(f"--devices {num_devices} asks for more devices than the "
                               f"{len(available)} JAX sees{hint}")
-        if batch_size % num_devices:
+        if batch_size * jax.process_count() % num_devices:
             raise ConfigError(f"train.batch_size {batch_size} is not divisible by --devices {num_devices}; "
                               "choose a batch size that is a multiple of the device count")
         self.num_devices = num_devices
@@ -40,11 +40,22 @@ class DataParallel:
         self.split = NamedSharding(self.mesh, PartitionSpec("data"))
 
     def replicate(self, tree: Any) -> Any:
-        return jax.device_put(tree, self.replicated) if self.num_devices > 1 else tree
+        """Every device holds a full copy (every host computes the same initial state)."""
+        if self.num_devices == 1:
+            return tree
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self.replicated)
+        return jax.tree.map(lambda x: jax.make_array_from_callback(
+            x.shape, self.replicated, lambda index: np.asarray(x)[index]), tree)
 
     def shard_batch(self, batch: dict) -> dict:
-        """Batch arrays [B, T, ...] -> each device holds B / num_devices sequences."""
-        return jax.device_put(batch, self.split) if self.num_devices > 1 else batch
+        """Batch arrays [B, T, ...] -> each device holds B / num_devices sequences. With several
+        hosts, each host's replay gives its own B sequences of a global batch of hosts x B."""
+        if self.num_devices == 1:
+            return batch
+        if jax.process_count() == 1:
+            return jax.device_put(batch, self.split)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.split, x), batch)
 
     def constrain_state(self, tree: Any) -> Any:
         """Inside jit: keep the updated state replicated, so its sharding never changes
