@@ -74,7 +74,8 @@ class Trainer:
 
     def __init__(self, config: Config, logdir: Path):
         self.config, self.logdir = config, logdir
-        self.envs = make_vector_env(config, config.seed)
+        host_seed = config.seed + 100_000 * jax.process_index()  # hosts collect different data
+        self.envs = make_vector_env(config, host_seed)
         self.eval_envs = make_vector_env(config, config.seed + 10_000, num_envs=1, parallel=False)
         self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
         self.state = self.agent.init(jax.random.PRNGKey(config.seed))  # replicated over devices
