@@ -38,6 +38,7 @@ from dreamer.config import Config, build_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENV = "dmc_walker_walk"
+ENV_SECONDS = {True: 3.0, False: 20.0}  # how long each environment measurement runs, by --quick
 
 
 def unrolled_flops(fn, *args) -> float:
@@ -184,7 +185,7 @@ def run(presets: list[str], quick: bool) -> dict:
     result["roofline_fraction"] = result["update_gflops"] / ceiling
     result.update(measure_imagination(config, batch_shape[0] * batch_shape[1], repeats))
     result.update(measure_cem(presets, repeats))
-    result.update(measure_env(config, seconds=3.0 if quick else 20.0, num_envs=2))
+    result.update(measure_env(config, seconds=ENV_SECONDS[quick], num_envs=2))
     result["env_speedup"] = result["env_fps"] / result["env_fps_baseline"]
     return result
 
