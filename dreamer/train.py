@@ -50,8 +50,13 @@ def parse_args(argv: list[str]) -> tuple[Config, bool]:
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
     for key in ("env", "logdir", "seed", "steps", "devices"):
-        if getattr(args, key) is not None:
-            overrides["env.name" if key == "env" else key] = getattr(args, key)
+        value, dotted = getattr(args, key), "env.name" if key == "env" else key
+        if value is None:
+            continue
+        if dotted != key and dotted in overrides and str(overrides[dotted]) != value:
+            raise ConfigError(f"conflicting flags: --{key} {value} and --{dotted} {overrides[dotted]} "
+                              f"both set '{dotted}'; give only one")
+        overrides[dotted] = value
     config = build_config(args.configs, overrides, agent=args.agent)
     return config, args.debug
 

@@ -66,6 +66,14 @@ CASES = {
     "unknown-agent": (["--agent", "nope"], ["unknown agent 'nope'", "dreamer"]),
     "unknown-env": (["--configs", "debug", "--env", "dmc_walker_wlak"],
                     ["dmc_walker_wlak", "dmc_walker_walk"]),
+    "unknown-domain": (["--configs", "debug", "--env", "dmc_walkr_walk"], ["dmc_walkr_walk"]),
+    "bad-choice": (["--model.latent", "gausian"], ["model.latent", "one of", "gausian"]),
+    "missing-config-file": (["--configs", "/nonexistent/my.yaml"], ["/nonexistent/my.yaml", "does not exist"]),
+    "no-pixels": (["--configs", "debug", "--env", "gym:tests.fake_envs:FakeNoPixels-v0"],
+                  ["FakeNoPixels-v0", "pixels"]),
+    "conflicting-flags": (["--env", "dmc_walker_walk", "--env.name", "dmc_cheetah_run"],
+                          ["--env", "--env.name", "env.name"]),
+    "too-many-devices": (["--configs", "debug", "--devices", "3"], ["--devices 3", "XLA_FLAGS"]),
     "debug": (["--debug", "--model.detr", "64"], []),  # shows the traceback instead
 }
 
@@ -82,6 +90,13 @@ def cli_runs(tmp_path_factory):
         (file_dir / "not_a_dir").write_text("precious\n")
         runs["logdir-file"] = (file_dir, snapshot(file_dir), pool.submit(
             run_train, "--configs", "debug", "--logdir", str(file_dir / "not_a_dir")))
+        bad_yaml = tmp_path_factory.mktemp("yaml") / "broken.yaml"
+        bad_yaml.write_text("model: [deter: 3\n")
+        path = make_logdir(tmp_path_factory.mktemp("bad-yaml") / "run")
+        runs["bad-yaml"] = (path, snapshot(path), pool.submit(
+            run_train, "--configs", str(bad_yaml), "--logdir", str(path)))
+        runs["logdir-unwritable"] = (file_dir, snapshot(file_dir), pool.submit(
+            run_train, "--configs", "debug", "--logdir", "/proc/dreamer_run"))
         return {name: (path, before, future.result()) for name, (path, before, future) in runs.items()}
 
 
@@ -97,6 +112,18 @@ def test_logdir_is_a_file(cli_runs):
     assert_one_line_error(result, str(path / "not_a_dir"), "not a directory")
     assert snapshot(path) == before
     assert (path / "not_a_dir").read_text() == "precious\n"
+
+
+def test_unreadable_config_file(cli_runs):
+    path, before, result = cli_runs["bad-yaml"]
+    assert_one_line_error(result, "broken.yaml", "cannot read config file")
+    assert snapshot(path) == before
+
+
+def test_logdir_not_writable(cli_runs):
+    path, before, result = cli_runs["logdir-unwritable"]
+    assert_one_line_error(result, "/proc/dreamer_run", "choose another --logdir")
+    assert snapshot(path) == before
 
 
 def test_debug_shows_traceback(cli_runs):
