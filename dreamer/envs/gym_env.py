@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,10 @@ def _make(env_id: str) -> Any:
     """gymnasium.make(env_id, render_mode='rgb_array') with gymnasium errors as EnvError."""
     import gymnasium
     try:
-        return gymnasium.make(env_id, render_mode='rgb_array')
+        with warnings.catch_warnings():
+            # An env without 'rgb_array' is rejected by GymEnv with a clearer message.
+            warnings.filterwarnings('ignore', message='.*not in the possible render_modes')
+            return gymnasium.make(env_id, render_mode='rgb_array')
     except (gymnasium.error.UnregisteredEnv, gymnasium.error.DeprecatedEnv,
             ModuleNotFoundError) as error:
         raise EnvError(f'Unknown gymnasium environment {env_id!r} (from name '
