@@ -283,7 +283,14 @@ class RayLauncher(Launcher):
         started_here = not ray.is_initialized()
         if started_here:
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
-            ray.init(address=self.address, **kwargs)
+            if self.address is None:  # a local instance: its workers import this checkout
+                path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+                kwargs.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": path}})
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise LauncherError(f"cannot start or reach Ray (address {self.address or 'local'}): "
+                                    f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
         task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(execute)
         queue, in_flight, attempts = list(jobs), {}, []
         limit = workers or len(queue)
