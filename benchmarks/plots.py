@@ -63,7 +63,7 @@ def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Seq
         mean = np.array([r[1] for r in rows], float)
         std = np.array([r[2] if r[2] is not None else 0.0 for r in rows], float)
         label = f"{series.short} (published)"
-        if series.kind == "curve":
+        if series.kind == "curve" and len(rows) > 1:
             ax.plot(steps, mean, color=color, lw=1.0, ls="--", label=label)
             ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.08, lw=0)
         else:
@@ -76,7 +76,7 @@ def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Seq
             continue
         steps, mean, std = seed_mean_curve(seeds)
         color = AGENT_COLORS.get(agent, "black")
-        ax.plot(steps, mean, color=color, lw=2.2, marker="o", ms=3, label=f"{agent} (ours, {len(seeds)} seeds)")
+        ax.plot(steps, mean, color=color, lw=2.2, marker="o", ms=3, label=f"{agent} (ours, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
         if len(seeds) > 1:
             ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25, lw=0)
     for budget in budgets:
