@@ -1,0 +1,215 @@
+"""Evaluation returns of a sweep's runs at step budgets, next to the published numbers.
+
+For every agent x task x budget: the mean and standard deviation over seeds of each seed's
+evaluation return at the budget (its latest evaluation at or before the budget, and no more
+than `tolerance` x budget before it), the seeds that have no such point and why, and the
+published results for the same task near the same budget (`benchmarks.reference`).
+Written as OUT/summary.json and OUT/summary.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.reference import REFERENCE_DIR, load_reference
+from dreamer.logger import METRICS_FILE, read_metrics
+
+DEFAULT_BUDGETS = (100_000, 500_000, 1_000_000)
+TOLERANCE = 0.1  # an evaluation counts for a budget up to 10% of the budget before it
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    agent: str
+    env: str
+    seed: int
+    logdir: Path
+
+
+def default_budgets(steps: int) -> list[int]:
+    """100k, 500k and 1M where the runs reach them, and the runs' own length."""
+    budgets = [b for b in DEFAULT_BUDGETS if b <= steps]
+    return budgets if steps in budgets else budgets + [steps]
+
+
+def current_records(records: Iterable[dict]) -> list[dict]:
+    """The records of the latest attempt: a rerun restarts (or resumes) at a lower step than
+    the file already holds, and supersedes what was logged from that step on."""
+    kept: list[dict] = []
+    for record in records:
+        step = record.get("step")
+        if step is None:
+            continue
+        while kept and kept[-1]["step"] > step:
+            kept.pop()
+        kept.append(record)
+    return kept
+
+
+def run_records(logdir: Path) -> list[dict]:
+    path = Path(logdir) / METRICS_FILE
+    return current_records(read_metrics(path)) if path.is_file() else []
+
+
+def eval_curve(records: list[dict]) -> list[tuple[int, float]]:
+    """(env step, mean evaluation return) pairs; null (non-finite) returns are left out."""
+    return [(int(r["step"]), float(r["eval/return"])) for r in records
+            if isinstance(r.get("eval/return"), (int, float)) and math.isfinite(r["eval/return"])]
+
+
+def last_step(records: list[dict]) -> int:
+    return max((int(r["step"]) for r in records), default=0)
+
+
+def value_at(curve: Sequence[tuple[int, float]], budget: int,
+             tolerance: float = TOLERANCE) -> tuple[int, float] | None:
+    """The latest evaluation at or before `budget`, if no more than `tolerance` x budget before."""
+    points = [(s, v) for s, v in curve if budget - tolerance * budget <= s <= budget]
+    return max(points) if points else None
+
+
+def _missing_reason(records: list[dict], budget: int, tolerance: float) -> str:
+    if not records:
+        return "no metrics"
+    reached = last_step(records)
+    if reached < budget:
+        return f"budget not reached (last step {reached})"
+    return f"no evaluation within {tolerance:.0%} before the budget"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and standard deviation over seeds (population std, as the reference files)."""
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values))
+
+
+def aggregate(runs: Sequence[RunDir], budgets: Sequence[int], *, tolerance: float = TOLERANCE,
+              reference_dir: str | Path = REFERENCE_DIR) -> dict:
+    """The summary of `runs` at `budgets` (see the module docstring); JSON-serialisable."""
+    records = {run: run_records(run.logdir) for run in runs}
+    groups: dict[tuple[str, str], list[RunDir]] = {}
+    for run in runs:
+        groups.setdefault((run.agent, run.env), []).append(run)
+    rows, sources = [], {}
+    for (agent, env), members in groups.items():
+        for budget in budgets:
+            values, missing = [], []
+            for run in sorted(members, key=lambda r: r.seed):
+                point = value_at(eval_curve(records[run]), budget, tolerance)
+                if point is None:
+                    missing.append({"seed": run.seed, "reason": _missing_reason(records[run], budget, tolerance)})
+                else:
+                    values.append({"seed": run.seed, "step": point[0], "return": round(point[1], 2)})
+            mean, std = mean_std([v["return"] for v in values])
+            published = load_reference(env, budget, tolerance=tolerance, directory=reference_dir)
+            for p in published:
+                sources[p["id"]] = {k: p[k] for k in ("label", "short", "agent", "citation", "source")}
+            rows.append({
+                "agent": agent, "env": env, "budget": budget, "mean": mean, "std": std,
+                "seeds": len(values), "seeds_total": len(members), "values": values, "missing": missing,
+                "published_same_method": [_short(p) for p in published if p["agent"] == agent],
+                "published_other": [_short(p) for p in published if p["agent"] != agent],
+            })
+    return {
+        "budgets": list(budgets), "tolerance": tolerance, "std": "population std over seeds",
+        "rows": rows, "sources": dict(sorted(sources.items())),
+        "runs": [{"agent": r.agent, "env": r.env, "seed": r.seed, "logdir": str(r.logdir),
+                  "last_step": last_step(records[r]), "evaluations": len(eval_curve(records[r]))}
+                 for r in runs],
+    }
+
+
+def _short(point: dict) -> dict:
+    return {k: point[k] for k in ("id", "short", "step", "mean", "std", "seeds")}
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _steps(n: int) -> str:
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1e6:g}M"
+    if n >= 1000:
+        return f"{n // 1000}k" if n % 1000 == 0 else f"{n / 1000:.1f}k"
+    return str(n)
+
+
+def _value(mean: float | None, std: float | None, seeds: int | None = None) -> str:
+    if mean is None:
+        return MISSING
+    return f"{mean:.0f}" if std is None or seeds == 1 else f"{mean:.0f} ± {std:.0f}"
+
+
+def _published(points: list[dict], budget: int, numbers: dict[str, int]) -> str:
+    if not points:
+        return MISSING
+    cells = []
+    for p in points:
+        where = "" if p["step"] == budget else f" at {_steps(p['step'])}"
+        cells.append(f"{p['short']} [{numbers[p['id']]}]: {_value(p['mean'], p['std'])}{where}")
+    return "; ".join(cells)
+
+
+def to_markdown(summary: dict, header: str = "") -> str:
+    """The summary as markdown: our returns with the same method's published numbers, other
+    published methods at the same budgets, the sources, and which seeds are missing where."""
+    numbers = {sid: i + 1 for i, sid in enumerate(summary["sources"])}
+    lines = [header.rstrip(), ""] if header else []
+    lines += ["| task | budget | agent | ours: mean ± std | seeds | published, same method |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for row in summary["rows"]:
+        ours = _value(row["mean"], row["std"], row["seeds"])
+        lines.append(f"| {row['env']} | {_steps(row['budget'])} | {row['agent']} | {ours} | "
+                     f"{row['seeds']}/{row['seeds_total']} | "
+                     f"{_published(row['published_same_method'], row['budget'], numbers)} |")
+        for miss in row["missing"]:
+            notes.append(f"- {row['agent']} {row['env']} seed {miss['seed']} at {_steps(row['budget'])}: "
+                         f"{miss['reason']}")
+    agents = {row["agent"] for row in summary["rows"]}
+    seen, other = set(), []
+    for row in summary["rows"]:  # published methods that are no agent of this sweep
+        key = (row["env"], row["budget"])
+        if key in seen:
+            continue
+        seen.add(key)
+        points = {p["id"]: p for r in summary["rows"] if (r["env"], r["budget"]) == key
+                  for p in r["published_other"] if p["id"] not in _same_ids(summary, agents)}
+        for p in points.values():
+            other.append(f"| {row['env']} | {_steps(row['budget'])} | {p['short']} [{numbers[p['id']]}] | "
+                         f"{_value(p['mean'], p['std'])} | {_steps(p['step'])} |")
+    if other:
+        lines += ["", "Other published methods at the same budgets:", "",
+                  "| task | budget | method | return | at step |", "| --- | --- | --- | --- | --- |", *other]
+    if notes:
+        lines += ["", f"Missing points ({MISSING} or fewer seeds than run):", "", *notes]
+    lines += ["", f"Ours: each seed's latest evaluation return at or before the budget (at most "
+                  f"{summary['tolerance']:.0%} of it before); mean ± {summary['std']}. Published: the point "
+                  f"nearest the budget within {summary['tolerance']:.0%}, its step shown when it differs.", "",
+              "Sources:" if numbers else "No published results within the tolerance of these budgets "
+                                         "for these tasks.", ""]
+    for sid, number in numbers.items():
+        s = summary["sources"][sid]
+        lines.append(f"{number}. {s['label']}: {s['citation']}. From {s['source']}.")
+    return "\n".join(lines) + "\n"
+
+
+def _same_ids(summary: dict, agents: set[str]) -> set[str]:
+    return {sid for sid, s in summary["sources"].items() if s["agent"] in agents}
+
+
+def write_summary(summary: dict, out: Path, header: str = "") -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "summary.json", out / "summary.md"
+    json_path.write_text(json.dumps(summary, indent=1) + "\n")
+    md_path.write_text(to_markdown(summary, header))
+    return md_path, json_path

@@ -1,0 +1,323 @@
+"""The sample-efficiency benchmark: published reference data, aggregation over seeds and budgets,
+skipping finished runs, the command line, and a tiny sweep end to end (local and on Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import aggregate, launch, reference, sample_efficiency
+from benchmarks.aggregate import RunDir
+from benchmarks.reference import canonical_task, load_reference, load_references
+
+SHARED = reference.DEFAULT_SOURCE
+needs_shared = pytest.mark.skipif(not (SHARED / "README.md").is_file(),
+                                  reason=f"no shared reference data at {SHARED}")
+
+
+# ----------------------------------------------------------------------------- reference data
+
+
+def test_canonical_task_names():
+    assert canonical_task("dmc_cup_catch") == "dmc_ball_in_cup_catch"
+    assert canonical_task("cup catch") == "dmc_ball_in_cup_catch"
+    assert canonical_task("walker-walk") == "dmc_walker_walk"
+    assert canonical_task("cartpole swingup") == "dmc_cartpole_swingup"
+    assert canonical_task("dmc_walker_walk") == "dmc_walker_walk"
+
+
+def test_seed_curves_to_rows_means_over_seeds_and_bins():
+    nan = float("nan")
+    rows = reference.seed_curves_to_rows([([0, 10, 20], [1.0, 3.0, nan]), ([0, 10, 20], [3.0, 5.0, 7.0])], None)
+    assert rows == [[0, 2.0, 1.0, 2], [10, 4.0, 1.0, 2], [20, 7.0, 0.0, 1]]
+    # Binned: each seed averaged in its bin first; the row's step is the points' mean step.
+    rows = reference.seed_curves_to_rows([([8, 12, 21], [2.0, 4.0, 10.0])], 10)
+    assert rows == [[10, 3.0, 0.0, 1], [21, 10.0, 0.0, 1]]
+
+
+def test_shipped_reference_files_are_compact_and_cited():
+    series = load_references()
+    assert {s.id for s in series} >= {"dreamer_v1", "dreamer_v2", "dreamer_v3", "plan2explore_zeroshot", "curl",
+                                      "drqv2", "curl_table_dreamer", "curl_table_planet", "planet_table1"}
+    assert sum(p.stat().st_size for p in reference.REFERENCE_DIR.glob("*.json")) < 400_000
+    for s in series:
+        assert s.citation and s.source.startswith("../shared/reference/"), s.id
+        for task, rows in s.tasks.items():
+            assert task.startswith("dmc_") and "cup_catch" not in task.replace("ball_in_cup_catch", ""), task
+            assert all(len(r) == 4 and r[0] >= 0 for r in rows)
+
+
+def test_load_reference_matches_published_numbers():
+    # Numbers quoted in ../shared/reference/README.md.
+    by_id = {p["id"]: p for p in load_reference("dmc_walker_walk", 100_000)}
+    assert by_id["dreamer_v1"]["mean"] == pytest.approx(137, abs=1) and by_id["dreamer_v1"]["step"] == 105_000
+    assert by_id["curl_table_dreamer"]["mean"] == 277 and by_id["curl_table_dreamer"]["std"] == 12
+    assert by_id["curl_table_drq"]["mean"] == 612
+    planet = load_reference("dmc_ball_in_cup_catch", 1_000_000, agent="planet")
+    assert [(p["id"], p["mean"]) for p in planet] == [("planet_table1", 930)]
+    v3 = {p["id"]: p for p in load_reference("dmc_walker_walk", 1_000_000)}["dreamer_v3"]
+    assert v3["mean"] == pytest.approx(960, abs=15) and v3["seeds"] >= 5
+    assert all(p["agent"] == "dreamer" for p in load_reference("dmc_walker_walk", 500_000, agent="dreamer"))
+    assert all(abs(p["step"] - 2_000) <= 200 for p in load_reference("dmc_walker_walk", 2_000))
+    assert load_reference("dmc_no_such_task", 100_000) == []
+
+
+@needs_shared
+def test_reference_built_from_shared_files_equals_shipped(tmp_path):
+    paths = reference.build(SHARED, tmp_path)
+    assert {p.name for p in paths} == {p.name for p in reference.REFERENCE_DIR.glob("*.json")}
+    for path in paths:
+        assert json.loads(path.read_text()) == json.loads((reference.REFERENCE_DIR / path.name).read_text()), \
+            f"{path.name} differs: rerun python -m benchmarks.reference"
+    rebuilt = load_references(tmp_path)
+    # Mean over the 20 Dreamer tasks at 1M steps (README: V1 700, V2 742, V3 783).
+    for sid, expected in (("dreamer_v1", 700), ("dreamer_v2", 742), ("dreamer_v3", 783)):
+        series = next(s for s in rebuilt if s.id == sid)
+        values = [series.at(task, 1_000_000)["mean"] for task in series.tasks]
+        assert len(values) == 20
+        assert sum(values) / len(values) == pytest.approx(expected, abs=25), sid
+
+
+def test_reference_cli_reports_a_missing_source(tmp_path, capsys):
+    assert reference.main(["--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no reference data")
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def write_metrics(logdir: Path, evals: list[tuple[int, float]], extra_steps: list[int] = ()) -> Path:
+    logdir.mkdir(parents=True, exist_ok=True)
+    lines = [{"step": s, "eval/return": v} for s, v in evals] + [{"step": s, "train/return": 1.0} for s in extra_steps]
+    lines.sort(key=lambda r: r["step"])
+    (logdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return logdir
+
+
+def test_value_at_takes_the_latest_evaluation_at_or_before_the_budget():
+    curve = [(5000, 1.0), (10000, 2.0), (15000, 3.0)]
+    assert aggregate.value_at(curve, 10000) == (10000, 2.0)
+    assert aggregate.value_at(curve, 11000) == (10000, 2.0)  # within 10% before it
+    assert aggregate.value_at(curve, 12000) is None  # 10000 is 17% before
+    assert aggregate.value_at(curve, 12000, tolerance=0.2) == (10000, 2.0)
+    assert aggregate.value_at(curve, 4000) is None  # never after the budget
+
+
+def test_current_records_drop_what_a_rerun_superseded():
+    records = [{"step": s} for s in (1000, 2000, 3000, 1000, 2000)]
+    assert [r["step"] for r in aggregate.current_records(records)] == [1000, 1000, 2000]
+    resumed = [{"step": s, "i": i} for i, s in enumerate((1000, 2000, 3000, 2000, 3000, 4000))]
+    assert [r["i"] for r in aggregate.current_records(resumed)] == [0, 1, 3, 4, 5]
+
+
+def test_default_budgets():
+    assert aggregate.default_budgets(2000) == [2000]
+    assert aggregate.default_budgets(500_000) == [100_000, 500_000]
+    assert aggregate.default_budgets(600_000) == [100_000, 500_000, 600_000]
+    assert aggregate.default_budgets(2_000_000) == [100_000, 500_000, 1_000_000, 2_000_000]
+
+
+def test_aggregate_over_seeds_and_budgets_with_missing_points(tmp_path):
+    env = "dmc_walker_walk"
+    runs = [
+        RunDir("dreamer", env, 0, write_metrics(tmp_path / "s0", [(50_000, 100.0), (100_000, 300.0), (500_000, 800.0)])),
+        RunDir("dreamer", env, 1, write_metrics(tmp_path / "s1", [(100_000, 500.0), (480_000, 900.0)])),
+        # Seed 2 stopped at 300k; its eval at 100k is missing (a null eval, as non-finite returns are logged).
+        RunDir("dreamer", env, 2, write_metrics(tmp_path / "s2", [(100_000, None), (200_000, 600.0)], [300_000])),
+        RunDir("planet", env, 0, tmp_path / "never_started"),
+    ]
+    summary = aggregate.aggregate(runs, [100_000, 500_000])
+    rows = {(r["agent"], r["budget"]): r for r in summary["rows"]}
+    at_100k = rows["dreamer", 100_000]
+    assert at_100k["mean"] == pytest.approx(400.0) and at_100k["std"] == pytest.approx(100.0)
+    assert (at_100k["seeds"], at_100k["seeds_total"]) == (2, 3)
+    assert at_100k["missing"] == [{"seed": 2, "reason": "no evaluation within 10% before the budget"}]
+    at_500k = rows["dreamer", 500_000]
+    assert [v["step"] for v in at_500k["values"]] == [500_000, 480_000]
+    assert at_500k["mean"] == pytest.approx(850.0)
+    assert at_500k["missing"] == [{"seed": 2, "reason": "budget not reached (last step 300000)"}]
+    assert rows["planet", 100_000]["mean"] is None
+    assert rows["planet", 100_000]["missing"] == [{"seed": 0, "reason": "no metrics"}]
+    same = {p["id"] for p in at_100k["published_same_method"]}
+    assert {"dreamer_v1", "curl_table_dreamer"} <= same
+    assert all(p["id"] not in same for p in at_100k["published_other"])
+    assert {p["id"] for p in rows["planet", 500_000]["published_same_method"]} == {"curl_table_planet"}
+    json.dumps(summary)
+
+    md = aggregate.to_markdown(summary)
+    assert "| dmc_walker_walk | 100k | dreamer | 400 ± 100 | 2/3 | Dreamer (CURL T1)" in md
+    assert "| dmc_walker_walk | 100k | planet | — | 0/1 |" in md
+    assert "seed 2 at 500k: budget not reached (last step 300000)" in md
+    assert "Laskin et al. 2020" in md and "../shared/reference/" in md
+
+
+# ----------------------------------------------------------------------------- command line, launchers
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """Runs go to tests/fake_train.py instead of dreamer.train."""
+    monkeypatch.setattr(launch, "TRAIN_MODULE", "fake_train")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("FAKE_TRAIN_CRASH_SEED", raising=False)
+
+
+def sweep(out: Path, *extra: str, steps: int = 2000, seeds: int = 2) -> int:
+    return sample_efficiency.main(["--agents", "dreamer", "--envs", "dmc_cartpole_balance", "--seeds", str(seeds),
+                                   "--steps", str(steps), "--out", str(out), "--quiet", *extra])
+
+
+def invocations(out: Path, seed: int) -> int:
+    path = out / "runs" / "dreamer" / "dmc_cartpole_balance" / f"seed_{seed}" / "invocations"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_rerun(tmp_path, fake_train, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    monkeypatch.setenv("FAKE_TRAIN_CRASH_SEED", "1")
+    assert sweep(out, "--workers", "2") == 1
+    assert "1 run(s) did not finish: dreamer/dmc_cartpole_balance/seed_1" in capsys.readouterr().err
+    runs = out / "runs" / "dreamer" / "dmc_cartpole_balance"
+    assert (runs / "seed_0" / "done.json").is_file() and not (runs / "seed_1" / "done.json").exists()
+    attempts = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
+    assert sorted((a["seed"], a["exit_code"], a["finished"]) for a in attempts) == [(0, 0, True), (1, 1, False)]
+
+    monkeypatch.delenv("FAKE_TRAIN_CRASH_SEED")
+    assert sweep(out) == 0  # only the unfinished run again, in the same logdir
+    assert (invocations(out, 0), invocations(out, 1)) == (1, 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["return"] for v in summary["rows"][0]["values"]] == [200.0, 300.0]  # the rerun's own curve
+    assert sweep(out) == 0  # everything finished: nothing runs
+    assert (invocations(out, 0), invocations(out, 1)) == (1, 2)
+    assert "all 2 runs already finished" in capsys.readouterr().err
+    assert sweep(out, steps=3000) == 0  # a longer budget continues both runs
+    assert (invocations(out, 0), invocations(out, 1)) == (2, 3)
+    assert sweep(out, steps=1000) == 0  # a shorter one is covered by the finished runs
+    assert (invocations(out, 0), invocations(out, 1)) == (2, 3)
+    assert len((out / "attempts.jsonl").read_text().splitlines()) == 5
+
+
+def assert_one_line_error(code: int, capsys, *needles: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in err[0], err
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--agents", "dreamr"], ["unknown agent 'dreamr'", "did you mean 'dreamer'"]),
+    (["--envs", "dmc_walker_walkk"], ["Unknown environment 'dmc_walker_walkk'", "dmc_walker_walk"]),
+    (["--envs", "walker"], ["Unknown environment 'walker'"]),
+    (["--seeds", "0"], ["--seeds must be at least 1"]),
+    (["--steps", "many"], ["--steps", "invalid int value"]),
+    (["--configs", "nosuchpreset"], ["unknown preset 'nosuchpreset'"]),
+    (["--model.detr", "8"], ["model.detr"]),
+    (["--seed", "3"], ["--seed is set by the sweep"]),
+    (["--budgets", "0"], ["--budgets must be positive"]),
+    (["--address", "auto"], ["need --launcher ray"]),
+    (["--launcher", "slurm"], ["invalid choice: 'slurm'"]),
+    (["--record", "../x"], ["--record takes a plain name"]),
+])
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, capsys, args, needles):
+    base = {"--agents": ["dreamer"], "--envs": ["dmc_cartpole_balance"], "--steps": ["1000"], "--seeds": ["1"]}
+    flags = dict(base)
+    rest = list(args)
+    if args[0] in base:
+        flags[args[0]] = args[1:]
+        rest = []
+    argv = [x for k, v in flags.items() for x in (k, *v)] + rest + ["--out", str(tmp_path / "out")]
+    assert_one_line_error(sample_efficiency.main(argv), capsys, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_logdir_with_other_settings_is_an_error(tmp_path, fake_train, capsys):
+    out = tmp_path / "sweep"
+    assert sweep(out, seeds=1, steps=1000) == 0
+    capsys.readouterr()
+    assert_one_line_error(sweep(out, "--configs", "debug", seeds=1, steps=1000), capsys, "holds a run with other "
+                                                                                          "settings")
+
+
+def test_ray_launcher_without_ray_says_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    code = sweep(tmp_path / "out", "--launcher", "ray", seeds=1)
+    assert_one_line_error(code, capsys, "--launcher ray needs Ray: pip install -e '.[ray]'")
+
+
+def test_ray_sweep_completes_and_aggregates(tmp_path, fake_train, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    out = tmp_path / "sweep"
+    start = time.time()
+    assert sweep(out, "--launcher", "ray", "--cpus-per-run", "1", "--budgets", "1000", "2000") == 0
+    print(f"ray sweep: {time.time() - start:.1f} s")
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["budget"]: r for r in summary["rows"]}
+    assert rows[1000]["mean"] == pytest.approx(150.0) and rows[1000]["std"] == pytest.approx(50.0)
+    assert rows[2000]["seeds"] == 2
+    assert (out / "plots" / "grid.png").is_file() and (out / "summary.md").is_file()
+    attempts = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
+    assert sorted(a["seed"] for a in attempts if a["finished"]) == [0, 1]
+    assert sweep(out, "--launcher", "ray") == 0  # finished runs are skipped, Ray is not even started
+    assert "all 2 runs already finished" in capsys.readouterr().err
+    assert (invocations(out, 0), invocations(out, 1)) == (1, 1)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def debug_sweep(tmp_path_factory):
+    """One real tiny sweep through dreamer.train, run twice: (out, first seconds, second seconds)."""
+    out = tmp_path_factory.mktemp("sweep")
+    argv = ["--agents", "dreamer", "--envs", "dmc_cartpole_balance", "--seeds", "1", "--steps", "1000",
+            "--configs", "debug", "--out", str(out), "--quiet"]
+    times = []
+    for _ in range(2):
+        start = time.time()
+        assert sample_efficiency.main(argv) == 0
+        times.append(time.time() - start)
+    return out, argv, times
+
+
+def test_debug_sweep_writes_table_json_and_plots(debug_sweep):
+    out, _, _ = debug_sweep
+    summary = json.loads((out / "summary.json").read_text())
+    (row,) = summary["rows"]
+    assert (row["agent"], row["env"], row["budget"], row["seeds"]) == ("dreamer", "dmc_cartpole_balance", 1000, 1)
+    assert row["values"][0]["step"] == 1000 and row["mean"] > 0
+    md = (out / "summary.md").read_text()
+    assert "| dmc_cartpole_balance | 1k | dreamer |" in md and "--configs debug" in md
+    for png in ("grid.png", "dmc_cartpole_balance.png"):
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logdir = out / "runs" / "dreamer" / "dmc_cartpole_balance" / "seed_0"
+    assert {"done.json", "train.log", "metrics.jsonl", "config.yaml"} <= {p.name for p in logdir.iterdir()}
+
+
+def test_rerunning_a_finished_sweep_skips_the_run(debug_sweep):
+    out, _, (first, second) = debug_sweep
+    assert second < first / 3, (first, second)
+    assert len((out / "attempts.jsonl").read_text().splitlines()) == 1
+
+
+def test_record_copies_table_plot_and_provenance(debug_sweep, tmp_path, monkeypatch):
+    out, argv, _ = debug_sweep
+    monkeypatch.setattr(sample_efficiency, "RESULTS", tmp_path)
+    assert sample_efficiency.main([*argv, "--aggregate-only", "--record", "tiny"]) == 0
+    record = json.loads((tmp_path / "tiny.json").read_text())
+    prov = record["provenance"]
+    assert prov["command"].startswith("python -m benchmarks.sample_efficiency --agents dreamer")
+    assert prov["commit"] and "CPU cores" in prov["machine"]
+    (run,) = prov["runs"]
+    assert run["finished"] and run["attempts"] == 1 and run["wall_seconds"] > 0
+    assert "![learning curves](tiny.png)" in (tmp_path / "tiny.md").read_text()
+    assert (tmp_path / "tiny.png").read_bytes()[:4] == b"\x89PNG"
