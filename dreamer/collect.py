@@ -19,15 +19,20 @@ from dreamer.envs import VectorEnv, make_env
 ActFn = Callable[[dict], np.ndarray]
 
 
+def env_factory(config: Config, seed: int) -> partial:
+    """A picklable function that builds one environment of the run's settings."""
+    env = config.env
+    return partial(make_env, env.name, seed=seed, action_repeat=env.action_repeat, size=env.size,
+                   time_limit=env.time_limit, camera=None if env.camera < 0 else env.camera,
+                   fast_render=env.fast_render)
+
+
 def make_vector_env(config: Config, seed: int, num_envs: int | None = None,
                     parallel: bool | None = None) -> VectorEnv:
     env = config.env
     num_envs = env.num_envs if num_envs is None else num_envs
     parallel = env.parallel if parallel is None else parallel
-    fns = [partial(make_env, env.name, seed=seed + i, action_repeat=env.action_repeat,
-                   size=env.size, time_limit=env.time_limit,
-                   camera=None if env.camera < 0 else env.camera, fast_render=env.fast_render)
-           for i in range(num_envs)]
+    fns = [env_factory(config, seed + i) for i in range(num_envs)]
     return VectorEnv(fns, parallel=parallel, max_restarts=env.max_restarts)
 
 

@@ -109,6 +109,9 @@ class TrainConfig:
     video_every: int = _field(50_000, min=0)  # open-loop prediction videos; 0 disables
     precision: str = _field("float32", choices=("float32", "bfloat16"))
     max_nonfinite: int = _field(20, positive=True)  # consecutive skipped updates before stopping
+    checkpoint_minutes: float = _field(10.0, min=0.0)  # wall-clock minutes between checkpoints; 0: off
+    checkpoint_every: int = _field(0, min=0)  # environment steps between checkpoints; 0: off
+    checkpoint_keep: int = _field(3, positive=True)  # newest checkpoints kept on disk
 
     def updates_after(self, env_steps: int) -> int:
         """Updates earned by `env_steps` environment steps of training (exact integers)."""
@@ -366,6 +369,52 @@ def save_config(config: Config, path: Path) -> None:
 def config_from_dict(data: dict) -> Config:
     """Rebuild a Config from a saved `config.yaml` mapping (validated like a preset)."""
     return _apply(Config, Config(), data)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+# Keys a rerun on an existing logdir may change: how long to run, how often to log, evaluate
+# and checkpoint, where and on how many devices. Every other key changes what the saved
+# state means (network shapes, the data, the schedule of updates), so changing it is an error.
+RESUME_SAFE_KEYS = frozenset({
+    "logdir", "steps", "devices",
+    "train.log_every", "train.eval_every", "train.eval_episodes", "train.video_every",
+    "train.checkpoint_minutes", "train.checkpoint_every", "train.checkpoint_keep",
+    "train.max_nonfinite", "env.max_restarts", "env.parallel",
+})
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'deter': 8}} -> {'model.deter': 8}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def differing_keys(saved: Config, new: Config, ignore: frozenset = RESUME_SAFE_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two configs, apart from `ignore`."""
+    old, cur = flatten(saved.to_dict()), flatten(new.to_dict())
+    return sorted(key for key in cur if key not in ignore and old.get(key) != cur[key])
+
+
+def load_saved_config(path: Path) -> Config:
+    """The resolved config a run saved in its logdir (`config.yaml`), validated."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read the saved config '{path}': {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
+                          "move it away or choose another --logdir")
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"the saved config '{path}' is not valid for this version ({err}); "
+                          "choose another --logdir") from None
 
 
 # ----------------------------------------------------------------------------- command line

@@ -15,3 +15,8 @@ class EnvError(UserError):
 
 class TrainingError(UserError):
     """The run cannot go on (e.g. repeated non-finite losses); the message says what to change."""
+
+
+class CheckpointError(UserError):
+    """No usable checkpoint where one is needed: corrupted, from another version, or not
+    fitting the agent."""

@@ -86,6 +86,23 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def truncate_metrics(path: str | Path, size: int) -> None:
+    """Cut ``metrics.jsonl`` back to its first ``size`` bytes (its length at a checkpoint), so
+    that a resumed run rewrites the steps after it instead of duplicating them. The shorter
+    copy replaces the file atomically: a crash here leaves the old or the new file, whole."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size <= size:
+        return
+    with open(path, "rb") as f:
+        kept = f.read(size)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as f:
+        f.write(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------------------- logger
 
 
@@ -96,10 +113,12 @@ class Logger:
         logdir: output directory (created if missing).
         tensorboard: also write TensorBoard event files into ``logdir``.
         console: also print each write as one line (through tqdm, so bars stay intact).
+        purge_step: when resuming from a checkpoint, the first step not covered by it:
+            TensorBoard hides what earlier event files logged from this step on.
     """
 
     def __init__(self, logdir: str | Path, *, tensorboard: bool = True,
-                 console: bool = False) -> None:
+                 console: bool = False, purge_step: int | None = None) -> None:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._console = console
@@ -110,7 +129,7 @@ class Logger:
         self._writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # slow import: only when needed
-            self._writer = SummaryWriter(logdir=str(self.logdir))
+            self._writer = SummaryWriter(logdir=str(self.logdir), purge_step=purge_step)
 
     @staticmethod
     def _open_metrics(path: Path) -> TextIO:
@@ -124,6 +143,13 @@ class Logger:
         if unfinished:
             handle.write("\n")
         return handle
+
+    def metrics_size(self) -> int:
+        """Bytes written to ``metrics.jsonl`` so far (every write ends with a whole line)."""
+        if self._metrics is None:
+            raise RuntimeError("Logger is closed")
+        self._metrics.flush()
+        return os.fstat(self._metrics.fileno()).st_size
 
     # -- accumulating ------------------------------------------------------------------
 

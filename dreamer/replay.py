@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamer.faults import crash_point
+
 Episode = dict[str, np.ndarray]
 Signature = dict[str, tuple[tuple[int, ...], np.dtype]]
 
@@ -134,6 +136,7 @@ def _write_atomically(path: Path, episode: Episode) -> None:
             np.savez_compressed(f, **episode)
             f.flush()
             os.fsync(f.fileno())
+        crash_point("replay")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

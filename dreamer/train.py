@@ -4,6 +4,13 @@ Prefill the replay with random actions, then alternate collection with the agent
 gradient updates (`train.train_steps` every `train.train_every` environment steps, or a
 `train.train_ratio`), evaluating the mode policy every `train.eval_every` steps. Every step
 count here is in environment steps, action repeat included.
+
+Checkpoints (`dreamer/checkpoint.py`) are written every `train.checkpoint_minutes` and every
+`train.checkpoint_every` steps, at the end, and on SIGINT / SIGTERM (after the current step;
+the exit status is then 128 + the signal number). Rerunning the same command on the same
+logdir continues from the newest checkpoint: the counters, RNG states and evaluation schedule
+are restored, the replay reloads from disk, and `metrics.jsonl` is cut back to its length at
+the checkpoint, so no step is logged twice.
 """
 
 from __future__ import annotations
@@ -11,19 +18,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from dreamer import checkpoint
 from dreamer.collect import AgentActor, Collector, make_vector_env, run_episodes
 from dreamer.config import Config, build_config, parse_overrides, save_config
 from dreamer.core.agent import random_actions
 from dreamer.errors import ConfigError, TrainingError, UserError
-from dreamer.logger import Logger, Progress
+from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.parallel import DataParallel
 from dreamer.registry import agent_class
 from dreamer.replay import Replay
@@ -74,29 +85,153 @@ def prepare_logdir(config: Config) -> Path:
     return logdir
 
 
+class StopRequests:
+    """SIGINT and SIGTERM ask the run to stop: the training loop finishes its current step,
+    saves a checkpoint and ends. A second signal stops at once (KeyboardInterrupt), keeping
+    the newest complete checkpoint."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _request(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class Interrupted(Exception):
+    """The run stopped on a signal, after saving a checkpoint (or with nothing new to save)."""
+
+    def __init__(self, signum: int, step: int, path: Path | None):
+        name = signal.Signals(signum).name
+        saved = f"latest checkpoint '{path}'" if path else "no checkpoint yet"
+        super().__init__(f"interrupted by {name} at env step {step}; {saved}; rerun the same "
+                         "command to resume")
+        self.exit_code = 128 + signum
+
+
 class Trainer:
     """Owns the envs, replay, agent state and logger of one run."""
 
-    def __init__(self, config: Config, logdir: Path):
+    def __init__(self, config: Config, logdir: Path, stop: StopRequests | None = None):
         self.config, self.logdir = config, logdir
+        self.stop = stop or StopRequests()
         host_seed = config.seed + 100_000 * jax.process_index()  # hosts collect different data
         self.envs = make_vector_env(config, host_seed)
-        self.eval_envs = make_vector_env(config, config.seed + 10_000, num_envs=1, parallel=False)
-        self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
-        self.state = self.agent.init(jax.random.PRNGKey(config.seed))  # replicated over devices
+        try:
+            self.eval_envs = make_vector_env(config, config.seed + 10_000, num_envs=1, parallel=False)
+        except BaseException:
+            self.envs.close()
+            raise
+        try:
+            self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
+            # Everything that can reject the logdir runs before anything in it is written.
+            resume = checkpoint.prepare_resume(config, logdir)
+            self.state = self.initial_state(resume.checkpoint)  # replicated over devices
+        except BaseException:
+            self.envs.close()
+            self.eval_envs.close()
+            raise
         self.replay = Replay(logdir / "replay", capacity=config.train.replay_capacity,
                              seq_len=config.train.seq_len, seed=config.seed)
         self.replay.load()
-        self.logger = Logger(logdir)
         self.collector = Collector(self.envs, config.env.action_repeat)
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
         self.rng = np.random.default_rng(config.seed)
         self.step = 0  # environment steps
+        self.episodes = 0  # training episodes completed
         self.train_start: int | None = None  # environment step at which training began
         self.updates_done = 0
         self.nonfinite_streak = 0  # consecutive updates skipped for a non-finite loss
         self.last_eval_step = -1
-        self.metrics: dict[str, list[float]] = defaultdict(list)
+        self.metrics: dict[str, list] = defaultdict(list)  # since the last log
+        self.last_return: float | None = None  # of the latest training episode, for the progress bar
+        self.fps_mark = (0, time.time())  # (step, time) of the last log line
+        self.last_checkpoint = resume.checkpoint.path if resume.checkpoint else None
+        self.logger = self.open_logger(resume)
+        self.last_save_time = time.time()
+        self.unsaved = False  # steps taken since the last checkpoint
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def initial_state(self, ckpt: checkpoint.Checkpoint | None):
+        if ckpt is None:
+            return self.agent.init(jax.random.PRNGKey(self.config.seed))
+        state = checkpoint.restore_state(self.agent.state_template(), ckpt)
+        return self.agent.parallel.replicate(jax.device_put(state))
+
+    def open_logger(self, resume: checkpoint.Resume) -> Logger:
+        """Restore the host-side counters from the checkpoint (if any), cut metrics.jsonl back
+        to what was logged up to it, and open the logger after it."""
+        ckpt, metrics = resume.checkpoint, self.logdir / METRICS_FILE
+        for path, reason in resume.skipped:
+            print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
+        checkpoint.set_aside(resume.skipped)
+        if ckpt is None:
+            if metrics.exists() and metrics.stat().st_size:
+                print(f"warning: no checkpoint in '{self.logdir}': starting at step 0 (the replay's "
+                      f"{self.replay.num_episodes} episodes are kept, metrics.jsonl restarts)", file=sys.stderr)
+            truncate_metrics(metrics, 0)
+            return Logger(self.logdir, purge_step=0 if metrics.exists() else None)
+        self.load_host_state(ckpt.host)
+        truncate_metrics(metrics, int(ckpt.host["metrics_bytes"]))
+        print(f"resuming from '{ckpt.path}' at env step {self.step}", file=sys.stderr)
+        return Logger(self.logdir, purge_step=self.step + 1)
+
+    def host_state(self) -> dict:
+        """Everything besides the train state that the run needs to continue (JSON)."""
+        pending = {key: [np.asarray(values).dtype.name, np.asarray(values).tolist()]
+                   for key, values in jax.device_get(dict(self.metrics)).items()}
+        return {
+            "step": self.step, "episodes": self.episodes, "updates": self.updates_done,
+            "train_start": self.train_start, "last_eval_step": self.last_eval_step,
+            "nonfinite_streak": self.nonfinite_streak,
+            "rng": self.rng.bit_generator.state,  # prefill's random actions
+            "actor_key": np.asarray(self.actor.key).tolist(),  # collection noise
+            "replay": {**self.replay.state_dict(), "steps": self.replay.num_steps,
+                       "episodes": self.replay.num_episodes},
+            "agent": self.agent.host_state(),
+            "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
+                           "discrete": bool(self.envs.discrete)},
+            "pending_metrics": pending,  # updates since the last log line
+            "metrics_bytes": self.logger.metrics_size(),
+        }
+
+    def load_host_state(self, host: dict) -> None:
+        self.step, self.episodes, self.updates_done = host["step"], host["episodes"], host["updates"]
+        self.train_start, self.last_eval_step = host["train_start"], host["last_eval_step"]
+        self.nonfinite_streak = host["nonfinite_streak"]
+        self.rng.bit_generator.state = host["rng"]
+        self.actor.key = jnp.asarray(host["actor_key"], jnp.uint32)
+        self.replay.load_state_dict(host["replay"])
+        self.agent.load_host_state(host["agent"])
+        for key, (dtype, values) in host["pending_metrics"].items():
+            self.metrics[key] = [np.asarray(value, dtype) for value in values]
+
+    def save(self) -> Path:
+        path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.state, self.host_state(),
+                               self.config.train.checkpoint_keep)
+        self.last_save_time, self.unsaved, self.last_checkpoint = time.time(), False, path
+        return path
+
+    def checkpoint_due(self, env_steps: int) -> bool:
+        cfg = self.config.train
+        by_steps = cfg.checkpoint_every > 0 and _crossed(self.step, env_steps, cfg.checkpoint_every)
+        by_time = cfg.checkpoint_minutes > 0 and time.time() - self.last_save_time >= 60 * cfg.checkpoint_minutes
+        return by_steps or by_time
 
     # ------------------------------------------------------------------ phases
 
@@ -173,7 +308,7 @@ class Trainer:
         self.logger.scalars({key: float(np.mean(v)) for key, v in values.items()})
         self.metrics.clear()
         self.logger.scalars({"replay/steps": self.replay.num_steps, "replay/episodes": self.replay.num_episodes,
-                             "perf/env_steps_per_second": fps})
+                             "train/episodes": self.episodes, "perf/env_steps_per_second": fps})
         self.logger.write(self.step)
 
     def report(self) -> None:
@@ -187,35 +322,52 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> None:
-        cfg = self.config.train
-        progress = Progress(self.config.steps)
-        last_log, last_time, last_return = 0, time.time(), None
+        if self.step >= self.config.steps:
+            print(f"the run in '{self.logdir}' is at env step {self.step}, --steps is {self.config.steps}: "
+                  "nothing to do (raise --steps to train on)", file=sys.stderr)
+        progress = Progress(self.config.steps, initial=min(self.step, self.config.steps))
+        self.fps_mark = (self.step, time.time())
         try:
-            while self.step < self.config.steps:
-                episodes, env_steps = self.collector.step(self.act)
-                self.step += env_steps
-                self.state = self.agent.on_env_steps(self.state, self.step)
-                for episode in episodes:
-                    self.replay.add_episode(episode)
-                    last_return = float(episode["reward"].sum())
-                    self.logger.scalars({"train/return": last_return,
-                                         "train/length": (len(episode["reward"]) - 1) * self.config.env.action_repeat})
-                    self.logger.write(self.step)
-                self.train(env_steps)
-                if _crossed(self.step, env_steps, cfg.eval_every):
-                    self.evaluate()
-                if cfg.video_every and _crossed(self.step, env_steps, cfg.video_every):
-                    self.report()
-                if _crossed(self.step, env_steps, cfg.log_every):
-                    now = time.time()
-                    self.log((self.step - last_log) / max(now - last_time, 1e-9))
-                    last_log, last_time = self.step, now
-                progress.update(self.step, last_return)
-            if self.last_eval_step != self.step:  # a final evaluation unless one just ran
-                self.evaluate()
+            while self.step < self.config.steps and self.stop.signum is None:
+                env_steps = self.iteration()
+                self.unsaved = True
+                if self.step >= self.config.steps and self.last_eval_step != self.step:
+                    self.evaluate()  # the final evaluation (unless one just ran), before saving
+                if self.checkpoint_due(env_steps) or self.step >= self.config.steps:
+                    self.save()
+                progress.update(self.step, self.last_return)
+            if self.unsaved:  # stopped by a signal between two checkpoints
+                self.save()
+            if self.stop.signum is not None and self.step < self.config.steps:
+                raise Interrupted(self.stop.signum, self.step, self.last_checkpoint)
         finally:
             progress.close()
             self.close()
+
+    def iteration(self) -> int:
+        """One collection step in every env, then what the schedule owes at the new step
+        count: updates, evaluation, videos, a log line. Returns the environment steps taken."""
+        cfg = self.config.train
+        episodes, env_steps = self.collector.step(self.act)
+        self.step += env_steps
+        self.state = self.agent.on_env_steps(self.state, self.step)
+        for episode in episodes:
+            self.replay.add_episode(episode)
+            self.episodes += 1
+            self.last_return = float(episode["reward"].sum())
+            self.logger.scalars({"train/return": self.last_return,
+                                 "train/length": (len(episode["reward"]) - 1) * self.config.env.action_repeat})
+            self.logger.write(self.step)
+        self.train(env_steps)
+        if _crossed(self.step, env_steps, cfg.eval_every):
+            self.evaluate()
+        if cfg.video_every and _crossed(self.step, env_steps, cfg.video_every):
+            self.report()
+        if _crossed(self.step, env_steps, cfg.log_every):
+            (last_step, last_time), now = self.fps_mark, time.time()
+            self.log((self.step - last_step) / max(now - last_time, 1e-9))
+            self.fps_mark = (self.step, now)
+        return env_steps
 
     def close(self) -> None:
         self.logger.close()
@@ -231,30 +383,34 @@ def _crossed(step: int, delta: int, every: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    try:
-        config, debug = parse_args(argv)
-        agent_class(config.agent)  # an unknown agent or device count fails before anything else
-        DataParallel(config.devices, config.train.batch_size)
-        new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
-        logdir = prepare_logdir(config)
-        try:  # envs and agent are built before anything is written into the logdir
-            trainer = Trainer(config, logdir)
-        except BaseException:
-            for path in new_dirs:  # deepest first: remove the (still empty) dirs made above
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-            raise
-        save_config(config, logdir / "config.yaml")
-        print(f"logdir: {logdir}", file=sys.stderr)
-        trainer.run()
-    except UserError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with StopRequests() as stop:  # a signal during start-up ends the run before its first step
+        try:
+            config, debug = parse_args(argv)
+            agent_class(config.agent)  # an unknown agent or device count fails before anything else
+            DataParallel(config.devices, config.train.batch_size)
+            new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
+            logdir = prepare_logdir(config)
+            try:  # envs, agent and the resume checks run before anything is written into the logdir
+                trainer = Trainer(config, logdir, stop)
+            except BaseException:
+                for path in new_dirs:  # deepest first: remove the (still empty) dirs made above
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                raise
+            save_config(config, logdir / "config.yaml")
+            print(f"logdir: {logdir}", file=sys.stderr)
+            trainer.run()
+        except UserError as err:
+            if debug:
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except Interrupted as stopped:
+            print(stopped, file=sys.stderr)
+            return stopped.exit_code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     return 0
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,34 @@ CASES = {
 }
 
 
+# A logdir of an earlier run whose config or checkpoints the new command cannot continue from.
+RUN_ARGS = ["--configs", "debug", "--env", "dmc_cartpole_balance"]
+RESUME_CASES = {
+    "other-config": (["--model.deter", "64", "--seed", "5"],
+                     ["another config", "model.deter (saved 32, now 64)", "seed (saved 0, now 5)"]),
+    "corrupted-checkpoint": ([], ["corrupted checkpoint", "ckpt-500", "does not match its digest"]),
+    "other-version": ([], ["dreamer-jax 9.0.0", "this is dreamer-jax", "ckpt-500"]),
+}
+
+
+def make_run_logdir(path: Path, case: str) -> Path:
+    """A logdir with the config of RUN_ARGS and a checkpoint that is corrupted or from a
+    version this one cannot read."""
+    from dreamer.config import save_config
+    from dreamer.train import parse_args
+
+    make_logdir(path)
+    config, _ = parse_args([*RUN_ARGS, "--logdir", str(path)])
+    save_config(config, path / "config.yaml")
+    ckpt = path / "checkpoints" / "ckpt-500"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.msgpack").write_bytes(b"\x81\xa1a\x00")
+    version = "9.0.0" if case == "other-version" else "0.1.0"
+    (ckpt / "host.json").write_text(json.dumps({"step": 500, "format": 1, "version": version,
+                                                "digest": "sha256:" + "0" * 64}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
     """Start every subprocess of this module, two at a time (each spends ~3 s importing jax)."""
@@ -97,6 +126,9 @@ def cli_runs(tmp_path_factory):
             run_train, "--configs", str(bad_yaml), "--logdir", str(path)))
         runs["logdir-unwritable"] = (file_dir, snapshot(file_dir), pool.submit(
             run_train, "--configs", "debug", "--logdir", "/proc/dreamer_run"))
+        for name, (args, _) in RESUME_CASES.items():
+            path = make_run_logdir(tmp_path_factory.mktemp(name) / "run", name)
+            runs[name] = (path, snapshot(path), pool.submit(run_train, *RUN_ARGS, *args, "--logdir", str(path)))
         return {name: (path, before, future.result()) for name, (path, before, future) in runs.items()}
 
 
@@ -104,6 +136,14 @@ def cli_runs(tmp_path_factory):
 def test_bad_input_is_one_line_and_changes_nothing(cli_runs, case):
     path, before, result = cli_runs[case]
     assert_one_line_error(result, *CASES[case][1])
+    assert snapshot(path) == before
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_logdir_that_cannot_be_resumed_is_one_line_and_changes_nothing(cli_runs, case):
+    path, before, result = cli_runs[case]
+    assert result.returncode == 2
+    assert_one_line_error(result, *RESUME_CASES[case][1])
     assert snapshot(path) == before
 
 

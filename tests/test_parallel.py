@@ -1,5 +1,6 @@
 """Data-parallel training on 2 virtual CPU devices: the sharded update equals the single-device
-update, and the training command runs end to end with --devices 2.
+update, checkpoints restore onto either device count, and the training command runs end to end
+with --devices 2.
 
 JAX fixes its device count when it starts, so both tests run in a fresh process with
 XLA_FLAGS=--xla_force_host_platform_device_count=2.
@@ -49,6 +50,38 @@ def test_two_device_update_equals_one_device_update():
     result = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=TWO_DEVICES,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "equal" in result.stdout, result.stderr[-3000:]
+
+
+RESTORE = textwrap.dedent("""
+    import sys, jax
+    from pathlib import Path
+    from dreamer import checkpoint
+    from dreamer.agent import Dreamer
+    from tests.test_core import A, random_batch, tiny_config
+
+    root = Path(sys.argv[1])
+    saver = Dreamer(tiny_config(**{"devices": 2}), A, False)
+    state, _ = saver.train(saver.init(jax.random.PRNGKey(0)), saver.parallel.shard_batch(random_batch(0, b=4)))
+    checkpoint.save(root, state, {"step": 1}, keep=1)
+    saved = jax.device_get(state)
+    for devices in (2, 1):  # a run saved on two devices resumes on two, or on one
+        agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
+        host = checkpoint.restore_state(agent.state_template(), checkpoint.find_latest(root).checkpoint)
+        assert all((a == b).all() for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(host)))
+        restored = agent.parallel.replicate(jax.device_put(host))  # as the trainer restores
+        leaf = jax.tree.leaves(restored.wm)[0]
+        assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == devices
+        for seed in (1, 2):
+            restored, _ = agent.train(restored, agent.parallel.shard_batch(random_batch(seed, b=4)))
+        assert agent.trace_count == 1, (devices, agent.trace_count)  # placed as a fresh state is
+    print("restored")
+""")
+
+
+def test_checkpoint_restores_onto_other_device_counts(tmp_path):
+    result = subprocess.run([sys.executable, "-c", RESTORE, str(tmp_path)], cwd=ROOT, env=TWO_DEVICES,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "restored" in result.stdout, result.stderr[-3000:]
 
 
 def test_train_command_with_two_devices(tmp_path):

@@ -11,6 +11,7 @@ The train loop only sees this interface:
   pstate = agent.initial_policy_state(num_envs)
   state = agent.on_env_steps(state, env_steps)              # host side, after collection
   videos = agent.report(state, batch)
+  agent.host_state() / agent.load_host_state(data)          # checkpointed Python-side state
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ class WorldModelAgent:
     def init(self, key: jax.Array) -> TrainState:
         state = jax.jit(self._init_impl)(key)  # one compiled init instead of many eager ops
         return self.parallel.replicate(state)
+
+    def state_template(self) -> TrainState:
+        """Shapes and dtypes of the train state, without computing it (to restore into)."""
+        return jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))
+
+    def host_state(self) -> dict:
+        """JSON-serialisable state the agent keeps in Python attributes rather than in the
+        train state, saved in checkpoints. The agents here keep everything that must survive
+        a restart (Plan2Explore's phase included) in the train state, so: nothing."""
+        return {}
+
+    def load_host_state(self, data: dict) -> None:
+        """Restore what `host_state` returned."""
 
     def _init_impl(self, key: jax.Array) -> TrainState:
         k_wm, k_beh, k_state = jax.random.split(key, 3)

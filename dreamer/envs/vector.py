@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle  # only for PicklingError: spawn pickles env_fns for the worker
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -44,6 +45,10 @@ class _LocalEnv:
 
 def _worker(conn: Any, env_fn: Callable[[], Env]) -> None:
     """Worker loop: receives (method, args), replies ('ok', result) or ('error', exc, tb)."""
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the parent finishes its
+    # step and saves a checkpoint, then closes the workers; a dead parent means EOF here.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     env = None
     try:
         env = env_fn()

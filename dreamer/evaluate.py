@@ -1,0 +1,199 @@
+"""Evaluate a trained agent from its logdir, on the command line or from Python.
+
+    python -m dreamer.evaluate --logdir DIR [--episodes N] [--video] [--seed N]
+
+loads the newest checkpoint, runs N episodes with the evaluation (mode) policy and prints
+each episode's return, then, as the last line, `return MEAN ± STD over N episodes`.
+`--video` writes one GIF per episode into DIR/eval_videos/. Nothing else in DIR changes.
+
+The same in a plain loop (`dreamer.load` is this module's `load`):
+
+    policy = dreamer.load("logdir/dmc_walker_walk/dreamer/0")
+    env = policy.make_env(seed=123)          # or any env with the run's observations
+    obs, state = env.reset(), None
+    while not obs["is_last"]:
+        action, state = policy(obs, state)   # state None: a new episode
+        obs = env.step(action)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from dreamer import checkpoint
+from dreamer.collect import env_factory
+from dreamer.config import Config, load_saved_config
+from dreamer.envs import Env
+from dreamer.errors import CheckpointError, ConfigError, UserError
+from dreamer.logger import encode_gif, to_uint8_frames
+from dreamer.registry import agent_class
+
+VIDEO_DIR = "eval_videos"
+
+
+class Policy:
+    """A trained agent's evaluation policy for one environment, one observation at a time.
+
+    `policy(observation, state) -> (action, state)`: `observation` is an environment's
+    observation dict (image uint8 [H, W, 3], is_first) or just the image; `state` is what the
+    previous call returned, or None at the start of an episode. The action is float32 [A] in
+    [-1, 1] (one-hot for discrete actions). One call of the agent's jitted policy per step.
+    """
+
+    def __init__(self, agent, train_state: Any, config: Config, step: int, seed: int = 0):
+        self.agent, self.config, self.step = agent, config, step
+        self.train_state = train_state
+        self._key = jax.random.PRNGKey(seed)
+        self._starts = 0
+
+    def initial_state(self) -> dict:
+        """A fresh state: the first is seeded with `seed` (so one episode reproduces the
+        training loop's evaluation, see `load`); later ones get their own keys. Passing the
+        last state of an episode into the next one (its is_first resets the latent) continues
+        the key sequence, as the training loop does."""
+        key = self._key if self._starts == 0 else jax.random.fold_in(self._key, self._starts)
+        self._starts += 1
+        return {"agent": self.agent.initial_policy_state(1), "key": key}
+
+    def __call__(self, observation: dict | np.ndarray, state: dict | None = None) -> tuple[np.ndarray, dict]:
+        image, is_first = self._inputs(observation, state is None)
+        if state is None:
+            state = self.initial_state()
+        # The same calls as the training loop's evaluation (`AgentActor`): the agent's jitted
+        # policy on a batch of one, a key split per step.
+        key, sub = jax.random.split(state["key"])
+        obs = {"image": image[None], "is_first": is_first[None]}
+        action, agent_state = self.agent.policy(self.train_state, obs, state["agent"], sub, "eval")
+        return np.asarray(action)[0], {"agent": agent_state, "key": key}
+
+    def _inputs(self, observation: dict | np.ndarray, new_episode: bool) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(observation, dict):
+            image = observation["image"]
+            is_first = new_episode or bool(observation.get("is_first", False))
+        else:
+            image, is_first = observation, new_episode
+        image = np.asarray(image)
+        size = self.config.env.size
+        if image.shape != (size, size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected one observation image uint8 [{size}, {size}, 3], got "
+                             f"{image.dtype} {list(image.shape)}")
+        return image, np.asarray(is_first)
+
+    def make_env(self, seed: int | None = None) -> Env:
+        """A new environment with the run's settings (name, action repeat, size, ...)."""
+        return env_factory(self.config, self.config.seed + 10_000 if seed is None else seed)()
+
+
+def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
+    """The evaluation policy of the newest valid checkpoint in `logdir` (raises UserError
+    subclasses with a one-line message if there is none). The policy's sampling (the latent
+    filter) is seeded with `seed`, by default the run's seed plus the checkpoint's step, as
+    the training loop seeds its evaluation at that step."""
+    logdir = Path(logdir)
+    if not (logdir / "config.yaml").is_file():
+        raise CheckpointError(f"'{logdir}' holds no config.yaml: not the logdir of a training run")
+    config = dataclasses.replace(load_saved_config(logdir / "config.yaml"), devices=1)
+    resume = checkpoint.find_latest(logdir / checkpoint.CHECKPOINT_DIR)
+    ckpt = resume.checkpoint
+    if ckpt is None:
+        raise CheckpointError(f"no checkpoint in '{logdir / checkpoint.CHECKPOINT_DIR}'; runs write one "
+                              "every train.checkpoint_minutes and when they end")
+    for path, reason in resume.skipped:
+        print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
+    spec = ckpt.host["agent_spec"]
+    agent = agent_class(config.agent)(config, int(spec["action_size"]), bool(spec["discrete"]))
+    state = checkpoint.restore_state(agent.state_template(), ckpt)
+    seed = config.seed + ckpt.step if seed is None else seed
+    return Policy(agent, jax.device_put(state), config, ckpt.step, seed)
+
+
+def run_episode(policy: Policy, env: Env, state: dict | None = None,
+                record: bool = False) -> tuple[float, int, list[np.ndarray], dict]:
+    """One episode: (return, environment steps, frames if `record`, the policy state)."""
+    obs, total, steps = env.reset(), 0.0, 0
+    frames = [obs["image"]] if record else []
+    while not obs["is_last"]:
+        action, state = policy(obs, state)
+        obs = env.step(action)
+        total += float(obs["reward"])
+        steps += policy.config.env.action_repeat
+        if record:
+            frames.append(obs["image"])
+    return total, steps, frames, state
+
+
+# ----------------------------------------------------------------------------- command line
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one-line ConfigError instead of usage + exit
+        raise ConfigError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _ArgumentParser(prog="python -m dreamer.evaluate",
+                             description="Evaluate the newest checkpoint of a training run.")
+    parser.add_argument("--logdir", required=True, help="the training run's logdir")
+    parser.add_argument("--episodes", type=_positive, default=10)
+    parser.add_argument("--video", action="store_true", help=f"write GIFs into LOGDIR/{VIDEO_DIR}/")
+    parser.add_argument("--seed", type=int, help="environment seed (default: the run's seed + 10000)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+def evaluate(logdir: Path, episodes: int, video: bool, seed: int | None) -> list[float]:
+    policy = load(logdir)
+    print(f"checkpoint at env step {policy.step}", file=sys.stderr)
+    env = policy.make_env(seed)
+    returns, state = [], None
+    try:
+        for index in range(episodes):  # one state throughout, as the training loop's evaluation
+            total, steps, frames, state = run_episode(policy, env, state, record=video)
+            returns.append(total)
+            print(f"episode {index + 1}/{episodes}: return {total:.1f}, {steps} env steps", flush=True)
+            if video:
+                directory = logdir / VIDEO_DIR
+                directory.mkdir(exist_ok=True)
+                gif = encode_gif(to_uint8_frames(np.stack(frames)), fps=20)
+                (directory / f"step{policy.step:09d}_episode{index + 1:03d}.gif").write_bytes(gif)
+    finally:
+        env.close()
+    return returns
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = parse_args(argv)
+        returns = evaluate(Path(args.logdir), args.episodes, args.video, args.seed)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
