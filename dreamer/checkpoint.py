@@ -39,6 +39,7 @@ from dreamer import __version__
 from dreamer.config import RESUME_SAFE_KEYS, Config, differing_keys, flatten, load_saved_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.faults import crash_point
+from dreamer.replay import fsync_directory
 
 FORMAT = 1  # bump when the layout of state.msgpack or host.json changes incompatibly
 CHECKPOINT_DIR = "checkpoints"
@@ -89,13 +90,13 @@ def save(root: Path, state: Any, host: dict, keep: int) -> Path:
         _write_synced(tmp / STATE_FILE, data)
         crash_point("checkpoint")
         _write_synced(tmp / HOST_FILE, json.dumps(host, indent=1).encode())
-        _fsync_directory(tmp)
+        fsync_directory(tmp)
         final = root / _free_name(root, int(host["step"]))
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_directory(root)
+    fsync_directory(root)
     prune(root, keep)
     return final
 
@@ -125,20 +126,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the entries (and renames) in `directory` durable; best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _digest(data: bytes) -> str:

@@ -141,10 +141,10 @@ def _write_atomically(path: Path, episode: Episode) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make a rename in ``directory`` durable (best effort; not supported everywhere)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
