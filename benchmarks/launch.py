@@ -209,6 +209,20 @@ class Launcher:
             on_attempt: Callable[[dict], None] | None = None) -> list[dict]:
         raise NotImplementedError
 
+    @staticmethod
+    def _finish(job: Job, result: Callable[[], dict], attempts: list[dict], progress: Progress | None,
+                on_attempt: Callable[[dict], None] | None) -> None:
+        """Record one finished job: its attempt, or a failure record if it raised."""
+        try:
+            attempt = result()
+        except Exception as err:  # noqa: BLE001 (a task error or a lost node: the sweep goes on)
+            attempt = failed_attempt(job, err)
+        attempts.append(attempt)
+        if on_attempt:
+            on_attempt(attempt)
+        if progress:
+            progress.finished(attempt)
+
 
 class LocalLauncher(Launcher):
     """Subprocesses on this machine, `workers` (default 1) at a time."""
@@ -233,17 +247,9 @@ class LocalLauncher(Launcher):
                 finished, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in finished:
                     job = futures[future]
-                    try:
-                        attempt = future.result()
-                    except Exception as err:  # noqa: BLE001 (the sweep goes on with the other runs)
-                        attempt = failed_attempt(job, err)
                     with lock:
                         processes.pop(job, None)
-                    attempts.append(attempt)
-                    if on_attempt:
-                        on_attempt(attempt)
-                    if progress:
-                        progress.finished(attempt)
+                    self._finish(job, future.result, attempts, progress, on_attempt)
                 if progress:
                     with lock:
                         progress.running(list(processes))
@@ -302,15 +308,7 @@ class RayLauncher(Launcher):
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_SECONDS)
                 for ref in ready:
                     job = in_flight.pop(ref)
-                    try:
-                        attempt = ray.get(ref)
-                    except Exception as err:  # noqa: BLE001 (a task error or a lost node)
-                        attempt = failed_attempt(job, err)
-                    attempts.append(attempt)
-                    if on_attempt:
-                        on_attempt(attempt)
-                    if progress:
-                        progress.finished(attempt)
+                    self._finish(job, lambda ref=ref: ray.get(ref), attempts, progress, on_attempt)
                 if progress:
                     progress.running([j for j in in_flight.values() if logged_step(j.logdir) > 0])
         except BaseException:
