@@ -17,6 +17,11 @@ angle). Results go to benchmarks/results/exploration_<env>_<configs>.{json,md}.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables at exec
+    from dreamer.runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+
 import argparse
 import json
 import shlex

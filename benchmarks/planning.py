@@ -11,6 +11,11 @@ The latency is the wall time of the real jitted policy (one environment, one act
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables at exec
+    from dreamer.runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+
 import argparse
 import json
 import time

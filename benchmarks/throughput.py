@@ -21,6 +21,11 @@ program is the real, rolled one. `--json` makes the last output line one JSON ob
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables at exec
+    from dreamer.runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+
 import argparse
 import contextlib
 import json

@@ -18,6 +18,11 @@ The same in a plain loop (`dreamer.load` is this module's `load`):
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables at exec
+    from dreamer.runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+
 import argparse
 import dataclasses
 import sys

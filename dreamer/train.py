@@ -15,6 +15,11 @@ the checkpoint, so no step is logged twice.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables at exec
+    from dreamer.runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+
 import argparse
 import contextlib
 import os
