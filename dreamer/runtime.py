@@ -51,10 +51,10 @@ def reexec_with_huge_pages() -> None:
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.hugetlb" in tunables or not huge_pages_supported():
         return
-    os.environ["GLIBC_TUNABLES"] = f"{tunables}:{TUNABLE}" if tunables else TUNABLE
     argv = getattr(sys, "orig_argv", None)
-    if not argv:  # Python < 3.10 or an embedded interpreter: run as it is
+    if not argv:  # an embedded interpreter: run as it is
         return
+    os.environ["GLIBC_TUNABLES"] = f"{tunables}:{TUNABLE}" if tunables else TUNABLE
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *argv[1:]])
