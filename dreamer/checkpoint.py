@@ -39,7 +39,7 @@ from dreamer import __version__
 from dreamer.config import RESUME_SAFE_KEYS, Config, differing_keys, flatten, load_saved_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.faults import crash_point
-from dreamer.replay import fsync_directory
+from dreamer.fileio import fsync_directory, write_synced
 
 FORMAT = 1  # bump when the layout of state.msgpack or host.json changes incompatibly
 CHECKPOINT_DIR = "checkpoints"
@@ -87,9 +87,9 @@ def save(root: Path, state: Any, host: dict, keep: int) -> Path:
     tmp = root / f"{_TMP_PREFIX}{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
-        _write_synced(tmp / STATE_FILE, data)
+        write_synced(tmp / STATE_FILE, data)
         crash_point("checkpoint")
-        _write_synced(tmp / HOST_FILE, json.dumps(host, indent=1).encode())
+        write_synced(tmp / HOST_FILE, json.dumps(host, indent=1).encode())
         fsync_directory(tmp)
         final = root / _free_name(root, int(host["step"]))
         os.replace(tmp, final)
@@ -119,13 +119,6 @@ def _remove_leftovers(root: Path) -> None:
     """tmp- directories are unfinished writes or deletions of a process that died."""
     for path in root.glob(f"{_TMP_PREFIX}*"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _digest(data: bytes) -> str:

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from dreamer.fileio import write_synced
+
 METRICS_FILE = "metrics.jsonl"
 VIDEO_DIR = "videos"
 
@@ -96,10 +98,7 @@ def truncate_metrics(path: str | Path, size: int) -> None:
     with open(path, "rb") as f:
         kept = f.read(size)
     tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as f:
-        f.write(kept)
-        f.flush()
-        os.fsync(f.fileno())
+    write_synced(tmp, kept)
     os.replace(tmp, path)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from dreamer.faults import crash_point
+from dreamer.fileio import fsync_directory, write_synced
 
 Episode = dict[str, np.ndarray]
 Signature = dict[str, tuple[tuple[int, ...], np.dtype]]
@@ -132,30 +133,13 @@ def _write_atomically(path: Path, episode: Episode) -> None:
     """Write ``episode`` to ``path`` as compressed npz via a temp file + fsync + rename."""
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}{_TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **episode)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(tmp, lambda f: np.savez_compressed(f, **episode))
         crash_point("replay")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort; not supported everywhere)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_episode(path: str | Path) -> Episode | None:
