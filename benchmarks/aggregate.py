@@ -92,8 +92,11 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def aggregate(runs: Sequence[RunDir], budgets: Sequence[int], *, tolerance: float = TOLERANCE,
-              reference_dir: str | Path = REFERENCE_DIR) -> dict:
-    """The summary of `runs` at `budgets` (see the module docstring); JSON-serialisable."""
+              reference_dir: str | Path = REFERENCE_DIR,
+              random_returns: dict[tuple[str, str], dict] | None = None) -> dict:
+    """The summary of `runs` at `budgets` (see the module docstring); JSON-serialisable.
+    `random_returns` maps (agent, env) to the uniform random policy's {mean, std, episodes}
+    on that run's environment settings, shown next to ours when given."""
     records = {run: run_records(run.logdir) for run in runs}
     groups: dict[tuple[str, str], list[RunDir]] = {}
     for run in runs:
@@ -115,6 +118,7 @@ def aggregate(runs: Sequence[RunDir], budgets: Sequence[int], *, tolerance: floa
             rows.append({
                 "agent": agent, "env": env, "budget": budget, "mean": mean, "std": std,
                 "seeds": len(values), "seeds_total": len(members), "values": values, "missing": missing,
+                "random": (random_returns or {}).get((agent, env)),
                 "published_same_method": [_short(p) for p in published if p["agent"] == agent],
                 "published_other": [_short(p) for p in published if p["agent"] != agent],
             })
@@ -163,13 +167,18 @@ def to_markdown(summary: dict, header: str = "") -> str:
     published methods at the same budgets, the sources, and which seeds are missing where."""
     numbers = {sid: i + 1 for i, sid in enumerate(summary["sources"])}
     lines = [header.rstrip(), ""] if header else []
-    lines += ["| task | budget | agent | ours: mean ± std | seeds | published, same method |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    with_random = any(row.get("random") for row in summary["rows"])
+    random_head = (" uniform random |", " --- |") if with_random else ("", "")
+    lines += ["| task | budget | agent | ours: mean ± std | seeds |" + random_head[0] + " published, same method |",
+              "| --- | --- | --- | --- | --- |" + random_head[1] + " --- |"]
     notes = []
     for row in summary["rows"]:
         ours = _value(row["mean"], row["std"], row["seeds"])
+        rand = row.get("random")
+        random_cell = f" {_value(rand['mean'], rand['std'], rand['episodes']) if rand else MISSING} |" \
+            if with_random else ""
         lines.append(f"| {row['env']} | {_steps(row['budget'])} | {row['agent']} | {ours} | "
-                     f"{row['seeds']}/{row['seeds_total']} | "
+                     f"{row['seeds']}/{row['seeds_total']} |{random_cell} "
                      f"{_published(row['published_same_method'], row['budget'], numbers)} |")
         for miss in row["missing"]:
             notes.append(f"- {row['agent']} {row['env']} seed {miss['seed']} at {_steps(row['budget'])}: "
@@ -193,13 +202,21 @@ def to_markdown(summary: dict, header: str = "") -> str:
         lines += ["", f"Missing points ({MISSING} or fewer seeds than run):", "", *notes]
     lines += ["", f"Ours: each seed's latest evaluation return at or before the budget (at most "
                   f"{summary['tolerance']:.0%} of it before); mean ± {summary['std']}. Published: the point "
-                  f"nearest the budget within {summary['tolerance']:.0%}, its step shown when it differs.", "",
+                  f"nearest the budget within {summary['tolerance']:.0%}, its step shown when it differs."
+              + (" Uniform random: mean ± std of the return of uniformly random actions over "
+                 f"{_random_episodes(summary)} episodes on the run's own environment settings "
+                 "(measured, not quoted)." if with_random else ""), "",
               "Sources:" if numbers else "No published results within the tolerance of these budgets "
                                          "for these tasks.", ""]
     for sid, number in numbers.items():
         s = summary["sources"][sid]
         lines.append(f"{number}. {s['label']}: {s['citation']}. From {s['source']}.")
     return "\n".join(lines) + "\n"
+
+
+def _random_episodes(summary: dict) -> str:
+    counts = sorted({row["random"]["episodes"] for row in summary["rows"] if row.get("random")})
+    return "/".join(str(c) for c in counts)
 
 
 def _same_ids(summary: dict, agents: set[str]) -> set[str]:

@@ -51,8 +51,9 @@ def _reference_style(series_ids: list[str]) -> dict[str, str]:
 
 def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Sequence[int] = (),
               colors: dict[str, str] | None = None, reference_dir: str | Path = REFERENCE_DIR,
-              legend: bool = True) -> None:
-    """One task: `curves` maps agent -> per-seed [(step, return), ...]."""
+              legend: bool = True, random_returns: dict[str, float] | None = None) -> None:
+    """One task: `curves` maps agent -> per-seed [(step, return), ...]; `random_returns` maps
+    agent -> the uniform random policy's mean return on that agent's settings (a level line)."""
     limit = horizon * 1.05
     for series, rows in reference_curves(task, reference_dir):
         rows = [r for r in rows if r[0] <= limit]
@@ -79,6 +80,12 @@ def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Seq
         ax.plot(steps, mean, color=color, lw=2.2, marker="o", ms=3, label=f"{agent} (ours, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
         if len(seeds) > 1:
             ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+    levels: dict[float, list[str]] = {}
+    for agent, level in (random_returns or {}).items():
+        levels.setdefault(round(level, 1), []).append(agent)
+    for level, agents in levels.items():
+        which = "" if len(levels) == 1 else f" ({', '.join(agents)})"
+        ax.axhline(level, color="dimgray", lw=1.0, ls=(0, (1, 2)), label=f"uniform random{which}")
     for budget in budgets:
         ax.axvline(budget, color="k", lw=0.5, ls=":")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_step_label))
@@ -93,8 +100,10 @@ def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Seq
 
 
 def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequence[int] = (),
-               reference_dir: str | Path = REFERENCE_DIR) -> list[Path]:
-    """OUT/<task>.png for every task of `runs`, and OUT/grid.png with all of them."""
+               reference_dir: str | Path = REFERENCE_DIR,
+               random_returns: dict[tuple[str, str], dict] | None = None) -> list[Path]:
+    """OUT/<task>.png for every task of `runs`, and OUT/grid.png with all of them.
+    `random_returns`: (agent, env) -> {"mean": ...} of the uniform random policy, if measured."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks: dict[str, dict[str, list]] = {}
@@ -104,10 +113,14 @@ def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequenc
     for task in tasks:
         ids += [s.id for s, _ in reference_curves(task, reference_dir) if s.id not in ids]
     colors = _reference_style(ids)
+
+    def levels(task: str) -> dict[str, float]:
+        return {agent: r["mean"] for (agent, env), r in (random_returns or {}).items() if env == task and r}
+
     paths = []
     for task, curves in tasks.items():
         fig, ax = plt.subplots(figsize=(9.0, 4.4))
-        plot_task(ax, task, curves, horizon, budgets, colors, reference_dir)
+        plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, random_returns=levels(task))
         fig.tight_layout()
         path = out / f"{task}.png"
         fig.savefig(path, dpi=110)
@@ -117,7 +130,8 @@ def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequenc
     rows = math.ceil(len(tasks) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
     for ax, (task, curves) in zip(axes.flat, tasks.items()):
-        plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, legend=False)
+        plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, legend=False,
+                  random_returns=levels(task))
     spare = list(axes.flat)[len(tasks):]
     for ax in spare:
         ax.axis("off")

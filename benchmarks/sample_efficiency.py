@@ -3,11 +3,13 @@
     python -m benchmarks.sample_efficiency --agents dreamer planet --envs dmc_walker_walk \\
         --seeds 3 --steps 500000 [--configs PRESET ...] --out DIR [--workers N] \\
         [--launcher local|ray [--address ADDR] [--cpus-per-run N] [--gpus-per-run N]] \\
-        [--budgets 100000 500000] [--aggregate-only] [--record NAME] [--section.key VALUE ...]
+        [--budgets 100000 500000] [--random-episodes N] [--aggregate-only] [--record NAME] \\
+        [--section.key VALUE ...]
 
 Runs every agent x env x seed through `python -m dreamer.train` into DIR/runs/AGENT/ENV/seed_S
 (skipping finished runs, rerunning unfinished ones), then writes DIR/summary.md and
 DIR/summary.json (returns at the budgets with the published numbers) and DIR/plots/*.png.
+`--random-episodes N` adds the uniform random policy's return on each run's own settings.
 Extra `--section.key VALUE` flags go to every run. `--record NAME` copies the table, the grid
 plot and the provenance into benchmarks/results/NAME.*.
 """
@@ -15,6 +17,7 @@ plot and the provenance into benchmarks/results/NAME.*.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -24,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks import aggregate, launch, plots
 from benchmarks.aggregate import RunDir
 from dreamer.config import build_config, parse_overrides
@@ -32,6 +37,7 @@ from dreamer.registry import AGENTS, agent_class
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTEMPTS_FILE = "attempts.jsonl"
+RANDOM_FILE = "random_returns.json"
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -57,6 +63,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="step budgets of the table (default: 100k, 500k, 1M as reached, and --steps)")
     parser.add_argument("--tolerance", type=float, default=aggregate.TOLERANCE,
                         help="how far before a budget (fraction of it) an evaluation still counts")
+    parser.add_argument("--random-episodes", type=int, default=0, metavar="N",
+                        help="also measure the uniform random policy over N episodes per task and settings "
+                             "(a column of the table, a line in the plots; cached in DIR)")
     parser.add_argument("--aggregate-only", action="store_true", help="run nothing; tabulate and plot DIR")
     parser.add_argument("--record", metavar="NAME", help="copy table, plot and provenance to benchmarks/results/")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,7 +75,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def validate(args: argparse.Namespace, rest: list[str]) -> list[str]:
     """Check everything before any run starts; return the pass-through flags."""
-    for name, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--workers", args.workers, 1)):
+    for name, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--workers", args.workers, 1),
+                             ("--random-episodes", args.random_episodes, 0)):
         if value is not None and value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if any(b <= 0 for b in args.budgets or []):
@@ -116,6 +126,50 @@ def read_attempts(out: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# Environment settings that change the random policy's returns (not how many envs run, or where).
+RANDOM_KEY_DROP = ("num_envs", "parallel", "max_restarts")
+
+
+def random_baselines(jobs: list[launch.Job], episodes: int, out: Path) -> dict[tuple[str, str], dict]:
+    """(agent, env) -> the uniform random policy's {mean, std, episodes, action_repeat} on that
+    group's own environment settings (action repeat, time limit, rendering), measured on this
+    machine once per distinct settings and kept in DIR/random_returns.json, so reruns and
+    --aggregate-only reuse it."""
+    from benchmarks.record_run import random_policy_returns  # noqa: PLC0415 (imports JAX, dm_control)
+    from dreamer.train import parse_args as train_config  # noqa: PLC0415
+
+    path = out / RANDOM_FILE
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    result = {}
+    for job in jobs:
+        if (job.agent, job.env) in result:
+            continue
+        config, _ = train_config(job.train_args())
+        config = dataclasses.replace(config, seed=0)  # one measurement per settings, whichever seeds ran
+        settings = {k: v for k, v in config.to_dict()["env"].items() if k not in RANDOM_KEY_DROP}
+        key = json.dumps({"env": settings, "episodes": episodes}, sort_keys=True)
+        if key not in cache:
+            print(f"measuring the uniform random policy on {job.env} ({episodes} episodes, action repeat "
+                  f"{config.env.action_repeat})", file=sys.stderr)
+            returns = random_policy_returns(config, episodes)
+            cache[key] = {"mean": round(float(np.mean(returns)), 2), "std": round(float(np.std(returns)), 2),
+                          "episodes": episodes, "action_repeat": config.env.action_repeat}
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cache, indent=1) + "\n")
+        result[(job.agent, job.env)] = cache[key]
+    return result
+
+
+def try_random_baselines(jobs: list[launch.Job], episodes: int, out: Path) -> dict[tuple[str, str], dict] | None:
+    """As `random_baselines`, but a failure (no renderer here, a broken cache file) costs only
+    the column: the table of the runs is still written."""
+    try:
+        return random_baselines(jobs, episodes, out)
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: no uniform-random column: {type(err).__name__}: {err}", file=sys.stderr)
+        return None
 
 
 def header(args: argparse.Namespace, passthrough: list[str]) -> str:
@@ -193,10 +247,11 @@ def sweep(argv: list[str]) -> int:
         print(f"all {len(jobs)} runs already finished in {out}", file=sys.stderr)
     budgets = args.budgets or aggregate.default_budgets(args.steps)
     runs = [RunDir(j.agent, j.env, j.seed, Path(j.logdir)) for j in jobs]
-    summary = aggregate.aggregate(runs, budgets, tolerance=args.tolerance)
+    baselines = try_random_baselines(jobs, args.random_episodes, out) if args.random_episodes else None
+    summary = aggregate.aggregate(runs, budgets, tolerance=args.tolerance, random_returns=baselines)
     md_path, json_path = aggregate.write_summary(summary, out, header(args, passthrough))
     horizon = max([args.steps, *budgets])
-    plot_paths = plots.plot_sweep(runs, out / "plots", horizon, budgets)
+    plot_paths = plots.plot_sweep(runs, out / "plots", horizon, budgets, random_returns=baselines)
     print(md_path.read_text())
     print(f"wrote {md_path}, {json_path} and {len(plot_paths)} plots in {out / 'plots'}", file=sys.stderr)
     if args.record:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks import aggregate, launch, reference, sample_efficiency
 from benchmarks.aggregate import RunDir
@@ -155,6 +156,22 @@ def test_aggregate_over_seeds_and_budgets_with_missing_points(tmp_path):
     assert "| dmc_walker_walk | 100k | planet | — | 0/1 |" in md
     assert "seed 2 at 500k: budget not reached (last step 300000)" in md
     assert "Laskin et al. 2020" in md and "../shared/reference/" in md
+    assert "uniform random" not in md  # no column unless measured
+
+
+def test_random_baseline_is_a_column_per_agent_and_task(tmp_path):
+    env = "dmc_cartpole_swingup"
+    runs = [RunDir("dreamer", env, 0, write_metrics(tmp_path / "d", [(25_000, 300.0)])),
+            RunDir("planet", env, 0, write_metrics(tmp_path / "p", [(25_000, 200.0)]))]
+    baseline = {("dreamer", env): {"mean": 40.25, "std": 5.0, "episodes": 10, "action_repeat": 8}}
+    summary = aggregate.aggregate(runs, [25_000], random_returns=baseline)
+    rows = {r["agent"]: r for r in summary["rows"]}
+    assert rows["dreamer"]["random"]["mean"] == 40.25 and rows["planet"]["random"] is None
+    md = aggregate.to_markdown(summary)
+    assert "| ours: mean ± std | seeds | uniform random | published, same method |" in md
+    assert "| dmc_cartpole_swingup | 25k | dreamer | 300 | 1/1 | 40 ± 5 |" in md
+    assert "| dmc_cartpole_swingup | 25k | planet | 200 | 1/1 | — |" in md
+    assert "over 10 episodes on the run's own environment settings" in md
 
 
 # ----------------------------------------------------------------------------- command line, launchers
@@ -219,6 +236,7 @@ def assert_one_line_error(code: int, capsys, *needles: str) -> None:
     (["--envs", "dmc_walker_walkk"], ["Unknown environment 'dmc_walker_walkk'", "dmc_walker_walk"]),
     (["--envs", "walker"], ["Unknown environment 'walker'"]),
     (["--seeds", "0"], ["--seeds must be at least 1"]),
+    (["--random-episodes", "-1"], ["--random-episodes must be at least 0"]),
     (["--steps", "many"], ["--steps", "invalid int value"]),
     (["--configs", "nosuchpreset"], ["unknown preset 'nosuchpreset'"]),
     (["--model.detr", "8"], ["model.detr"]),
@@ -321,3 +339,43 @@ def test_record_copies_table_plot_and_provenance(debug_sweep, tmp_path, monkeypa
     assert run["finished"] and run["attempts"] == 1 and run["wall_seconds"] > 0
     assert "![learning curves](tiny.png)" in (tmp_path / "tiny.md").read_text()
     assert (tmp_path / "tiny.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_baseline_is_one_measurement_per_settings_at_seed_0(tmp_path, monkeypatch):
+    from benchmarks import record_run
+
+    calls = []
+    monkeypatch.setattr(record_run, "random_policy_returns",
+                        lambda config, episodes: calls.append((config.seed, config.env.action_repeat)) or [5.0])
+    env = "dmc_cartpole_balance"
+    jobs = [launch.make_job(tmp_path, agent, env, seed, 1000, configs)
+            for configs in ([], ["cpu"]) for agent in ("dreamer", "planet", "plan2explore") for seed in (1, 0)]
+    result = sample_efficiency.random_baselines(jobs[:6], 3, tmp_path)
+    # Paper settings: Dreamer and Plan2Explore repeat actions 2 times on cartpole, PlaNet 8.
+    assert calls == [(0, 2), (0, 8)]
+    assert result["dreamer", env] == result["plan2explore", env] != result["planet", env]
+    cpu = sample_efficiency.random_baselines(jobs[6:], 3, tmp_path)  # one set of env settings for all
+    assert calls == [(0, 2), (0, 8), (0, 8)]  # repeat 8 as PlaNet's, but faster rendering: measured anew
+    assert cpu["dreamer", env] == cpu["planet", env] == cpu["plan2explore", env]
+    sample_efficiency.random_baselines(jobs, 3, tmp_path)  # all cached in DIR/random_returns.json
+    assert len(calls) == 3
+
+
+def test_random_baseline_is_measured_once_on_the_runs_settings(debug_sweep, monkeypatch):
+    from benchmarks import record_run
+
+    out, argv, _ = debug_sweep
+    calls = []
+
+    def measure(config, episodes):
+        calls.append((config.seed, config.env.action_repeat, config.env.time_limit, episodes))
+        return [10.0, 30.0]
+
+    monkeypatch.setattr(record_run, "random_policy_returns", measure)
+    for _ in range(2):  # the second aggregation reads DIR/random_returns.json
+        assert sample_efficiency.main([*argv, "--aggregate-only", "--random-episodes", "2"]) == 0
+    config = yaml.safe_load((out / "runs" / "dreamer" / "dmc_cartpole_balance" / "seed_0" / "config.yaml").read_text())
+    assert calls == [(0, config["env"]["action_repeat"], config["env"]["time_limit"], 2)]
+    (row,) = json.loads((out / "summary.json").read_text())["rows"]
+    assert row["random"] == {"mean": 20.0, "std": 10.0, "episodes": 2, "action_repeat": config["env"]["action_repeat"]}
+    assert "| 1/1 | 20 ± 10 |" in (out / "summary.md").read_text()

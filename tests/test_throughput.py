@@ -22,6 +22,21 @@ def test_unrolled_flops_counts_every_scan_step():
     assert throughput.unrolled_flops(loop, jnp.ones((n, n))) == pytest.approx(steps * one_step, rel=0.01)
 
 
+def test_unrolled_flops_are_not_taken_from_an_earlier_trace():
+    # The benchmark compiles the update (scans rolled) before counting its FLOPs; a trace cached
+    # then must not stand in for the unrolled one (it did: 311 instead of 364 GFLOP).
+    from dreamer.agent import Dreamer
+    from dreamer.config import build_config
+
+    config = build_config(["debug"], {"env.name": "dmc_walker_walk"})
+    agent = Dreamer(config, 6, discrete=False)
+    state = agent.init(jax.random.PRNGKey(0))
+    batch = throughput.fake_batch(config, 2, 8, 6)
+    fresh = throughput.unrolled_flops(agent._train_impl, state, batch)
+    agent._train.lower(state, batch)
+    assert throughput.unrolled_flops(agent._train_impl, state, batch) == fresh
+
+
 def test_quick_json_has_the_documented_keys(capsys, monkeypatch):
     # Tiny everything: the debug preset, short environment runs, a small ceiling measurement.
     monkeypatch.setattr(throughput, "ENV_SECONDS", {True: 0.5, False: 20.0})
