@@ -247,6 +247,19 @@ def test_update_traced_once_and_loss_decreases(agent_and_state):
     assert losses[-1] < losses[0]
 
 
+def test_bfloat16_update_tracks_float32(agent_and_state):
+    """`train.precision bfloat16`: the same first update as float32, up to bf16 rounding."""
+    agent, state = agent_and_state
+    agent_bf16 = Dreamer(tiny_config(**{"train.precision": "bfloat16"}), A, False)
+    state_bf16 = agent_bf16.init(jax.random.PRNGKey(0))
+    batch = random_batch(seed=2)
+    _, m32 = agent.train(jax.tree.map(jnp.copy, state), batch)
+    _, m16 = agent_bf16.train(state_bf16, batch)
+    assert all(np.isfinite(float(v)) for v in m16.values())
+    for key in ("model/loss", "model/image_loss", "model/kl"):
+        assert float(m16[key]) == pytest.approx(float(m32[key]), rel=0.02), key
+
+
 def test_policy_modes(agent_and_state):
     agent, state = agent_and_state
     pstate = agent.initial_policy_state(3)

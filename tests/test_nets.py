@@ -101,3 +101,33 @@ def test_encoder_decoder_shapes():
     feat = jax.ShapeDtypeStruct((2, 3, 10), jnp.float32)
     out = jax.eval_shape(dec.apply, jax.eval_shape(dec.init, jax.random.PRNGKey(1), feat), feat)
     assert out.shape == (2, 3, 64, 64, 3)
+
+
+def test_matmul_is_the_plain_matmul_in_float32_and_accumulates_bfloat16_in_float32():
+    from dreamer.core.nets import matmul
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(3, 5, 64)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(64, 7)), jnp.float32)
+    np.testing.assert_array_equal(matmul(x, w), x @ w)
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    exact = xb.astype(jnp.float32) @ wb.astype(jnp.float32)  # the bf16 inputs, multiplied exactly
+    out = matmul(xb, wb)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, exact, rtol=1e-5, atol=1e-4)
+    cotangent = jnp.asarray(rng.normal(size=(3, 5, 7)), jnp.float32)
+    dx, dw = jax.grad(lambda a, b: jnp.sum(matmul(a, b) * cotangent), (0, 1))(xb, wb)
+    ref_dx, ref_dw = jax.grad(lambda a, b: jnp.sum((a @ b) * cotangent), (0, 1))(
+        xb.astype(jnp.float32), wb.astype(jnp.float32))
+    assert dx.dtype == dw.dtype == jnp.bfloat16
+    # Only the cotangent's rounding to bf16 and the result's to bf16 differ: about 2**-8 relative.
+    np.testing.assert_allclose(dx.astype(jnp.float32), ref_dx, rtol=2e-2, atol=5e-2)
+    np.testing.assert_allclose(dw.astype(jnp.float32), ref_dw, rtol=2e-2, atol=5e-2)
+
+
+def test_dense_through_matmul_equals_flax_dense():
+    import flax.linen as nn
+    from dreamer.core.nets import dense_dot_general
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 3, 6)), jnp.float32)
+    plain, ours = nn.Dense(4), nn.Dense(4, dot_general=dense_dot_general)
+    params = plain.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_array_equal(ours.apply(params, x), plain.apply(params, x))

@@ -18,6 +18,47 @@ import jax.numpy as jnp
 ACTIVATIONS: dict[str, Callable] = {"elu": nn.elu, "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh}
 
 
+@jax.custom_vjp
+def _bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.matmul(x, w, preferred_element_type=jnp.float32)
+
+
+def _bf16_matmul_fwd(x, w):
+    return _bf16_matmul(x, w), (x, w)
+
+
+def _bf16_matmul_bwd(residuals, grad):
+    x, w = residuals
+    grad = grad.astype(jnp.bfloat16)
+    dx = jnp.matmul(grad, w.T, preferred_element_type=jnp.float32)
+    dw = jnp.matmul(x.reshape(-1, x.shape[-1]).T, grad.reshape(-1, grad.shape[-1]),
+                    preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
+
+
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., K] @ w [K, N] -> [..., N]. Float32 operands: the plain matmul. Bfloat16 operands:
+    products of bfloat16 accumulated and returned in float32, and the gradients' matmuls the
+    same way. XLA's CPU backend runs bf16 x bf16 -> f32 about twice as fast as float32, but
+    bf16 -> bf16 slower than float32 (benchmarks/results/throughput.md), and the default
+    gradient of a bf16 -> f32 matmul multiplies in float32."""
+    if x.dtype != jnp.bfloat16:
+        return x @ w
+    return _bf16_matmul(x, w.astype(jnp.bfloat16))
+
+
+def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """`nn.Dense(dot_general=...)`: its contraction (last axis of the input with the kernel's
+    first) through `matmul`."""
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    if tuple(lhs_contract) != (lhs.ndim - 1,) or tuple(rhs_contract) != (0,) or lhs_batch or rhs_batch:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+    return matmul(lhs, rhs)
+
+
 class MLP(nn.Module):
     """`layers` hidden Dense layers of `units`, then a linear output of `out` (if given)."""
 
@@ -30,9 +71,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for _ in range(self.layers):
-            x = ACTIVATIONS[self.act](nn.Dense(self.units, dtype=self.dtype)(x))
+            x = ACTIVATIONS[self.act](nn.Dense(self.units, dtype=self.dtype, dot_general=dense_dot_general)(x))
         if self.out is not None:
-            x = nn.Dense(self.out, dtype=self.dtype)(x)
+            x = nn.Dense(self.out, dtype=self.dtype, dot_general=dense_dot_general)(x)
         return x.astype(jnp.float32)
 
 
@@ -49,7 +90,7 @@ class GRU(nn.Module):
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> jax.Array:
         x = jnp.concatenate([inputs, carry], -1)
-        parts = nn.Dense(3 * self.features, dtype=self.dtype)(x).astype(jnp.float32)
+        parts = nn.Dense(3 * self.features, dtype=self.dtype, dot_general=dense_dot_general)(x).astype(jnp.float32)
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
@@ -77,12 +118,12 @@ def conv_valid(x: jax.Array, kernel: jax.Array, method: str | None = None) -> ja
     method = method or ("shift" if _prefer_shift(b * ho * wo, cin, cout) else "patches")
     if method == "patches":
         patches = jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], -1)
-        out = patches.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+        out = matmul(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
         return out.reshape(b, ho, wo, cout)
     if method != "shift":
         raise ValueError(f"unknown conv method {method!r}")
     taps = jnp.moveaxis(kernel, 2, 0).reshape(cin, kh * kw * cout)  # [Cin, (tap, Cout)]
-    z = (x.reshape(-1, cin) @ taps).reshape(b, h, w, kh * kw, cout)
+    z = matmul(x.reshape(-1, cin), taps).reshape(b, h, w, kh * kw, cout)
     return sum(z[:, i:i + ho, j:j + wo, i * kw + j] for i in range(kh) for j in range(kw))
 
 
@@ -188,7 +229,8 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
         lead = feat.shape[:-1]
-        x = nn.Dense(4 * 4 * 8 * self.depth, dtype=self.dtype)(feat.reshape(-1, feat.shape[-1]))
+        x = nn.Dense(4 * 4 * 8 * self.depth, dtype=self.dtype,
+                     dot_general=dense_dot_general)(feat.reshape(-1, feat.shape[-1]))
         x = x.astype(jnp.float32).reshape(-1, 4, 4, 8 * self.depth)
         widths: Sequence[int] = (4 * self.depth, 2 * self.depth, self.depth, self.out_channels)
         for i, width in enumerate(widths):
