@@ -9,6 +9,7 @@ stride-1 convolution, and the decoder dominates the world-model update.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -59,6 +60,11 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     return matmul(lhs, rhs)
 
 
+# The Dense layer of every network here: `nn.Dense` (same parameters and names) with its
+# matmul through `matmul`.
+Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
+
+
 class MLP(nn.Module):
     """`layers` hidden Dense layers of `units`, then a linear output of `out` (if given)."""
 
@@ -71,9 +77,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for _ in range(self.layers):
-            x = ACTIVATIONS[self.act](nn.Dense(self.units, dtype=self.dtype, dot_general=dense_dot_general)(x))
+            x = ACTIVATIONS[self.act](Dense(self.units, dtype=self.dtype)(x))
         if self.out is not None:
-            x = nn.Dense(self.out, dtype=self.dtype, dot_general=dense_dot_general)(x)
+            x = Dense(self.out, dtype=self.dtype)(x)
         return x.astype(jnp.float32)
 
 
@@ -90,7 +96,7 @@ class GRU(nn.Module):
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> jax.Array:
         x = jnp.concatenate([inputs, carry], -1)
-        parts = nn.Dense(3 * self.features, dtype=self.dtype, dot_general=dense_dot_general)(x).astype(jnp.float32)
+        parts = Dense(3 * self.features, dtype=self.dtype)(x).astype(jnp.float32)
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
@@ -229,8 +235,7 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
         lead = feat.shape[:-1]
-        x = nn.Dense(4 * 4 * 8 * self.depth, dtype=self.dtype,
-                     dot_general=dense_dot_general)(feat.reshape(-1, feat.shape[-1]))
+        x = Dense(4 * 4 * 8 * self.depth, dtype=self.dtype)(feat.reshape(-1, feat.shape[-1]))
         x = x.astype(jnp.float32).reshape(-1, 4, 4, 8 * self.depth)
         widths: Sequence[int] = (4 * self.depth, 2 * self.depth, self.depth, self.out_channels)
         for i, width in enumerate(widths):

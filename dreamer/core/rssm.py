@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamer.config import ModelConfig
-from dreamer.core.nets import ACTIVATIONS, GRU, dense_dot_general
+from dreamer.core.nets import ACTIVATIONS, GRU, Dense
 
 State = dict[str, jax.Array]
 Policy = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
@@ -34,12 +34,12 @@ class RSSMCell(nn.Module):
     def setup(self):
         cfg, dt = self.cfg, self.dtype
         dist_size = cfg.stoch * cfg.classes if cfg.latent == "categorical" else 2 * cfg.stoch
-        self.img_in = nn.Dense(cfg.hidden, dtype=dt, dot_general=dense_dot_general)
+        self.img_in = Dense(cfg.hidden, dtype=dt)
         self.gru = GRU(cfg.deter, dtype=dt)
-        self.img_hidden = nn.Dense(cfg.hidden, dtype=dt, dot_general=dense_dot_general)
-        self.img_dist = nn.Dense(dist_size, dtype=dt, dot_general=dense_dot_general)
-        self.obs_hidden = nn.Dense(cfg.hidden, dtype=dt, dot_general=dense_dot_general)
-        self.obs_dist = nn.Dense(dist_size, dtype=dt, dot_general=dense_dot_general)
+        self.img_hidden = Dense(cfg.hidden, dtype=dt)
+        self.img_dist = Dense(dist_size, dtype=dt)
+        self.obs_hidden = Dense(cfg.hidden, dtype=dt)
+        self.obs_dist = Dense(dist_size, dtype=dt)
 
     def _act(self, x: jax.Array) -> jax.Array:
         return ACTIVATIONS[self.cfg.act](x.astype(jnp.float32))
