@@ -74,7 +74,7 @@ def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
         trainer.run()
         states = np.concatenate(recorder.states)  # [steps / action repeat * N, nq + nv]
         return {"states": states, "wall_seconds": time.time() - start,
-                "updates": trainer.updates_done, "episode_returns": recorder.returns}
+                "updates": trainer.scheduled_updates, "episode_returns": recorder.returns}
 
 
 def joint_layout(env: str) -> tuple[int, list[bool]]:

@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def random_policy_returns(config, episodes: int) -> list[float]:
     """Uniform random actions on the run's own environment settings."""
     from dreamer.collect import make_vector_env, run_episodes
-    from dreamer.core.agent import random_actions
+    from dreamer.collect import random_actions
 
     envs = make_vector_env(config, seed=config.seed + 20_000, num_envs=1, parallel=False)
     rng = np.random.default_rng(config.seed)

@@ -159,7 +159,7 @@ def _dmc_baseline_fps(config: Config, seconds: float) -> float:
 def _collection_fps(config: Config, seconds: float, num_envs: int) -> float:
     """The train loop's collection path: worker processes, render after the last repeat."""
     from dreamer.collect import Collector, make_vector_env
-    from dreamer.core.agent import random_actions
+    from dreamer.collect import random_actions
 
     envs = make_vector_env(config, seed=0, num_envs=num_envs, parallel=num_envs > 1)
     rng = np.random.default_rng(0)

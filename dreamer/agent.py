@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import jax
 
-from dreamer.config import Config
+from dreamer.base_agent import TrainState, WorldModelAgent
 from dreamer.core.actor_critic import ACState, ActorCritic
-from dreamer.core.agent import TrainState, WorldModelAgent
+from dreamer.core.rssm import merge_batch_time
+from dreamer.registry import AgentSpec
+
+# Registered through the entry point `dreamer = dreamer.agent:AGENT` (setup.cfg).
+AGENT = AgentSpec(
+    name="dreamer", agent="dreamer.agent:Dreamer",
+    preset=resources.files("dreamer") / "configs" / "dreamer.yaml",
+    description="Dreamer: actor-critic learned in imagination, returns backpropagated through the "
+                "model (Hafner et al. 2020)")
 
 
 class Dreamer(WorldModelAgent):
-    def __init__(self, config: Config, action_size: int, discrete: bool):
+    def __init__(self, config, action_size: int, discrete: bool):
         super().__init__(config, action_size, discrete)
         self.ac = ActorCritic(config.behavior, self.wm, action_size, discrete, config.model.act)
 
-    def init_behavior(self, key: jax.Array) -> ACState:
+    def init_agent_state(self, key: jax.Array) -> ACState:
         return self.ac.init(key)
 
-    def train_behavior(self, behavior: ACState, wm_params, start, batch, key):
+    def update_agent_state(self, agent_state: ACState, wm_params, post, batch, key):
         def task_reward(seq):  # the learned reward head, on the imagined states
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
 
-        behavior, metrics = self.ac.update(behavior, wm_params, start, key, task_reward)
-        return behavior, {f"behavior/{k}": v for k, v in metrics.items()}
+        agent_state, metrics = self.ac.update(agent_state, wm_params, merge_batch_time(post), key, task_reward)
+        return agent_state, {f"behavior/{k}": v for k, v in metrics.items()}
 
     def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,
                       mode: str) -> tuple[jax.Array, dict]:
         feat = self.wm.rssm.get_feat(pstate["latent"])
         if mode == "eval":
-            return self.ac.mode(state.behavior.actor, feat), pstate
+            return self.ac.mode(state.agent.actor, feat), pstate
         k_sample, k_noise = jax.random.split(key)
-        action = self.explore_noise(self.ac.sample(state.behavior.actor, feat, k_sample), k_noise)
+        action = self.explore_noise(self.ac.sample(state.agent.actor, feat, k_sample), k_noise)
         return action, pstate

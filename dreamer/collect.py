@@ -44,9 +44,8 @@ class Collector:
         self.action_repeat = action_repeat
         n = envs.num_envs
         self.obs = envs.step(np.zeros((n, envs.action_size), np.float32))  # resets every env
-        self.prev_action = np.zeros((n, envs.action_size), np.float32)
         self._episodes: list[list[dict]] = [[] for _ in range(n)]
-        self._record(self.obs, self.prev_action)
+        self._record(self.obs, np.zeros((n, envs.action_size), np.float32))
 
     def _record(self, obs: dict, action: np.ndarray) -> list[dict]:
         """Append step t to each env's episode; return the episodes that just ended."""
@@ -66,8 +65,15 @@ class Collector:
         actions = np.asarray(act(self.obs), np.float32)
         stepped = int((~self.obs["is_last"]).sum())  # envs that end an episode are reset instead
         self.obs = self.envs.step(actions)
-        self.prev_action = actions
         return self._record(self.obs, actions), stepped * self.action_repeat
+
+
+def random_actions(rng: np.random.Generator, batch: int, action_size: int, discrete: bool) -> np.ndarray:
+    """Uniform random actions [batch, A] (host side, NumPy): for prefill and the random baseline;
+    one-hot for discrete actions."""
+    if discrete:
+        return np.eye(action_size, dtype=np.float32)[rng.integers(0, action_size, batch)]
+    return rng.uniform(-1, 1, (batch, action_size)).astype(np.float32)
 
 
 class AgentActor:

@@ -1,117 +1,74 @@
 """Configuration: defaults in code, named YAML presets, dotted command-line overrides.
 
 Resolution order (later wins):
-  1. the dataclass defaults below (the Dreamer paper's settings);
-  2. the agent's own preset `configs/<agent>.yaml`, if it exists;
-  3. presets named with `--configs NAME ...`, in order;
-  4. dotted overrides such as `--model.deter 64` (parsed to the type of the default).
+  1. the dataclass defaults: this module's sections, the core's (`model`, `behavior`) and the
+     section of every registered agent that owns one (`dreamer.registry`);
+  2. the chosen agent's own preset (its `AgentSpec.preset`);
+  3. presets named with `--configs NAME ...`, in order: the shared ones shipped in
+     `dreamer/configs/`, or any agent's preset by the agent's name, or a path to a YAML file;
+  4. their `per_env` blocks, then dotted overrides such as `--model.deter 64` (parsed to the
+     type of the default).
 
 Unknown keys, wrong types, out-of-range values and unknown presets raise `ConfigError`
-with one line that names the offending key and what was expected.
+with one line that names the offending key and what was expected. Nothing here names an agent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dreamer.core.config import ActorCriticConfig, ModelConfig, option
 from dreamer.errors import ConfigError
+from dreamer.registry import agent_spec, agent_specs
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-def _field(default: Any, *, min: float | None = None, max: float | None = None,
-           choices: tuple | None = None, positive: bool = False) -> Any:
-    """A dataclass field with validation metadata (checked by `validate`)."""
-    meta = {"min": min, "max": max, "choices": choices, "positive": positive}
-    return dataclasses.field(default=default, metadata=meta)
+# The presets every agent can use (debug, cpu, ...), shipped inside the package.
+SHARED_PRESETS: Traversable = resources.files("dreamer") / "configs"
 
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
     name: str = "dmc_walker_walk"
-    action_repeat: int = _field(2, positive=True)
-    size: int = _field(64, choices=(64,))
-    time_limit: int = _field(1000, positive=True)  # environment steps per episode
-    camera: int = _field(-1, min=-1)  # -1: the task's standard camera
+    action_repeat: int = option(2, positive=True)
+    size: int = option(64, choices=(64,))
+    time_limit: int = option(1000, positive=True)  # environment steps per episode
+    camera: int = option(-1, min=-1)  # -1: the task's standard camera
     fast_render: bool = False  # no shadows/reflections/skybox: changes the observations
-    num_envs: int = _field(1, positive=True)
+    num_envs: int = option(1, positive=True)
     parallel: bool = False  # one worker process per environment
-    max_restarts: int = _field(5, min=0)  # an env that raises is recreated this often in a row
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The shared RSSM world model (defaults: PlaNet / Dreamer V1)."""
-
-    latent: str = _field("gaussian", choices=("gaussian", "categorical"))
-    deter: int = _field(200, positive=True)
-    stoch: int = _field(30, positive=True)  # Gaussian dims, or categorical variables
-    classes: int = _field(32, positive=True)  # classes per categorical variable
-    hidden: int = _field(200, positive=True)
-    min_std: float = _field(0.1, positive=True)
-    depth: int = _field(32, positive=True)  # conv encoder/decoder width multiplier
-    act: str = _field("elu", choices=("elu", "relu", "silu", "tanh"))
-    head_layers: int = _field(2, positive=True)
-    head_units: int = _field(400, positive=True)
-    cont_head: bool = False  # predict episode continuation (discount)
-    reward_grad: bool = True  # reward loss trains the representation; False: the head only
-    free_nats: float = _field(3.0, min=0.0)
-    kl_scale: float = _field(1.0, min=0.0)
-    kl_balance: float = _field(0.5, min=0.0, max=1.0)  # 0.5 = plain KL; DreamerV2 uses 0.8
-    lr: float = _field(6e-4, positive=True)
-    eps: float = _field(1e-5, positive=True)
-    grad_clip: float = _field(100.0, positive=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class BehaviorConfig:
-    """The actor-critic learned in imagination (Dreamer, Plan2Explore)."""
-
-    horizon: int = _field(15, min=2)  # lambda-returns need at least two imagined steps
-    discount: float = _field(0.99, min=0.0, max=1.0)
-    return_lambda: float = _field(0.95, min=0.0, max=1.0)
-    actor_layers: int = _field(4, positive=True)
-    actor_units: int = _field(400, positive=True)
-    value_layers: int = _field(3, positive=True)
-    value_units: int = _field(400, positive=True)
-    actor_lr: float = _field(8e-5, positive=True)
-    value_lr: float = _field(8e-5, positive=True)
-    eps: float = _field(1e-5, positive=True)
-    grad_clip: float = _field(100.0, positive=True)
-    init_std: float = _field(5.0, positive=True)
-    min_std: float = _field(1e-4, positive=True)
-    mean_scale: float = _field(5.0, positive=True)
-    expl_noise: float = _field(0.3, min=0.0)  # Gaussian std added to actions in collection
+    max_restarts: int = option(5, min=0)  # an env that raises is recreated this often in a row
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The collection / training schedule, in environment steps (action repeat included)."""
 
-    batch_size: int = _field(50, positive=True)
-    seq_len: int = _field(50, min=2)
-    prefill: int = _field(5000, min=0)  # random-action environment steps before training
-    train_every: int = _field(1000, positive=True)
-    train_steps: int = _field(100, positive=True)  # updates per `train_every` env steps
-    train_ratio: float = _field(0.0, min=0.0)  # if > 0: replayed steps per env step (overrides)
-    replay_capacity: int = _field(1_000_000, positive=True)  # agent steps kept in memory
-    eval_every: int = _field(10_000, positive=True)
-    eval_episodes: int = _field(1, min=0)
-    log_every: int = _field(1000, positive=True)
-    video_every: int = _field(50_000, min=0)  # open-loop prediction videos; 0 disables
-    precision: str = _field("float32", choices=("float32", "bfloat16"))
-    max_nonfinite: int = _field(20, positive=True)  # consecutive skipped updates before stopping
-    checkpoint_minutes: float = _field(10.0, min=0.0)  # wall-clock minutes between checkpoints; 0: off
-    checkpoint_every: int = _field(0, min=0)  # environment steps between checkpoints; 0: off
-    checkpoint_keep: int = _field(3, positive=True)  # newest checkpoints kept on disk
+    batch_size: int = option(50, positive=True)
+    seq_len: int = option(50, min=2)
+    prefill: int = option(5000, min=0)  # random-action environment steps before training
+    train_every: int = option(1000, positive=True)
+    train_steps: int = option(100, positive=True)  # updates per `train_every` env steps
+    train_ratio: float = option(0.0, min=0.0)  # if > 0: replayed steps per env step (overrides)
+    replay_capacity: int = option(1_000_000, positive=True)  # agent steps kept in memory
+    eval_every: int = option(10_000, positive=True)
+    eval_episodes: int = option(1, min=0)
+    log_every: int = option(1000, positive=True)
+    video_every: int = option(50_000, min=0)  # open-loop prediction videos; 0 disables
+    precision: str = option("float32", choices=("float32", "bfloat16"))
+    max_nonfinite: int = option(20, positive=True)  # consecutive skipped updates before stopping
+    checkpoint_minutes: float = option(10.0, min=0.0)  # wall-clock minutes between checkpoints; 0: off
+    checkpoint_every: int = option(0, min=0)  # environment steps between checkpoints; 0: off
+    checkpoint_keep: int = option(3, positive=True)  # newest checkpoints kept on disk
 
     def updates_after(self, env_steps: int) -> int:
         """Updates earned by `env_steps` environment steps of training (exact integers)."""
@@ -121,49 +78,19 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PlannerConfig:
-    """CEM planning over latent rollouts (PlaNet); the defaults are the paper's."""
-
-    horizon: int = _field(12, positive=True)
-    iterations: int = _field(10, positive=True)
-    candidates: int = _field(1000, positive=True)
-    top_k: int = _field(100, positive=True)
-    expl_noise: float = _field(0.3, min=0.0)  # Gaussian std added to actions in collection
-    warm_start: bool = False  # start from the previous step's shifted plan
-
-
-@dataclasses.dataclass(frozen=True)
-class ExploreConfig:
-    """Plan2Explore: ensemble disagreement as an intrinsic reward (defaults: the paper's)."""
-
-    ensemble: int = _field(5, min=2)  # one-step predictors; variance needs at least two
-    target: str = _field("embed", choices=("embed", "stoch"))  # next image embedding (paper) or stoch
-    layers: int = _field(2, positive=True)
-    units: int = _field(400, positive=True)
-    action_cond: bool = True  # predictors see the action as well as the latent state
-    lr: float = _field(3e-4, positive=True)
-    eps: float = _field(1e-5, positive=True)
-    grad_clip: float = _field(100.0, positive=True)
-    normalise: str = _field("scale", choices=("scale", "running"))
-    scale: float = _field(10_000.0, positive=True)  # 'scale': reward = scale * disagreement
-    momentum: float = _field(0.99, min=0.0, max=1.0)  # 'running': EMA of the mean disagreement
-    mode: str = _field("zero_shot", choices=("zero_shot", "few_shot"))
-    steps: int = _field(1_000_000, min=0)  # few_shot: env steps of exploration before the switch
-
-
-@dataclasses.dataclass(frozen=True)
 class Config:
+    """The sections every run has. `config_class()` adds one section per registered agent
+    that declares one (`planet`, `explore`, ...); build configs with `build_config`."""
+
     agent: str = "dreamer"
     logdir: str = ""  # default: logdir/<env>/<agent>/<seed>
-    seed: int = _field(0, min=0)
-    steps: int = _field(1_000_000, positive=True)  # total environment steps
-    devices: int = _field(1, positive=True)  # data-parallel over this many local devices
+    seed: int = option(0, min=0)
+    steps: int = option(1_000_000, positive=True)  # total environment steps
+    devices: int = option(1, positive=True)  # data-parallel over this many local devices
     env: EnvConfig = EnvConfig()
     model: ModelConfig = ModelConfig()
-    behavior: BehaviorConfig = BehaviorConfig()
+    behavior: ActorCriticConfig = ActorCriticConfig()
     train: TrainConfig = TrainConfig()
-    planet: PlannerConfig = PlannerConfig()
-    explore: ExploreConfig = ExploreConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -173,6 +100,20 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@functools.cache
+def config_class() -> type[Config]:
+    """`Config` with the section of every registered agent that owns one, in registry order."""
+    sections = []
+    for spec in agent_specs().values():
+        if spec.section is None:
+            continue
+        if spec.section in {f.name for f in dataclasses.fields(Config)} | {s[0] for s in sections}:
+            raise TypeError(f"agent '{spec.name}' claims config section '{spec.section}', which is taken")
+        sections.append((spec.section, spec.config, dataclasses.field(default=spec.config())))
+    return dataclasses.make_dataclass("Config", sections, bases=(Config,), frozen=True,
+                                      namespace={"__module__": __name__})
 
 
 # ----------------------------------------------------------------------------- schema
@@ -185,8 +126,9 @@ def _types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+def valid_keys(cls: type | None = None, prefix: str = "") -> list[str]:
     """Every dotted key of the config, e.g. 'model.deter'."""
+    cls = cls or config_class()
     keys = []
     hints = _types(cls)
     for name in _schema(cls):
@@ -307,21 +249,55 @@ def nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
-def available_presets(directory: Path = PRESET_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+def preset_files(directory: Traversable = SHARED_PRESETS) -> dict[str, Traversable]:
+    """Every named preset: the shared ones, and each registered agent's own under its name."""
+    files = {p.name[:-len(".yaml")]: p for p in directory.iterdir() if p.name.endswith(".yaml")}
+    files.update({spec.name: spec.preset for spec in agent_specs().values() if spec.preset is not None})
+    return dict(sorted(files.items()))
 
 
-def load_preset(name: str, directory: Path = PRESET_DIR) -> dict:
-    """Read `configs/<name>.yaml` (or a path to a YAML file) safely."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
-    if not path.is_file():
-        if name.endswith((".yaml", ".yml")):
-            raise ConfigError(f"config file '{name}' does not exist")
-        raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(available_presets(directory))}")
+def available_presets(directory: Traversable = SHARED_PRESETS) -> list[str]:
+    return list(preset_files(directory))
+
+
+def preset_description(file: Traversable) -> str:
+    """The first line of a preset's leading comment, for --help."""
     try:
-        data = yaml.safe_load(path.read_text())
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            if line.strip("# "):
+                return line.strip("# ")
+    except (OSError, UnicodeDecodeError):
+        pass
+    return ""
+
+
+def _read_yaml(file: Traversable | Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {what} '{file}': it is not UTF-8 text") from None
     except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read config file '{path}': {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read {what} '{file}': {str(err).splitlines()[0]}") from None
+
+
+def load_preset(name: str, directory: Traversable = SHARED_PRESETS) -> dict:
+    """Read a named preset (or a path to a YAML file) safely."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"config file '{name}' does not exist")
+    else:
+        files = preset_files(directory)
+        if name not in files:
+            raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(files)}")
+        path = files[name]
+    return _preset_mapping(path)
+
+
+def _preset_mapping(path: Traversable | Path) -> dict:
+    data = _read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -329,8 +305,19 @@ def load_preset(name: str, directory: Path = PRESET_DIR) -> dict:
     return data
 
 
+def _agent_preset(agent: str) -> list[dict]:
+    """The agent's own preset, which must exist if the agent declares one."""
+    spec = agent_spec(agent)
+    if spec.preset is None:
+        return []
+    if not spec.preset.is_file():
+        raise ConfigError(f"the preset of agent '{agent}' is missing ('{spec.preset}'); "
+                          "the installation is incomplete, reinstall the package")
+    return [_preset_mapping(spec.preset)]
+
+
 def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = None,
-                 agent: str | None = None, directory: Path = PRESET_DIR) -> Config:
+                 agent: str | None = None, directory: Traversable = SHARED_PRESETS) -> Config:
     """Defaults -> agent preset -> named presets -> their `per_env` blocks -> dotted overrides.
 
     A preset may hold `per_env: {ENV_PREFIX: {...}}`, e.g. `per_env: {dmc_cartpole: {env:
@@ -339,24 +326,26 @@ def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = Non
     bodies (in preset order), and the command line still overrides them.
     """
     overrides = dict(overrides or {})
-    agent = agent or overrides.get("agent") or Config.agent
-    config = Config(agent=str(agent))
-    names = ([agent] if (directory / f"{agent}.yaml").is_file() else []) + list(presets)
+    agent = str(agent or overrides.get("agent") or Config.agent)
+    full = config_class()
+    config = full(agent=agent)
+    named = [(f"agent '{agent}'", body) for body in _agent_preset(agent)]
+    named += [(name, load_preset(name, directory)) for name in presets]
     per_env_blocks = []
-    for name in names:
-        preset = dict(load_preset(name, directory))
+    for name, body in named:
+        preset = dict(body)
         per_env = preset.pop("per_env", None) or {}
         if not isinstance(per_env, dict):
             raise ConfigError(f"'per_env' in preset '{name}' must map environment prefixes to settings")
         per_env_blocks.append(per_env)
-        config = _apply(Config, config, preset)
+        config = _apply(full, config, preset)
     env_name = str(overrides.get("env.name", config.env.name))
     for per_env in per_env_blocks:
         for prefix, settings in per_env.items():
             if env_name == prefix or env_name.startswith(f"{prefix}_"):
-                config = _apply(Config, config, settings)
-    config = _apply(Config, config, nest(overrides))
-    return dataclasses.replace(config, agent=str(agent))
+                config = _apply(full, config, settings)
+    config = _apply(full, config, nest(overrides))
+    return dataclasses.replace(config, agent=agent)
 
 
 def save_config(config: Config, path: Path) -> None:
@@ -368,7 +357,8 @@ def save_config(config: Config, path: Path) -> None:
 
 def config_from_dict(data: dict) -> Config:
     """Rebuild a Config from a saved `config.yaml` mapping (validated like a preset)."""
-    return _apply(Config, Config(), data)
+    full = config_class()
+    return _apply(full, full(), data)
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -403,10 +393,7 @@ def differing_keys(saved: Config, new: Config, ignore: frozenset = RESUME_SAFE_K
 
 def load_saved_config(path: Path) -> Config:
     """The resolved config a run saved in its logdir (`config.yaml`), validated."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read the saved config '{path}': {str(err).splitlines()[0]}") from None
+    data = _read_yaml(path, "the saved config")
     if not isinstance(data, dict):
         raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
                           "move it away or choose another --logdir")

@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreamer import checkpoint
-from dreamer.collect import AgentActor, Collector, make_vector_env, run_episodes
+from dreamer.collect import AgentActor, Collector, make_vector_env, random_actions, run_episodes
 from dreamer.config import Config, build_config, parse_overrides, save_config
-from dreamer.core.agent import random_actions
 from dreamer.errors import ConfigError, TrainingError, UserError
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.parallel import DataParallel
@@ -159,7 +158,7 @@ class Trainer:
         self.step = 0  # environment steps
         self.episodes = 0  # training episodes completed
         self.train_start: int | None = None  # environment step at which training began
-        self.updates_done = 0
+        self.scheduled_updates = 0  # updates run, applied or skipped as non-finite
         self.nonfinite_streak = 0  # consecutive updates skipped for a non-finite loss
         self.last_eval_step = -1
         self.metrics: dict[str, list] = defaultdict(list)  # since the last log
@@ -201,28 +200,27 @@ class Trainer:
         pending = {key: [np.asarray(values).dtype.name, np.asarray(values).tolist()]
                    for key, values in jax.device_get(dict(self.metrics)).items()}
         return {
-            "step": self.step, "episodes": self.episodes, "updates": self.updates_done,
+            "step": self.step, "episodes": self.episodes, "scheduled_updates": self.scheduled_updates,
             "train_start": self.train_start, "last_eval_step": self.last_eval_step,
             "nonfinite_streak": self.nonfinite_streak,
             "rng": self.rng.bit_generator.state,  # prefill's random actions
             "actor_key": np.asarray(self.actor.key).tolist(),  # collection noise
             "replay": {**self.replay.state_dict(), "steps": self.replay.num_steps,
                        "episodes": self.replay.num_episodes},
-            "agent": self.agent.host_state(),
-            "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
+                        "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
                            "discrete": bool(self.envs.discrete)},
             "pending_metrics": pending,  # updates since the last log line
             "metrics_bytes": self.logger.metrics_size(),
         }
 
     def load_host_state(self, host: dict) -> None:
-        self.step, self.episodes, self.updates_done = host["step"], host["episodes"], host["updates"]
+        self.step, self.episodes = host["step"], host["episodes"]
+        self.scheduled_updates = host["scheduled_updates"]
         self.train_start, self.last_eval_step = host["train_start"], host["last_eval_step"]
         self.nonfinite_streak = host["nonfinite_streak"]
         self.rng.bit_generator.state = host["rng"]
         self.actor.key = jnp.asarray(host["actor_key"], jnp.uint32)
         self.replay.load_state_dict(host["replay"])
-        self.agent.load_host_state(host["agent"])
         for key, (dtype, values) in host["pending_metrics"].items():
             self.metrics[key] = [np.asarray(value, dtype) for value in values]
 
@@ -259,14 +257,14 @@ class Trainer:
             self.train_start = self.step - env_steps
         elif cfg.train_ratio == 0 and not _crossed(self.step, env_steps, cfg.train_every):
             return  # the paper's schedule: a burst of updates every `train_every` steps
-        owed = cfg.train_steps + cfg.updates_after(self.step - self.train_start) - self.updates_done
+        owed = cfg.train_steps + cfg.updates_after(self.step - self.train_start) - self.scheduled_updates
         start = time.time()
         for _ in range(owed):
             batch = self.agent.parallel.shard_batch(self.replay.sample(cfg.batch_size))
             self.state, metrics = self.agent.train(self.state, batch)
             for key, value in metrics.items():
                 self.metrics[key].append(value)
-        self.updates_done += owed
+        self.scheduled_updates += owed
         if owed:
             jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
             self.metrics["perf/train_seconds"].append(time.time() - start)

@@ -18,10 +18,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dreamer.config import Config
+from dreamer.base_agent import TrainState, WorldModelAgent
 from dreamer.core.actor_critic import ACState, ActorCritic
-from dreamer.core.agent import TrainState, WorldModelAgent
-from dreamer.core.rssm import State
+from dreamer.core.rssm import State, merge_batch_time
 from explore.ensemble import Ensemble, EnsembleState, disagreement
 
 
@@ -36,7 +35,7 @@ class P2EState(NamedTuple):
 
 
 class Plan2Explore(WorldModelAgent):
-    def __init__(self, config: Config, action_size: int, discrete: bool):
+    def __init__(self, config, action_size: int, discrete: bool):
         super().__init__(config, action_size, discrete)
         self.cfg = config.explore
         make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete, config.model.act)  # noqa: E731
@@ -56,7 +55,7 @@ class Plan2Explore(WorldModelAgent):
     def _input_size(self) -> int:
         return self.wm.feat_size + (self.action_size if self.cfg.action_cond else 0)
 
-    def init_behavior(self, key: jax.Array) -> P2EState:
+    def init_agent_state(self, key: jax.Array) -> P2EState:
         k_task, k_expl, k_ens = jax.random.split(key, 3)
         zero = jnp.zeros((), jnp.float32)
         return P2EState(self.task_ac.init(k_task), self.explore_ac.init(k_expl),
@@ -68,12 +67,12 @@ class Plan2Explore(WorldModelAgent):
         """Predictor inputs from the state at t and the action taken there: [..., F (+ A)]."""
         return jnp.concatenate([feat, action], -1) if self.cfg.action_cond else feat
 
-    def _normaliser(self, behavior: P2EState) -> jax.Array:
+    def _normaliser(self, p2e: P2EState) -> jax.Array:
         """What the raw disagreement is divided by: 1/scale, or its running mean magnitude."""
         if self.cfg.normalise == "scale":
             return jnp.asarray(1.0 / self.cfg.scale, jnp.float32)
-        debias = 1.0 - self.cfg.momentum ** behavior.norm_count
-        return jnp.where(behavior.norm_count > 0, behavior.norm_ema / jnp.maximum(debias, 1e-8), 1.0) + 1e-8
+        debias = 1.0 - self.cfg.momentum ** p2e.norm_count
+        return jnp.where(p2e.norm_count > 0, p2e.norm_ema / jnp.maximum(debias, 1e-8), 1.0) + 1e-8
 
     def intrinsic_reward(self, ensemble_params: dict, normaliser: jax.Array, seq: dict) -> jax.Array:
         """seq = {'feat' [N, H+1, F], 'action' [N, H, A]} -> [N, H]: the disagreement about
@@ -98,30 +97,29 @@ class Plan2Explore(WorldModelAgent):
         flat = lambda x: x.reshape(-1, x.shape[-1]).astype(jnp.float32)  # noqa: E731
         return jax.lax.stop_gradient((flat(inputs), flat(target), mask.reshape(-1)))
 
-    def train_behavior(self, behavior: P2EState, wm_params, start, batch, key):
-        b, t = batch["action"].shape[:2]
-        post = jax.tree.map(lambda x: x.reshape(b, t, *x.shape[1:]), start)  # [B, T, ...]
-        ensemble, ens_metrics = self.ensemble.update(behavior.ensemble, *self._ensemble_data(wm_params, post, batch))
+    def update_agent_state(self, p2e: P2EState, wm_params, post, batch, key):
+        start = merge_batch_time(post)  # every posterior state starts an imagined rollout
+        ensemble, ens_metrics = self.ensemble.update(p2e.ensemble, *self._ensemble_data(wm_params, post, batch))
         k_task, k_expl = jax.random.split(key)
 
         def task_reward(seq):  # the learned reward head, as Dreamer
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
 
-        normaliser = self._normaliser(behavior)
-        task, task_metrics = self.task_ac.update(behavior.task, wm_params, start, k_task, task_reward)
+        normaliser = self._normaliser(p2e)
+        task, task_metrics = self.task_ac.update(p2e.task, wm_params, start, k_task, task_reward)
         explore, expl_metrics = self.explore_ac.update(
-            behavior.explore, wm_params, start, k_expl,
+            p2e.explore, wm_params, start, k_expl,
             lambda seq: self.intrinsic_reward(ensemble.params, normaliser, seq))
         # 'imagined_reward' is the mean of what the reward function returned: undo the division.
         raw = expl_metrics["imagined_reward"] * normaliser
         m = self.cfg.momentum
-        behavior = P2EState(task, explore, ensemble, m * behavior.norm_ema + (1 - m) * raw,
-                            behavior.norm_count + 1, behavior.phase)
+        p2e = P2EState(task, explore, ensemble, m * p2e.norm_ema + (1 - m) * raw,
+                       p2e.norm_count + 1, p2e.phase)
         expl_metrics["intrinsic_reward"] = expl_metrics.pop("imagined_reward")
         metrics = {f"behavior/{k}": v for k, v in task_metrics.items()}
         metrics.update({f"explore/{k}": v for k, v in {**expl_metrics, **ens_metrics}.items()})
-        metrics.update({"explore/imagined_disagreement": raw, "explore/phase": behavior.phase})
-        return behavior, metrics
+        metrics.update({"explore/imagined_disagreement": raw, "explore/phase": p2e.phase})
+        return p2e, metrics
 
     # ------------------------------------------------------------------ acting
 
@@ -131,17 +129,17 @@ class Plan2Explore(WorldModelAgent):
         if self.cfg.mode != "few_shot":
             return state
         phase = self.parallel.replicate(jnp.asarray(int(env_steps >= self.cfg.steps), jnp.int32))
-        return state._replace(behavior=state.behavior._replace(phase=phase))
+        return state._replace(agent=state.agent._replace(phase=phase))
 
     def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,
                       mode: str) -> tuple[jax.Array, dict]:
-        behavior: P2EState = state.behavior
+        p2e: P2EState = state.agent
         feat = self.wm.rssm.get_feat(pstate["latent"])
         if mode == "eval":
-            return self.task_ac.mode(behavior.task.actor, feat), pstate
+            return self.task_ac.mode(p2e.task.actor, feat), pstate
         k_expl, k_task, k_noise = jax.random.split(key, 3)
-        action = self.explore_ac.sample(behavior.explore.actor, feat, k_expl)
+        action = self.explore_ac.sample(p2e.explore.actor, feat, k_expl)
         if self.cfg.mode == "few_shot":
-            task_action = self.task_ac.sample(behavior.task.actor, feat, k_task)
-            action = jnp.where(behavior.phase > 0, task_action, action)
+            task_action = self.task_ac.sample(p2e.task.actor, feat, k_task)
+            action = jnp.where(p2e.phase > 0, task_action, action)
         return self.explore_noise(action, k_noise), pstate

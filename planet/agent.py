@@ -10,14 +10,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dreamer.config import Config
-from dreamer.core.agent import TrainState, WorldModelAgent
+from dreamer.base_agent import TrainState, WorldModelAgent
 from dreamer.errors import ConfigError
 from planet.planner import Plan, cem, initial_plan, shift_plan
 
 
 class PlaNet(WorldModelAgent):
-    def __init__(self, config: Config, action_size: int, discrete: bool):
+    def __init__(self, config, action_size: int, discrete: bool):
         if discrete:
             raise ConfigError("agent 'planet' plans continuous actions; this environment has "
                               "discrete actions (use --agent dreamer)")

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dreamer.config import BehaviorConfig
+from dreamer.core.config import ActorCriticConfig
 from dreamer.core.nets import MLP
 from dreamer.core.rssm import State
 from dreamer.core.world_model import WorldModel
@@ -27,7 +27,7 @@ RewardFn = Callable[[dict], jax.Array]
 class Actor(nn.Module):
     """Latent features -> action distribution parameters."""
 
-    cfg: BehaviorConfig
+    cfg: ActorCriticConfig
     action_size: int
     discrete: bool
     act: str = "elu"
@@ -38,7 +38,7 @@ class Actor(nn.Module):
         return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act)(feat)
 
 
-def action_dist(cfg: BehaviorConfig, out: jax.Array, discrete: bool) -> distrax.Distribution:
+def action_dist(cfg: ActorCriticConfig, out: jax.Array, discrete: bool) -> distrax.Distribution:
     """Tanh-transformed diagonal Gaussian (continuous) or one-hot categorical (discrete)."""
     if discrete:
         return distrax.OneHotCategorical(logits=out)
@@ -77,7 +77,7 @@ class ACState(NamedTuple):
 
 
 class ActorCritic:
-    def __init__(self, cfg: BehaviorConfig, world_model: WorldModel, action_size: int,
+    def __init__(self, cfg: ActorCriticConfig, world_model: WorldModel, action_size: int,
                  discrete: bool, act: str = "elu"):
         self.cfg = cfg
         self.wm = world_model

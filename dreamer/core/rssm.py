@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dreamer.config import ModelConfig
+from dreamer.core.config import ModelConfig
 from dreamer.core.nets import ACTIVATIONS, GRU, Dense
 
 State = dict[str, jax.Array]
@@ -205,6 +205,11 @@ class RSSM:
         loss = (cfg.kl_balance * jnp.maximum(prior_term, cfg.free_nats)
                 + (1 - cfg.kl_balance) * jnp.maximum(post_term, cfg.free_nats))
         return loss, value
+
+
+def merge_batch_time(state: State) -> State:
+    """States [B, T, ...] -> [B * T, ...]: every posterior state of a batch as a start state."""
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), state)
 
 
 def _where_batch(mask: jax.Array, x: jax.Array, x0: jax.Array) -> jax.Array:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dreamer.config import ModelConfig
+from dreamer.core.config import ModelConfig
 from dreamer.core.nets import MLP, Decoder, Encoder
 from dreamer.core.rssm import RSSM, State
 
