@@ -95,9 +95,9 @@ def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
     state = agent.init(jax.random.PRNGKey(0))
     batch = fake_batch(config, *batch_shape, action_size)
     start = time.perf_counter()
-    compiled = agent._train.lower(state, batch).compile()
+    compiled = agent.train.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
-    flops = unrolled_flops(agent._train_impl, state, batch)
+    flops = unrolled_flops(agent.update, state, batch)
     state, _ = compiled(state, batch)  # warm-up: first-run allocations
     holder = {"state": state}
 
@@ -118,7 +118,7 @@ def measure_imagination(config: Config, starts: int, repeats: int, action_size: 
     state = agent.init(jax.random.PRNGKey(0))
     start_states = jax.tree.map(lambda x: jnp.repeat(x, starts, 0), agent.wm.rssm.initial(1))
     imagine = jax.jit(lambda actor, wm, start, key: agent.ac._imagine(actor, wm, start, key)["feat"])
-    args = (state.behavior.actor, state.wm, start_states, jax.random.PRNGKey(1))
+    args = (state.agent.actor, state.wm, start_states, jax.random.PRNGKey(1))
     jax.block_until_ready(imagine(*args))
     seconds = _median_seconds(lambda: imagine(*args), repeats)
     steps = starts * config.behavior.horizon

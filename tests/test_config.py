@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from dreamer.config import (
-    PRESET_DIR,
-    Config,
+    SHARED_PRESETS,
+    config_class,
     available_presets,
     build_config,
     coerce,
@@ -41,7 +41,7 @@ def config_error(*args, **kwargs) -> str:
 # ----------------------------------------------------------------------------- defaults
 
 def test_defaults_are_the_dreamer_paper_settings():
-    config = Config()
+    config = config_class()()
     assert config.agent == "dreamer"
     assert config.seed == 0
     assert config.steps == 1_000_000
@@ -76,13 +76,13 @@ def test_defaults_are_the_dreamer_paper_settings():
 
 
 def test_default_build_equals_code_defaults():
-    # configs/dreamer.yaml (the default agent's preset) changes nothing.
-    assert build_config() == Config()
+    # dreamer/configs/dreamer.yaml (the default agent's preset) changes nothing.
+    assert build_config() == config_class()()
     assert load_preset("dreamer") == {}
 
 
 def test_types_of_defaults():
-    config = Config()
+    config = config_class()()
     assert type(config.model.deter) is int
     assert type(config.model.lr) is float
     assert type(config.model.free_nats) is float
@@ -90,7 +90,7 @@ def test_types_of_defaults():
 
 
 def test_run_dir():
-    assert str(Config().run_dir) == "logdir/dmc_walker_walk/dreamer/0"
+    assert str(config_class()().run_dir) == "logdir/dmc_walker_walk/dreamer/0"
     config = build_config([], {"env.name": "gym:CartPole-v1", "seed": "3"})
     assert str(config.run_dir) == "logdir/gym_CartPole-v1/dreamer/3"
     assert str(build_config([], {"logdir": "/tmp/x"}).run_dir) == "/tmp/x"
@@ -106,8 +106,8 @@ def test_valid_keys():
 
 
 def test_updates_after():
-    assert Config().train.updates_after(1000) == 100  # the paper: 100 per 1000 env steps
-    assert Config().train.updates_after(999) == 99
+    assert config_class()().train.updates_after(1000) == 100  # the paper: 100 per 1000 env steps
+    assert config_class()().train.updates_after(999) == 99
     config = build_config([], {"train.train_ratio": "512", "train.batch_size": "16",
                                "train.seq_len": "64"})
     assert config.train.updates_after(10) == 5  # 512 replayed steps per env step / (16 * 64)
@@ -134,26 +134,34 @@ def test_presets_apply_in_order_and_overrides_win(tmp_path):
 
 
 def test_agent_preset_applied_first(tmp_path):
-    write(tmp_path, "myagent", "model:\n  deter: 5\n  stoch: 6\nbehavior:\n  horizon: 7\n")
-    write(tmp_path, "p", "model:\n  deter: 50\n")
-    config = build_config([], agent="myagent", directory=tmp_path)
-    assert config.agent == "myagent"
-    assert (config.model.deter, config.model.stoch, config.behavior.horizon) == (5, 6, 7)
-    config = build_config(["p"], agent="myagent", directory=tmp_path)
-    assert (config.model.deter, config.model.stoch) == (50, 6)  # named preset over agent preset
-    config = build_config(["p"], {"model.stoch": "9"}, agent="myagent", directory=tmp_path)
-    assert (config.model.deter, config.model.stoch) == (50, 9)
-    # An agent without a preset file is fine: defaults only.
-    config = build_config([], agent="other", directory=tmp_path)
-    assert config.agent == "other"
-    assert config.model == Config().model
+    write(tmp_path, "p", "model:\n  lr: 2.0e-3\n")
+    config = build_config([], agent="planet")
+    assert config.agent == "planet"
+    assert (config.model.lr, config.model.eps, config.model.grad_clip) == (1e-3, 1e-4, 1000.0)
+    config = build_config(["p"], agent="planet", directory=tmp_path)
+    assert (config.model.lr, config.model.eps) == (2e-3, 1e-4)  # named preset over agent preset
+    config = build_config(["p"], {"model.lr": "3e-3"}, agent="planet", directory=tmp_path)
+    assert config.model.lr == 3e-3
+    # Each agent's preset is also a named preset, under the agent's name.
+    assert build_config(["plan2explore"]).model.deter == 400
 
 
-def test_agent_from_overrides(tmp_path):
-    write(tmp_path, "myagent", "model:\n  deter: 5\n")
-    config = build_config([], {"agent": "myagent"}, directory=tmp_path)
-    assert config.agent == "myagent"
-    assert config.model.deter == 5
+def test_agent_from_overrides():
+    config = build_config([], {"agent": "plan2explore"})
+    assert config.agent == "plan2explore"
+    assert config.model.deter == 400  # from the agent's preset
+
+
+def test_unknown_agent_and_missing_agent_preset(monkeypatch, tmp_path):
+    assert "unknown agent 'planett'; did you mean 'planet'?" in config_error(agent="planett")
+    # A registered agent whose preset file is gone is an error, never a silent fallback.
+    import dreamer.config
+    from dreamer.registry import agent_spec
+
+    broken = dataclasses.replace(agent_spec("planet"), preset=tmp_path / "planet.yaml")
+    monkeypatch.setattr(dreamer.config, "agent_spec", lambda name: broken)
+    message = config_error(agent="planet")
+    assert "the preset of agent 'planet' is missing" in message and "reinstall" in message
 
 
 def test_preset_scientific_notation_strings(tmp_path):
@@ -185,7 +193,7 @@ def test_preset_yaml_native_types(tmp_path):
 def test_empty_preset_changes_nothing(tmp_path):
     write(tmp_path, "empty", "# only a comment\n")
     assert load_preset("empty", tmp_path) == {}
-    assert build_config(["empty"], directory=tmp_path) == Config()
+    assert build_config(["empty"], directory=tmp_path) == config_class()()
 
 
 def test_preset_by_path(tmp_path):
@@ -212,7 +220,7 @@ def test_shipped_presets():
     for name in available_presets():
         config = build_config([name])
         assert config_from_dict(config.to_dict()) == config
-    assert (PRESET_DIR / "debug.yaml").is_file()
+    assert (SHARED_PRESETS / "debug.yaml").is_file()
 
 
 # ----------------------------------------------------------------------------- type parsing
@@ -258,7 +266,7 @@ def test_overrides_are_typed():
 
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        Config().seed = 1  # type: ignore[misc]
+        config_class()().seed = 1  # type: ignore[misc]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -351,7 +359,7 @@ def test_unknown_preset_lists_available(tmp_path):
     write(tmp_path, "alpha", "seed: 1\n")
     write(tmp_path, "beta", "seed: 2\n")
     message = config_error(["nope"], directory=tmp_path)
-    assert message == "unknown preset 'nope'; available presets: alpha, beta"
+    assert message == "unknown preset 'nope'; available presets: alpha, beta, dreamer, plan2explore, planet"
     message = config_error(["nope"])  # the shipped directory
     assert "unknown preset 'nope'" in message
     for name in ("cpu", "debug", "dreamer"):
@@ -431,7 +439,7 @@ def test_config_from_dict_validates():
         config_from_dict({"model": {"detr": 3}})
     with pytest.raises(ConfigError, match="'steps' must be positive"):
         config_from_dict({"steps": 0})
-    assert config_from_dict({}) == Config()
+    assert config_from_dict({}) == config_class()()
 
 
 # ----------------------------------------------------------------------------- command line

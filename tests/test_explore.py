@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from dreamer.config import build_config
-from explore import Ensemble, Plan2Explore, disagreement
+from explore.agent import Plan2Explore
+from tests.tracing import count_traces
+from explore.ensemble import Ensemble, disagreement
 
 TINY = {"model.deter": 8, "model.stoch": 4, "model.hidden": 8, "model.depth": 2,
         "model.head_units": 8, "behavior.horizon": 4, "behavior.actor_units": 8,
@@ -95,17 +97,24 @@ def test_ensemble_update_fits_and_ignores_masked_pairs():
 # ----------------------------------------------------------------------------- the agent
 
 @pytest.fixture(scope="module")
-def agent_and_state():
-    agent = tiny_agent()
+def traced_agent():
+    with count_traces(Plan2Explore, "update", "act") as traces:
+        agent = tiny_agent()
+    return agent, traces
+
+
+@pytest.fixture(scope="module")
+def agent_and_state(traced_agent):
+    agent, _ = traced_agent
     return agent, agent.init(jax.random.PRNGKey(0))
 
 
-def test_train_step_metrics_and_single_trace(agent_and_state):
+def test_train_step_metrics_and_single_trace(agent_and_state, traced_agent):
     agent, state = agent_and_state
     state = jax.tree.map(jnp.copy, state)  # `train` donates its input
     for seed in range(2):
         state, metrics = agent.train(state, random_batch(seed))
-    assert agent.trace_count == 1
+    assert traced_agent[1]["update"] == 1
     for key in ("explore/intrinsic_reward", "explore/ensemble_loss", "explore/disagreement",
                 "explore/actor_loss", "explore/value_loss", "behavior/actor_loss", "behavior/value_loss",
                 "model/loss"):
@@ -124,7 +133,7 @@ def test_exploration_update_ignores_environment_rewards(reward_grad, agent_and_s
         agent = tiny_agent(**{"model.reward_grad": True})
         state = agent.init(jax.random.PRNGKey(0))
     new = [agent.train(jax.tree.map(jnp.copy, state), random_batch(reward=r))[0] for r in (None, 1.0)]
-    a, b = (s.behavior for s in new)
+    a, b = (s.agent for s in new)
     assert not leaves_equal(a.task.actor, b.task.actor)  # the rewards did matter somewhere
     assert not leaves_equal(new[0].wm["reward"], new[1].wm["reward"])
     unchanged = (a.explore, a.ensemble, a.norm_ema), (b.explore, b.ensemble, b.norm_ema)
@@ -141,7 +150,7 @@ def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_
     rng = np.random.default_rng(0)
     seq = {"feat": jnp.asarray(rng.normal(size=(3, 5, agent.wm.feat_size)), jnp.float32),
            "action": jnp.asarray(rng.uniform(-1, 1, (3, 4, A)), jnp.float32)}
-    params = state.behavior.ensemble.params
+    params = state.agent.ensemble.params
     reward = agent.intrinsic_reward(params, jnp.float32(1e-4), seq)  # [N, H]
     assert reward.shape == (3, 4)
     inputs = jnp.concatenate([seq["feat"][:, :-1], seq["action"]], -1)
@@ -153,7 +162,7 @@ def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_
 def test_running_normaliser_is_debiased_mean():
     agent = tiny_agent(**{"explore.normalise": "running", "explore.momentum": 0.9})
     state = agent.init(jax.random.PRNGKey(0))
-    behavior = state.behavior
+    behavior = state.agent
     assert float(agent._normaliser(behavior)) == pytest.approx(1.0)  # before any update
     # Two updates with raw means 2 and 4: EMA 0.1 * 2 = 0.2, then 0.9 * 0.2 + 0.1 * 4 = 0.58;
     # debiased by 1 - 0.9^2 = 0.19: 0.58 / 0.19.
@@ -161,14 +170,15 @@ def test_running_normaliser_is_debiased_mean():
     assert float(agent._normaliser(behavior)) == pytest.approx(0.58 / 0.19, rel=1e-5)
     state, metrics = agent.train(state, random_batch())
     raw = float(metrics["explore/imagined_disagreement"])
-    assert float(state.behavior.norm_count) == 1
-    assert float(agent._normaliser(state.behavior)) == pytest.approx(raw, rel=1e-4)
+    assert float(state.agent.norm_count) == 1
+    assert float(agent._normaliser(state.agent)) == pytest.approx(raw, rel=1e-4)
 
 
 def test_few_shot_switch_and_policy_modes():
     # Near-deterministic actors (tiny std, no noise) so that actions show which actor acted.
-    agent = tiny_agent(**{"explore.mode": "few_shot", "explore.steps": 1000, "behavior.init_std": 1e-6,
-                          "behavior.min_std": 1e-6, "behavior.expl_noise": 0.0})
+    with count_traces(Plan2Explore, "act") as traces:
+        agent = tiny_agent(**{"explore.mode": "few_shot", "explore.steps": 1000, "behavior.init_std": 1e-6,
+                              "behavior.min_std": 1e-6, "behavior.expl_noise": 0.0})
     state = agent.init(jax.random.PRNGKey(0))
     pstate = agent.initial_policy_state(2)
     obs = {"image": jnp.zeros((2, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(2, bool)}
@@ -179,24 +189,24 @@ def test_few_shot_switch_and_policy_modes():
         feat = agent.wm.rssm.get_feat(new["latent"])
         return action, feat
 
-    assert int(agent.on_env_steps(state, 999).behavior.phase) == 0
+    assert int(agent.on_env_steps(state, 999).agent.phase) == 0
     for steps, actor in ((999, "explore"), (1000, "task"), (5000, "task")):
         state = agent.on_env_steps(state, steps)
         action, feat = act(state, "train")
-        behavior = state.behavior
+        behavior = state.agent
         expected = (agent.task_ac if actor == "task" else agent.explore_ac).mode(getattr(behavior, actor).actor, feat)
         np.testing.assert_allclose(action, expected, atol=1e-3)
         other = (agent.explore_ac if actor == "task" else agent.task_ac).mode(
             (behavior.explore if actor == "task" else behavior.task).actor, feat)
         assert not np.allclose(action, other, atol=1e-3)
     action, feat = act(state, "eval")  # evaluation: always the task actor's mode
-    np.testing.assert_allclose(action, agent.task_ac.mode(state.behavior.task.actor, feat), rtol=1e-5, atol=1e-6)
-    assert agent.policy_trace_count == 2  # one trace per mode: the phase is data, not a retrace
+    np.testing.assert_allclose(action, agent.task_ac.mode(state.agent.task.actor, feat), rtol=1e-5, atol=1e-6)
+    assert traces["act"] == 2  # one trace per mode: the phase is data, not a retrace
 
 
 def test_zero_shot_never_switches(agent_and_state):
     agent, state = agent_and_state
-    assert int(agent.on_env_steps(state, 10**9).behavior.phase) == 0
+    assert int(agent.on_env_steps(state, 10**9).agent.phase) == 0
 
 
 # ----------------------------------------------------------------------------- the command line

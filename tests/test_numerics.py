@@ -13,10 +13,12 @@ from dreamer.agent import Dreamer
 from dreamer.logger import read_metrics
 from tests.test_cli import run_train
 from tests.test_core import A, random_batch, tiny_config
+from tests.tracing import count_traces
 
 
 def test_nonfinite_update_is_skipped_then_training_resumes():
-    agent = Dreamer(tiny_config(), A, False)
+    with count_traces(Dreamer, "update") as traces:
+        agent = Dreamer(tiny_config(), A, False)
     state = agent.init(jax.random.PRNGKey(0))
     before = jax.tree.map(np.asarray, state)  # `train` donates its input
     bad = random_batch(seed=1)
@@ -24,15 +26,15 @@ def test_nonfinite_update_is_skipped_then_training_resumes():
     state, metrics = agent.train(state, bad)
     assert float(metrics["train/nonfinite"]) == 1.0
     assert not np.isfinite(float(metrics["model/loss"]))
-    for old, new in zip(jax.tree.leaves(before.wm) + jax.tree.leaves(before.behavior),
-                        jax.tree.leaves(state.wm) + jax.tree.leaves(state.behavior)):
+    for old, new in zip(jax.tree.leaves(before.wm) + jax.tree.leaves(before.agent),
+                        jax.tree.leaves(state.wm) + jax.tree.leaves(state.agent)):
         np.testing.assert_array_equal(old, new)  # parameters and optimizer states untouched
-    assert int(state.updates) == 0
+    assert int(state.applied_updates) == 0
     assert not np.array_equal(before.key, state.key)  # the next update draws new noise
     state, metrics = agent.train(state, random_batch(seed=1))
-    assert float(metrics["train/nonfinite"]) == 0.0 and int(state.updates) == 1
+    assert float(metrics["train/nonfinite"]) == 0.0 and int(state.applied_updates) == 1
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
-    assert agent.trace_count == 1  # the guard lives inside the one compiled update
+    assert traces["update"] == 1  # the guard lives inside the one compiled update
 
 
 def test_repeated_nonfinite_updates_stop_the_run(tmp_path):

@@ -24,15 +24,17 @@ CHECK = textwrap.dedent("""
     import jax, numpy as np
     from dreamer.agent import Dreamer
     from tests.test_core import A, random_batch, tiny_config
+    from tests.tracing import count_traces
 
     assert len(jax.devices()) == 2
     results = {}
     for devices in (1, 2):
-        agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
-        state = agent.init(jax.random.PRNGKey(0))
-        for seed in range(2):
-            state, metrics = agent.train(state, agent.parallel.shard_batch(random_batch(seed, b=4)))
-        assert agent.trace_count == 1, agent.trace_count  # the state keeps its sharding
+        with count_traces(Dreamer, "update") as traces:
+            agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
+            state = agent.init(jax.random.PRNGKey(0))
+            for seed in range(2):
+                state, metrics = agent.train(state, agent.parallel.shard_batch(random_batch(seed, b=4)))
+        assert traces["update"] == 1, traces  # the state keeps its sharding
         if devices == 2:
             leaf = jax.tree.leaves(state.wm)[0]
             assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == 2
@@ -58,6 +60,7 @@ RESTORE = textwrap.dedent("""
     from dreamer import checkpoint
     from dreamer.agent import Dreamer
     from tests.test_core import A, random_batch, tiny_config
+    from tests.tracing import count_traces
 
     root = Path(sys.argv[1])
     saver = Dreamer(tiny_config(**{"devices": 2}), A, False)
@@ -65,7 +68,8 @@ RESTORE = textwrap.dedent("""
     checkpoint.save(root, state, {"step": 1}, keep=1)
     saved = jax.device_get(state)
     for devices in (2, 1):  # a run saved on two devices resumes on two, or on one
-        agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
+        with count_traces(Dreamer, "update") as traces:
+            agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
         host = checkpoint.restore_state(agent.state_template(), checkpoint.find_latest(root).checkpoint)
         assert all((a == b).all() for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(host)))
         restored = agent.parallel.replicate(jax.device_put(host))  # as the trainer restores
@@ -73,7 +77,7 @@ RESTORE = textwrap.dedent("""
         assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == devices
         for seed in (1, 2):
             restored, _ = agent.train(restored, agent.parallel.shard_batch(random_batch(seed, b=4)))
-        assert agent.trace_count == 1, (devices, agent.trace_count)  # placed as a fresh state is
+        assert traces["update"] == 1, (devices, traces)  # placed as a fresh state is
     print("restored")
 """)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from dreamer.config import build_config
-from planet import PlaNet, cem, initial_plan, shift_plan
+from planet.agent import PlaNet
+from tests.tracing import count_traces
+from planet.planner import cem, initial_plan, shift_plan
 
 TINY = {"model.deter": 8, "model.stoch": 4, "model.hidden": 8, "model.depth": 2,
         "model.head_units": 8, "planet.horizon": 3, "planet.iterations": 2,
@@ -40,8 +42,15 @@ def test_shift_plan():
 
 
 @pytest.fixture(scope="module")
-def agent_and_state():
-    agent = PlaNet(build_config(overrides=TINY, agent="planet"), 2, False)
+def traced_agent():
+    with count_traces(PlaNet, "act") as traces:
+        agent = PlaNet(build_config(overrides=TINY, agent="planet"), 2, False)
+    return agent, traces
+
+
+@pytest.fixture(scope="module")
+def agent_and_state(traced_agent):
+    agent, _ = traced_agent
     return agent, agent.init(jax.random.PRNGKey(0))
 
 
@@ -63,14 +72,14 @@ def test_batched_planner_objective_equals_per_candidate_loop(agent_and_state):
     np.testing.assert_allclose(batched, looped, rtol=1e-4, atol=1e-5)
 
 
-def test_policy_traced_once_and_acts_in_bounds(agent_and_state):
+def test_policy_traced_once_and_acts_in_bounds(agent_and_state, traced_agent):
     agent, state = agent_and_state
     pstate = agent.initial_policy_state(2)
     obs = {"image": jnp.zeros((2, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(2, bool)}
     for i in range(3):
         action, pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(i), "train")
         obs = {**obs, "is_first": jnp.zeros(2, bool)}
-    assert agent.policy_trace_count == 1
+    assert traced_agent[1]["act"] == 1
     assert action.shape == (2, 2) and np.all(np.abs(action) <= 1.0)
     assert pstate["plan"].mean.shape == (2, 3, 2)
     # Evaluation executes the first step of the final CEM mean, with no noise.

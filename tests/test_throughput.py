@@ -32,9 +32,9 @@ def test_unrolled_flops_are_not_taken_from_an_earlier_trace():
     agent = Dreamer(config, 6, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
     batch = throughput.fake_batch(config, 2, 8, 6)
-    fresh = throughput.unrolled_flops(agent._train_impl, state, batch)
-    agent._train.lower(state, batch)
-    assert throughput.unrolled_flops(agent._train_impl, state, batch) == fresh
+    fresh = throughput.unrolled_flops(agent.update, state, batch)
+    agent.train.lower(state, batch)
+    assert throughput.unrolled_flops(agent.update, state, batch) == fresh
 
 
 def test_quick_json_has_the_documented_keys(capsys, monkeypatch):
