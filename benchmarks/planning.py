@@ -27,14 +27,14 @@ import numpy as np
 
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, xla_flops
 from dreamer.config import build_config
-from planet.agent import PlaNet
-from planet.planner import cem, initial_plan
+from dreamer.registry import agent_class
+from planet.planner import cem, initial_plan  # the pure CEM function, not the agent
 
 PRESETS = {"paper": [], "cpu": ["cpu"]}
 
 
-def planner_flops(agent: PlaNet, state) -> dict[str, float]:
-    cfg, wm, n = agent.planner_cfg, agent.wm, agent.planner_cfg.candidates
+def planner_flops(agent, state) -> dict[str, float]:
+    cfg, wm, n = agent.config.planet, agent.wm, agent.config.planet.candidates
     latent = agent.wm.rssm.initial(n)
     actions = jnp.zeros((n, agent.action_size))
     key = jax.random.PRNGKey(0)
@@ -65,7 +65,7 @@ def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict
     """Latency and FLOPs per action of the planner of `PRESETS[preset]` (or of `presets`)."""
     presets = PRESETS[preset] if presets is None else presets
     config = build_config(presets, {"env.name": "dmc_cartpole_balance"}, agent="planet")
-    agent = PlaNet(config, action_size=1, discrete=False)
+    agent = agent_class("planet")(config, action_size=1, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
     pstate = agent.initial_policy_state(1)
     obs = {"image": jnp.zeros((1, 64, 64, 3), jnp.uint8), "is_first": jnp.zeros(1, bool)}
@@ -80,7 +80,7 @@ def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict
         action.block_until_ready()
         times.append(time.perf_counter() - start)
     flops = planner_flops(agent, state)
-    cfg = agent.planner_cfg
+    cfg = config.planet
     seconds = float(np.median(times))
     return {
         "preset": preset, "horizon": cfg.horizon, "iterations": cfg.iterations,

@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops
 from dreamer.config import Config, build_config
+from dreamer.registry import agent_class
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENV = "dmc_walker_walk"
@@ -89,9 +90,7 @@ def _median_seconds(fn, repeats: int) -> float:
 def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
                    action_size: int = 6) -> dict:
     """The Dreamer update as the train loop runs it (jitted, state donated)."""
-    from dreamer.agent import Dreamer
-
-    agent = Dreamer(config, action_size, discrete=False)
+    agent = agent_class("dreamer")(config, action_size, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
     batch = fake_batch(config, *batch_shape, action_size)
     start = time.perf_counter()
@@ -112,12 +111,10 @@ def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
 
 def measure_imagination(config: Config, starts: int, repeats: int, action_size: int = 6) -> dict:
     """Forward imagination from `starts` states for the behaviour horizon, actor in the loop."""
-    from dreamer.agent import Dreamer
-
-    agent = Dreamer(config, action_size, discrete=False)
+    agent = agent_class("dreamer")(config, action_size, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
     start_states = jax.tree.map(lambda x: jnp.repeat(x, starts, 0), agent.wm.rssm.initial(1))
-    imagine = jax.jit(lambda actor, wm, start, key: agent.ac._imagine(actor, wm, start, key)["feat"])
+    imagine = jax.jit(lambda actor, wm, start, key: agent.ac.imagine(actor, wm, start, key)["feat"])
     args = (state.agent.actor, state.wm, start_states, jax.random.PRNGKey(1))
     jax.block_until_ready(imagine(*args))
     seconds = _median_seconds(lambda: imagine(*args), repeats)

@@ -36,7 +36,8 @@ from dreamer import checkpoint
 from dreamer.collect import env_factory
 from dreamer.config import Config, load_saved_config
 from dreamer.envs import Env
-from dreamer.errors import CheckpointError, ConfigError, UserError
+from dreamer.cli import ArgumentParser, run_command
+from dreamer.errors import CheckpointError
 from dreamer.logger import encode_gif, to_uint8_frames
 from dreamer.registry import agent_class
 
@@ -136,11 +137,6 @@ def run_episode(policy: Policy, env: Env, state: dict | None = None,
 
 # ----------------------------------------------------------------------------- command line
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one-line ConfigError instead of usage + exit
-        raise ConfigError(message)
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -152,12 +148,21 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _ArgumentParser(prog="python -m dreamer.evaluate",
-                             description="Evaluate the newest checkpoint of a training run.")
+    parser = ArgumentParser(
+        prog="python -m dreamer.evaluate",
+        description="Evaluate the newest checkpoint of a training run with the agent's evaluation "
+                    "(mode) policy.\nPrints each episode's return and, last, 'return MEAN ± STD over "
+                    "N episodes'. Nothing in the logdir changes\nexcept the GIFs that --video writes, so "
+                    "it can run next to the training run.",
+        epilog="Bad input prints one line 'error: ...' and exits with status 2.\n"
+               "In Python: policy = dreamer.load(LOGDIR); action, state = policy(obs, state).")
     parser.add_argument("--logdir", required=True, help="the training run's logdir")
-    parser.add_argument("--episodes", type=_positive, default=10)
-    parser.add_argument("--video", action="store_true", help=f"write GIFs into LOGDIR/{VIDEO_DIR}/")
-    parser.add_argument("--seed", type=int, help="environment seed (default: the run's seed + 10000)")
+    parser.add_argument("--episodes", type=_positive, default=10, help="episodes to run (default: 10)")
+    parser.add_argument("--video", action="store_true",
+                        help=f"write each episode as LOGDIR/{VIDEO_DIR}/step<step>_episode<i>.gif")
+    parser.add_argument("--seed", type=int, help="environment seed (default: the run's seed + 10000, "
+                                                 "whose first episode repeats the training loop's "
+                                                 "evaluation at the checkpoint's step)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -184,20 +189,14 @@ def evaluate(logdir: Path, episodes: int, video: bool, seed: int | None) -> list
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
-    try:
+
+    def body() -> int:
         args = parse_args(argv)
         returns = evaluate(Path(args.logdir), args.episodes, args.video, args.seed)
-    except UserError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
-    return 0
+        print(f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
+        return 0
+
+    return run_command(body, argv)
 
 
 if __name__ == "__main__":

@@ -33,36 +33,55 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import yaml
 
 from dreamer import checkpoint
 from dreamer.collect import AgentActor, Collector, make_vector_env, random_actions, run_episodes
-from dreamer.config import Config, build_config, parse_overrides, save_config
+from dreamer.cli import ArgumentParser, run_command
+from dreamer.config import Config, build_config, parse_overrides, preset_description, preset_files, save_config
 from dreamer.errors import ConfigError, TrainingError, UserError
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.parallel import DataParallel
-from dreamer.registry import agent_class
+from dreamer.registry import agent_class, agent_specs
 from dreamer.replay import Replay
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one-line ConfigError instead of usage + exit
-        raise ConfigError(message)
+def help_epilog() -> str:
+    """The registered agents and the presets, each with its one-line description."""
+    agents = [f"  {name:<14} {spec.description}" for name, spec in agent_specs().items()]
+    presets = [f"  {name:<14} {preset_description(file)}" for name, file in preset_files().items()]
+    return "\n".join([
+        "agents (--agent NAME):", *agents, "",
+        "presets (--configs NAME ...; a path to a YAML file works too):", *presets, "",
+        "Any config key is set as --section.key VALUE, e.g. --model.deter 64 --train.batch_size 16",
+        "--env.action_repeat 4; --print-config lists every key with its resolved value.",
+        "Rerunning a command on the same --logdir resumes from its newest checkpoint.",
+        "Bad input prints one line 'error: ...' and exits with status 2."])
 
 
-def parse_args(argv: list[str]) -> tuple[Config, bool]:
-    """Command line -> (resolved config, debug flag). Raises ConfigError on bad input."""
-    parser = _ArgumentParser(
-        prog="python -m dreamer.train", add_help=True,
-        description="Train a world-model agent. Any config key can be set as --section.key VALUE.")
-    parser.add_argument("--env", help="dmc_<domain>_<task> or gym:<id>")
-    parser.add_argument("--agent", help="dreamer (default), ...")
-    parser.add_argument("--configs", nargs="+", default=[], help="presets from configs/, applied in order")
-    parser.add_argument("--logdir")
-    parser.add_argument("--seed")
-    parser.add_argument("--steps", help="total environment steps (action repeat included)")
-    parser.add_argument("--devices", help="data-parallel training over this many local devices")
+def parse_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
+    """Command line -> (resolved config, flags). Raises ConfigError on bad input."""
+    parser = ArgumentParser(
+        prog="python -m dreamer.train", add_help=False,
+        description="Train a world-model agent from pixels. Config resolution: the code defaults, the "
+                    "agent's preset,\nthe --configs presets in order, their per-environment blocks, "
+                    "then --section.key flags.")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument("--env", help="dmc_<domain>_<task> (any dm_control suite task) or gym:<id>")
+    parser.add_argument("--agent", help="the agent to train (default: dreamer; see below)")
+    parser.add_argument("--configs", nargs="+", default=[], help="presets applied in order (see below)")
+    parser.add_argument("--logdir", help="where the run writes (default: logdir/<env>/<agent>/<seed>)")
+    parser.add_argument("--seed", help="the run's seed (default: 0)")
+    parser.add_argument("--steps", help="total environment steps, action repeat included")
+    parser.add_argument("--devices", help="data-parallel training over this many devices")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit; nothing is written")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args, rest = parser.parse_known_args(argv)
+    if args.help:
+        parser.epilog = help_epilog()
+        parser.print_help()
+        raise SystemExit(0)
     overrides = parse_overrides(rest)
     for key in ("env", "logdir", "seed", "steps", "devices"):
         value, dotted = getattr(args, key), "env.name" if key == "env" else key
@@ -73,7 +92,7 @@ def parse_args(argv: list[str]) -> tuple[Config, bool]:
                               f"both set '{dotted}'; give only one")
         overrides[dotted] = value
     config = build_config(args.configs, overrides, agent=args.agent)
-    return config, args.debug
+    return config, args
 
 
 def prepare_logdir(config: Config) -> Path:
@@ -383,38 +402,36 @@ def _crossed(step: int, delta: int, every: int) -> bool:
     return delta > 0 and step // every > (step - delta) // every
 
 
+def train(argv: list[str], stop: StopRequests) -> int:
+    config, args = parse_args(argv)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    agent_class(config.agent)  # an unknown agent or device count fails before anything else
+    DataParallel(config.devices, config.train.batch_size)
+    new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
+    logdir = prepare_logdir(config)
+    try:  # envs, agent and the resume checks run before anything is written into the logdir
+        trainer = Trainer(config, logdir, stop)
+    except BaseException:
+        for path in new_dirs:  # deepest first: remove the (still empty) dirs made above
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    save_config(config, logdir / "config.yaml")
+    print(f"logdir: {logdir}", file=sys.stderr)
+    try:
+        trainer.run()
+    except Interrupted as stopped:
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
     with StopRequests() as stop:  # a signal during start-up ends the run before its first step
-        try:
-            config, debug = parse_args(argv)
-            agent_class(config.agent)  # an unknown agent or device count fails before anything else
-            DataParallel(config.devices, config.train.batch_size)
-            new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
-            logdir = prepare_logdir(config)
-            try:  # envs, agent and the resume checks run before anything is written into the logdir
-                trainer = Trainer(config, logdir, stop)
-            except BaseException:
-                for path in new_dirs:  # deepest first: remove the (still empty) dirs made above
-                    with contextlib.suppress(OSError):
-                        path.rmdir()
-                raise
-            save_config(config, logdir / "config.yaml")
-            print(f"logdir: {logdir}", file=sys.stderr)
-            trainer.run()
-        except UserError as err:
-            if debug:
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except Interrupted as stopped:
-            print(stopped, file=sys.stderr)
-            return stopped.exit_code
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-    return 0
+        return run_command(lambda: train(argv, stop), argv)
 
 
 if __name__ == "__main__":

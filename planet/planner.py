@@ -25,22 +25,21 @@ def initial_plan(horizon: int, action_size: int, std: float = 1.0) -> Plan:
 
 
 def cem(objective: Objective, key: jax.Array, plan: Plan, *, iterations: int, candidates: int,
-        top_k: int, min_std: float = 0.0) -> Plan:
+        top_k: int) -> Plan:
     """Refit a diagonal Gaussian over action sequences to the `top_k` best of `candidates`.
 
     Iterations run as one `lax.scan`; all candidates are evaluated in one batched call.
     Candidate actions are clipped to [-1, 1]. Returns the final mean and std [H, A].
     """
 
-    def iteration(plan: Plan, key: jax.Array) -> tuple[Plan, jax.Array]:
+    def iteration(plan: Plan, key: jax.Array) -> tuple[Plan, None]:
         k_sample, k_eval = jax.random.split(key)
         noise = jax.random.normal(k_sample, (candidates, *plan.mean.shape))
         actions = jnp.clip(plan.mean + plan.std * noise, -1.0, 1.0)  # [N, H, A]
         values = objective(actions, k_eval)  # [N]
-        best_values, best = jax.lax.top_k(values, top_k)
+        _, best = jax.lax.top_k(values, top_k)
         elites = actions[best]  # [K, H, A]
-        new = Plan(elites.mean(0), jnp.maximum(elites.std(0), min_std))
-        return new, best_values.mean()
+        return Plan(elites.mean(0), elites.std(0)), None
 
     plan, _ = jax.lax.scan(iteration, plan, jax.random.split(key, iterations))
     return plan

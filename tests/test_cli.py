@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import dreamer
+from dreamer import checkpoint
 from dreamer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +103,8 @@ def make_run_logdir(path: Path, case: str) -> Path:
     ckpt = path / "checkpoints" / "ckpt-500"
     ckpt.mkdir(parents=True)
     (ckpt / "state.msgpack").write_bytes(b"\x81\xa1a\x00")
-    version = "9.0.0" if case == "other-version" else "0.1.0"
-    (ckpt / "host.json").write_text(json.dumps({"step": 500, "format": 1, "version": version,
+    version = "9.0.0" if case == "other-version" else dreamer.__version__
+    (ckpt / "host.json").write_text(json.dumps({"step": 500, "format": checkpoint.FORMAT, "version": version,
                                                 "digest": "sha256:" + "0" * 64}))
     return path
 
@@ -180,14 +182,14 @@ def test_debug_shows_traceback(cli_runs):
 def test_parse_args_mixes_flags_presets_and_overrides():
     from dreamer.train import parse_args
 
-    config, debug = parse_args(["--model.deter", "64", "--configs", "debug", "--train.batch_size", "3",
-                                "--env=gym:CartPole-v1", "--seed", "2", "--steps", "100"])
+    config, args = parse_args(["--model.deter", "64", "--configs", "debug", "--train.batch_size", "3",
+                               "--env=gym:CartPole-v1", "--seed", "2", "--steps", "100"])
     assert config.model.deter == 64  # override wins over the preset wherever it appears
     assert config.model.stoch == 8  # from the debug preset
     assert config.train.batch_size == 3
-    assert (config.env.name, config.seed, config.steps, debug) == ("gym:CartPole-v1", 2, 100, False)
-    config, debug = parse_args(["--debug", "--model.kl_balance", "0.8", "--agent", "dreamer"])
-    assert debug is True and config.model.kl_balance == 0.8 and config.agent == "dreamer"
+    assert (config.env.name, config.seed, config.steps, args.debug) == ("gym:CartPole-v1", 2, 100, False)
+    config, args = parse_args(["--debug", "--model.kl_balance", "0.8", "--agent", "dreamer"])
+    assert args.debug is True and config.model.kl_balance == 0.8 and config.agent == "dreamer"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -225,3 +227,46 @@ def test_unknown_env_creates_no_logdir(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "dmc_walker_walk" in err
     assert not (tmp_path / "a").exists()  # the directories made for it are gone again
+
+
+def test_help_lists_agents_presets_and_keys(capsys):
+    from dreamer.config import preset_files
+    from dreamer.registry import agent_specs
+    from dreamer.train import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name, spec in agent_specs().items():
+        assert f"  {name} " in out and spec.description in out
+    for name in preset_files():
+        assert f"  {name} " in out
+    assert "Sized for a 2-core CPU" in out  # a preset's one-line description
+    assert "--section.key VALUE" in out and "--print-config" in out
+
+
+def test_print_config_resolves_everything_and_writes_nothing(capsys, tmp_path):
+    import yaml
+
+    from dreamer.train import main
+
+    logdir = tmp_path / "run"
+    assert main(["--agent", "planet", "--configs", "cpu", "--env", "dmc_cartpole_swingup",
+                 "--planet.top_k", "20", "--print-config", "--logdir", str(logdir)]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["agent"] == "planet" and config["model"]["lr"] == 1e-3  # the agent's preset
+    assert config["planet"]["candidates"] == 250  # the cpu preset
+    assert config["env"]["action_repeat"] == 8  # a per_env block
+    assert config["planet"]["top_k"] == 20  # a flag
+    assert not logdir.exists()
+
+
+def test_evaluate_help_is_complete(capsys):
+    from dreamer.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--logdir", "--episodes", "--video", "--seed", "--debug", "return MEAN"):
+        assert flag in out

@@ -118,7 +118,9 @@ class ActorCritic:
     def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
         return self.value.apply(value_params, feat)[..., 0]
 
-    def _imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
+    def imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
+        """Roll the actor out in the model from `start` [N, ...] for `horizon` steps:
+        {'feat' [N, H+1, F] (index 0 the start), 'action' [N, H, A]}."""
         policy = lambda feat, k: self.sample(actor_params, feat, k)  # noqa: E731
         states, actions = self.wm.rssm.imagine(wm_params["rssm"], start, key,
                                                horizon=self.cfg.horizon, policy=policy)
@@ -133,7 +135,7 @@ class ActorCritic:
         return self.cfg.discount * cont
 
     def actor_loss(self, actor_params, value_params, wm_params, start: State, key, reward_fn: RewardFn):
-        seq = self._imagine(actor_params, wm_params, start, key)
+        seq = self.imagine(actor_params, wm_params, start, key)
         reward = reward_fn(seq)  # [N, H]: reward for arriving at feat[:, 1:]
         value = self.value_of(value_params, seq["feat"])  # [N, H+1]
         discount = self._discount(wm_params, seq["feat"][:, 1:])  # [N, H]
