@@ -261,7 +261,7 @@ def sweep(argv: list[str]) -> int:
     if failed:
         print(f"error: {len(failed)} run(s) did not finish: "
               + ", ".join(f"{a['agent']}/{a['env']}/seed_{a['seed']}" for a in failed)
-              + f" (see train.log in their logdirs); rerun the same command to retry them", file=sys.stderr)
+              + " (see train.log in their logdirs); rerun the same command to retry them", file=sys.stderr)
         return 1
     return 0
 

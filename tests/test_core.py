@@ -9,7 +9,7 @@ import pytest
 
 from dreamer.agent import Dreamer
 from dreamer.config import build_config
-from dreamer.core import RSSM, ActorCritic, WorldModel, action_dist, kl_divergence, lambda_return
+from dreamer.core import RSSM, ActorCritic, CategoricalLatent, GaussianLatent, WorldModel, action_dist, lambda_return
 from tests.tracing import count_traces
 
 TINY = {"model.deter": 8, "model.stoch": 4, "model.classes": 3, "model.hidden": 8,
@@ -121,22 +121,33 @@ def gaussian(mean, std, n=4):
     return {"mean": jnp.full((1, n), mean), "std": jnp.full((1, n), std)}
 
 
-def test_gaussian_kl_hand_values():
-    cfg = tiny_config().model
+def test_gaussian_kl_entropy_and_params_hand_values():
+    latent = GaussianLatent(4, min_std=0.1)
     # KL(N(1,1) || N(0,1)) = 0.5 per dimension.
-    assert float(kl_divergence(cfg, gaussian(1.0, 1.0), gaussian(0.0, 1.0))[0]) == pytest.approx(2.0)
+    assert float(latent.kl(gaussian(1.0, 1.0), gaussian(0.0, 1.0))[0]) == pytest.approx(2.0)
     # KL(N(0,2) || N(0,1)) = 0.5 (4 - 1 - ln 4) per dimension.
     expected = 4 * 0.5 * (4.0 - 1.0 - math.log(4.0))
-    assert float(kl_divergence(cfg, gaussian(0.0, 2.0), gaussian(0.0, 1.0))[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(latent.kl(gaussian(0.0, 2.0), gaussian(0.0, 1.0))[0]) == pytest.approx(expected, rel=1e-5)
+    # Entropy of N(0, 2): 0.5 ln(2 pi e 4) per dimension.
+    expected = 4 * 0.5 * math.log(2 * math.pi * math.e * 4.0)
+    assert float(latent.entropy(gaussian(0.0, 2.0))[0]) == pytest.approx(expected, rel=1e-5)
+    # Statistics -> parameters: std = softplus(raw) + min_std; softplus(0) = ln 2.
+    params = latent.params(jnp.zeros((1, 8)))
+    np.testing.assert_allclose(params["std"], math.log(2.0) + 0.1, rtol=1e-6)
+    assert latent.sample(params, jax.random.PRNGKey(0)).shape == (1, 4) == (1, latent.stoch_size)
 
 
-def test_categorical_kl_hand_values():
-    cfg = tiny_config(**{"model.latent": "categorical"}).model
+def test_categorical_kl_entropy_and_sample_hand_values():
+    latent = CategoricalLatent(4, 3)
     p, q = np.array([0.5, 0.25, 0.25]), np.array([0.8, 0.1, 0.1])
     lhs = {"logits": jnp.log(jnp.tile(p, (1, 4, 1)))}
     rhs = {"logits": jnp.log(jnp.tile(q, (1, 4, 1))) + 3.0}  # logits are shift invariant
     expected = 4 * float(np.sum(p * np.log(p / q)))
-    assert float(kl_divergence(cfg, lhs, rhs)[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(latent.kl(lhs, rhs)[0]) == pytest.approx(expected, rel=1e-5)
+    expected = -4 * float(np.sum(p * np.log(p)))
+    assert float(latent.entropy(lhs)[0]) == pytest.approx(expected, rel=1e-5)
+    sample = latent.sample(latent.params(jnp.zeros((1, 12))), jax.random.PRNGKey(0))
+    assert sample.shape == (1, 12) and float(sample.sum()) == pytest.approx(4.0)  # one class per variable
 
 
 @pytest.mark.parametrize("free_nats,expected", [(3.0, 3.0), (1.0, 2.0), (0.0, 2.0)])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dreamer.agent import Dreamer

@@ -1,7 +1,8 @@
 """Recurrent state-space model: a deterministic GRU path and a stochastic latent.
 
 Gaussian latents (PlaNet, Dreamer V1) or categorical latents with straight-through gradients
-(DreamerV2) are one config switch. The Linen module holds only the one-step cell; the
+(DreamerV2) are one config switch, `model.latent`, which picks the distribution object of
+`dreamer.core.latents` that every step uses. The Linen module holds only the one-step cell; the
 sequence functions (`observe`, `imagine`) are pure functions of the parameters that scan the
 cell with `lax.scan`, so every agent calls the same code with explicit PRNG keys.
 
@@ -19,21 +20,23 @@ import jax
 import jax.numpy as jnp
 
 from dreamer.core.config import ModelConfig
+from dreamer.core.latents import Latent, make_latent
 from dreamer.core.nets import ACTIVATIONS, GRU, Dense
 
 State = dict[str, jax.Array]
-Policy = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
+ActionFn = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
 
 
 class RSSMCell(nn.Module):
-    """One step of the RSSM: `img_step` (prior) and `obs_step` (posterior) share the GRU."""
+    """One step of the RSSM: `prior` and `posterior` share the GRU's deterministic state."""
 
     cfg: ModelConfig
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
         cfg, dt = self.cfg, self.dtype
-        dist_size = cfg.stoch * cfg.classes if cfg.latent == "categorical" else 2 * cfg.stoch
+        self.latent = make_latent(cfg)
+        dist_size = self.latent.stats_size
         self.img_in = Dense(cfg.hidden, dtype=dt)
         self.gru = GRU(cfg.deter, dtype=dt)
         self.img_hidden = Dense(cfg.hidden, dtype=dt)
@@ -44,50 +47,29 @@ class RSSMCell(nn.Module):
     def _act(self, x: jax.Array) -> jax.Array:
         return ACTIVATIONS[self.cfg.act](x.astype(jnp.float32))
 
-    def img_step(self, state: State, action: jax.Array, key: jax.Array) -> State:
+    def prior(self, state: State, action: jax.Array, key: jax.Array) -> State:
         """Prior p(s_t | s_{t-1}, a_{t-1}): [B, ...] -> [B, ...]."""
         x = self._act(self.img_in(jnp.concatenate([state["stoch"], action], -1)))
         deter = self.gru(state["deter"], x)
         stats = self.img_dist(self._act(self.img_hidden(deter))).astype(jnp.float32)
-        return {"deter": deter, **sample_stoch(self.cfg, stats, key)}
+        return {"deter": deter, **self._sample(stats, key)}
 
-    def obs_step(self, prior_deter: jax.Array, embed: jax.Array, key: jax.Array) -> State:
+    def posterior(self, prior_deter: jax.Array, embed: jax.Array, key: jax.Array) -> State:
         """Posterior q(s_t | h_t, o_t) given the prior's deterministic state h_t."""
         x = self._act(self.obs_hidden(jnp.concatenate([prior_deter, embed], -1)))
         stats = self.obs_dist(x).astype(jnp.float32)
-        return {"deter": prior_deter, **sample_stoch(self.cfg, stats, key)}
+        return {"deter": prior_deter, **self._sample(stats, key)}
+
+    def _sample(self, stats: jax.Array, key: jax.Array) -> State:
+        """The distribution's parameters and a sample from it."""
+        params = self.latent.params(stats)
+        return {"stoch": self.latent.sample(params, key), **params}
 
     def __call__(self, state: State, action: jax.Array, embed: jax.Array, key: jax.Array):
         """Used once by `init` to create every parameter."""
         k1, k2 = jax.random.split(key)
-        prior = self.img_step(state, action, k1)
-        return self.obs_step(prior["deter"], embed, k2)
-
-
-def sample_stoch(cfg: ModelConfig, stats: jax.Array, key: jax.Array) -> State:
-    """Distribution parameters and a reparameterised (or straight-through) sample."""
-    if cfg.latent == "gaussian":
-        mean, raw_std = jnp.split(stats, 2, -1)
-        std = jax.nn.softplus(raw_std) + cfg.min_std
-        stoch = mean + std * jax.random.normal(key, mean.shape)
-        return {"stoch": stoch, "mean": mean, "std": std}
-    logits = stats.reshape(*stats.shape[:-1], cfg.stoch, cfg.classes)
-    index = jax.random.categorical(key, logits)
-    probs = jax.nn.softmax(logits)
-    onehot = jax.nn.one_hot(index, cfg.classes)
-    onehot = onehot + probs - jax.lax.stop_gradient(probs)  # straight-through gradient
-    return {"stoch": onehot.reshape(*stats.shape[:-1], -1), "logits": logits}
-
-
-def kl_divergence(cfg: ModelConfig, lhs: State, rhs: State) -> jax.Array:
-    """KL(lhs || rhs) summed over latent dimensions: [...] per state."""
-    if cfg.latent == "gaussian":
-        var_ratio = (lhs["std"] / rhs["std"]) ** 2
-        t1 = ((lhs["mean"] - rhs["mean"]) / rhs["std"]) ** 2
-        return 0.5 * jnp.sum(var_ratio + t1 - 1.0 - jnp.log(var_ratio), -1)
-    logp = jax.nn.log_softmax(lhs["logits"])
-    logq = jax.nn.log_softmax(rhs["logits"])
-    return jnp.sum(jnp.exp(logp) * (logp - logq), (-2, -1))
+        prior = self.prior(state, action, k1)
+        return self.posterior(prior["deter"], embed, k2)
 
 
 class RSSM:
@@ -96,11 +78,12 @@ class RSSM:
     def __init__(self, cfg: ModelConfig, action_size: int, dtype: jnp.dtype = jnp.float32):
         self.cfg = cfg
         self.action_size = action_size
+        self.latent: Latent = make_latent(cfg)
         self.cell = RSSMCell(cfg, dtype=dtype)
 
     @property
     def stoch_size(self) -> int:
-        return self.cfg.stoch * (self.cfg.classes if self.cfg.latent == "categorical" else 1)
+        return self.latent.stoch_size
 
     @property
     def feat_size(self) -> int:
@@ -114,13 +97,8 @@ class RSSM:
 
     def initial(self, batch: int) -> State:
         """The all-zero state used at episode starts: [batch, ...]."""
-        cfg = self.cfg
-        state = {"deter": jnp.zeros((batch, cfg.deter)), "stoch": jnp.zeros((batch, self.stoch_size))}
-        if cfg.latent == "gaussian":
-            state.update(mean=jnp.zeros((batch, cfg.stoch)), std=jnp.ones((batch, cfg.stoch)))
-        else:
-            state["logits"] = jnp.zeros((batch, cfg.stoch, cfg.classes))
-        return state
+        return {"deter": jnp.zeros((batch, self.cfg.deter)), "stoch": jnp.zeros((batch, self.stoch_size)),
+                **self.latent.initial(batch)}
 
     @staticmethod
     def get_feat(state: State) -> jax.Array:
@@ -128,7 +106,8 @@ class RSSM:
         return jnp.concatenate([state["deter"], state["stoch"]], -1)
 
     def img_step(self, params, state: State, action: jax.Array, key: jax.Array) -> State:
-        return self.cell.apply(params, state, action, key, method=RSSMCell.img_step)
+        """One prior step: state [B, ...] and action [B, A] -> the next prior state."""
+        return self.cell.apply(params, state, action, key, method=RSSMCell.prior)
 
     def obs_step(self, params, state: State, action: jax.Array, embed: jax.Array,
                  is_first: jax.Array, key: jax.Array) -> tuple[State, State]:
@@ -138,7 +117,7 @@ class RSSM:
         action = action * keep[:, None]
         k1, k2 = jax.random.split(key)
         prior = self.img_step(params, state, action, k1)
-        post = self.cell.apply(params, prior["deter"], embed, k2, method=RSSMCell.obs_step)
+        post = self.cell.apply(params, prior["deter"], embed, k2, method=RSSMCell.posterior)
         return post, prior
 
     def observe(self, params, embed: jax.Array, action: jax.Array, is_first: jax.Array,
@@ -162,7 +141,7 @@ class RSSM:
         return jax.tree.map(_batch_major, post), jax.tree.map(_batch_major, prior)
 
     def imagine(self, params, start: State, key: jax.Array, *, horizon: int | None = None,
-                policy: Policy | None = None, actions: jax.Array | None = None
+                policy: ActionFn | None = None, actions: jax.Array | None = None
                 ) -> tuple[State, jax.Array]:
         """Prior rollout from `start` [N, ...], with a policy or a fixed action sequence.
 
@@ -197,11 +176,12 @@ class RSSM:
         posterior (DreamerV2); 0.5 is the plain KL.
         """
         cfg, sg = self.cfg, jax.lax.stop_gradient
-        value = kl_divergence(cfg, post, prior).mean()
+        kl = self.latent.kl
+        value = kl(post, prior).mean()
         if cfg.kl_balance == 0.5:
             return jnp.maximum(value, cfg.free_nats), value
-        prior_term = kl_divergence(cfg, jax.tree.map(sg, post), prior).mean()
-        post_term = kl_divergence(cfg, post, jax.tree.map(sg, prior)).mean()
+        prior_term = kl(jax.tree.map(sg, post), prior).mean()
+        post_term = kl(post, jax.tree.map(sg, prior)).mean()
         loss = (cfg.kl_balance * jnp.maximum(prior_term, cfg.free_nats)
                 + (1 - cfg.kl_balance) * jnp.maximum(post_term, cfg.free_nats))
         return loss, value

@@ -101,8 +101,8 @@ class WorldModel:
             loss += cont_loss
             metrics["cont_loss"] = cont_loss
         metrics["loss"] = loss
-        metrics["prior_entropy"] = _entropy(self.cfg, prior).mean()
-        metrics["post_entropy"] = _entropy(self.cfg, post).mean()
+        metrics["prior_entropy"] = self.rssm.latent.entropy(prior).mean()
+        metrics["post_entropy"] = self.rssm.latent.entropy(post).mean()
         return loss, (post, metrics)
 
     def update(self, params: Params, opt_state, batch: dict, key: jax.Array):
@@ -146,13 +146,6 @@ class WorldModel:
         grid = jnp.transpose(grid, (1, 2, 0, 3, 4))  # [T, 3H, N, W, C]
         t, h, n, w, c = grid.shape
         return (grid.reshape(t, h, n * w, c) * 255).astype(jnp.uint8)
-
-
-def _entropy(cfg: ModelConfig, state: State) -> jax.Array:
-    if cfg.latent == "gaussian":
-        return jnp.sum(jnp.log(state["std"]) + 0.5 * jnp.log(2 * jnp.pi * jnp.e), -1)
-    logp = jax.nn.log_softmax(state["logits"])
-    return -jnp.sum(jnp.exp(logp) * logp, (-2, -1))
 
 
 __all__ = ["WorldModel", "image_target"]
