@@ -36,22 +36,20 @@ METHODS = ("random", "dreamer_no_reward", "plan2explore")
 
 
 class StateRecorder:
-    """Wraps the trainer's Collector: records the physics state of every env after each step
+    """The trainer's collection hook: records the physics state of every env after each step
     and, if asked, hides the rewards (zeros) in the episodes handed to the replay."""
 
-    def __init__(self, collector, hide_reward: bool):
-        self.collector, self.hide_reward = collector, hide_reward
-        self.states = [collector.envs.physics_state()]  # [N, nq + nv] after the first reset
+    def __init__(self, hide_reward: bool):
+        self.hide_reward = hide_reward
+        self.states: list[np.ndarray] = []  # [N, nq + nv] after each step, the first reset first
         self.returns: list[float] = []  # true returns of the finished episodes
 
-    def step(self, act):
-        episodes, env_steps = self.collector.step(act)
-        self.states.append(self.collector.envs.physics_state())
+    def __call__(self, envs, episodes: list[dict]) -> None:
+        self.states.append(envs.physics_state())
         for episode in episodes:
             self.returns.append(float(episode["reward"].sum()))
             if self.hide_reward:
                 episode["reward"] = np.zeros_like(episode["reward"])
-        return episodes, env_steps
 
 
 def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
@@ -68,13 +66,13 @@ def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
             flat["train.prefill"] = 2 * steps  # random actions throughout, never an update
         config = build_config(presets, flat, agent=agent)
         start = time.time()
-        trainer = Trainer(config, Path(logdir))
-        recorder = StateRecorder(trainer.collector, hide_reward=method == "dreamer_no_reward")
-        trainer.collector = recorder
+        recorder = StateRecorder(hide_reward=method == "dreamer_no_reward")
+        trainer = Trainer(config, Path(logdir), on_collect=recorder)
+        recorder.states.append(trainer.envs.physics_state())  # after the first reset
         trainer.run()
         states = np.concatenate(recorder.states)  # [steps / action repeat * N, nq + nv]
         return {"states": states, "wall_seconds": time.time() - start,
-                "updates": trainer.scheduled_updates, "episode_returns": recorder.returns}
+                "updates": trainer.schedule.scheduled_updates, "episode_returns": recorder.returns}
 
 
 def joint_layout(env: str) -> tuple[int, list[bool]]:

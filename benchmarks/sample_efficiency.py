@@ -33,7 +33,7 @@ from benchmarks import aggregate, launch, plots
 from benchmarks.aggregate import RunDir
 from dreamer.config import build_config, parse_overrides
 from dreamer.errors import ConfigError, UserError
-from dreamer.registry import AGENTS, agent_class
+from dreamer.registry import agent_spec, agent_specs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTEMPTS_FILE = "attempts.jsonl"
@@ -48,7 +48,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = _ArgumentParser(prog="python -m benchmarks.sample_efficiency",
                              description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("--agents", nargs="+", default=["dreamer"], help=f"of {', '.join(AGENTS)}")
+    parser.add_argument("--agents", nargs="+", default=["dreamer"], help=f"of {', '.join(agent_specs())}")
     parser.add_argument("--envs", nargs="+", required=True, help="dmc_<domain>_<task> or gym:<id>")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     parser.add_argument("--steps", type=int, default=500_000, help="environment steps per run")
@@ -88,8 +88,7 @@ def validate(args: argparse.Namespace, rest: list[str]) -> list[str]:
     if args.launcher != "ray" and (args.address or args.cpus_per_run != 1.0 or args.gpus_per_run != 0.0):
         raise ConfigError("--address, --cpus-per-run and --gpus-per-run need --launcher ray")
     for agent in args.agents:
-        if agent not in AGENTS:
-            agent_class(agent)  # raises the registry's error (with a close match)
+        agent_spec(agent)  # an unknown name raises the registry's error (with a close match)
     for env in args.envs:
         check_env(env)
     try:

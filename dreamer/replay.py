@@ -171,11 +171,12 @@ class Replay:
             beyond it (the newest episode is always kept, even if longer than capacity).
         seq_len: length T of sampled sequences.
         seed: seed of the sampling random generator.
-        delete_from_disk: also delete the files of episodes dropped for capacity.
+
+    Episodes dropped for capacity stay on disk: the replay directory is the run's record.
     """
 
     def __init__(self, directory: str | Path | None, *, capacity: int, seq_len: int,
-                 seed: int = 0, delete_from_disk: bool = False) -> None:
+                 seed: int = 0) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if capacity < seq_len:
@@ -185,27 +186,11 @@ class Replay:
             self._directory.mkdir(parents=True, exist_ok=True)
         self._capacity = int(capacity)
         self._seq_len = int(seq_len)
-        self._delete_from_disk = delete_from_disk
         self._rng = np.random.default_rng(seed)
         self._last_stamp: dt.datetime | None = None
         self._set_contents([], [])
 
     # -- public properties -------------------------------------------------------------
-
-    @property
-    def directory(self) -> Path | None:
-        """Directory holding the episode files (None for a memory-only replay)."""
-        return self._directory
-
-    @property
-    def seq_len(self) -> int:
-        """Length of sampled sequences."""
-        return self._seq_len
-
-    @property
-    def capacity(self) -> int:
-        """Maximum number of steps kept in memory."""
-        return self._capacity
 
     @property
     def num_steps(self) -> int:
@@ -300,11 +285,6 @@ class Replay:
                     out[b, dst:dst + count] = episode[key][src:src + count]
         return batch
 
-    def dataset(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Endless generator of :meth:`sample` batches."""
-        while True:
-            yield self.sample(batch_size)
-
     def _segments(self, index: int, offset: int) -> Iterator[tuple[int, int, int, int]]:
         """Split one sequence into (episode index, source start, destination start, count)."""
         filled = 0
@@ -347,9 +327,6 @@ class Replay:
         drop = 0
         while total > self._capacity and drop < len(episodes) - 1:
             total -= len(episodes[drop]["image"])
-            path = paths[drop]
-            if self._delete_from_disk and path is not None:
-                path.unlink(missing_ok=True)
             drop += 1
         return episodes[drop:], paths[drop:]
 

@@ -29,6 +29,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,9 @@ from dreamer.errors import ConfigError, TrainingError, UserError
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.parallel import DataParallel
 from dreamer.registry import agent_class, agent_specs
+from dreamer.envs import VectorEnv
 from dreamer.replay import Replay
+from dreamer.schedule import Schedule
 
 
 def help_epilog() -> str:
@@ -146,12 +149,61 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
-class Trainer:
-    """Owns the envs, replay, agent state and logger of one run."""
+class UpdateMetrics:
+    """The metrics of the updates since the last log line (device arrays, read only when
+    logged), and the count of consecutive non-finite updates that stops a run."""
 
-    def __init__(self, config: Config, logdir: Path, stop: StopRequests | None = None):
+    def __init__(self, max_nonfinite: int):
+        self.max_nonfinite = max_nonfinite
+        self.pending: dict[str, list] = defaultdict(list)
+        self.nonfinite_streak = 0
+
+    def add(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            self.pending[key].append(value)
+
+    def count_nonfinite(self, flags: list) -> tuple[int, int]:
+        """Count the updates of the last burst that were skipped for a non-finite loss or
+        gradient (the update itself left the parameters unchanged). Returns (skipped, longest
+        streak of consecutive skips, the previous bursts' included)."""
+        flags = [bool(flag) for flag in jax.device_get(flags)]
+        longest = 0
+        for flag in flags:
+            self.nonfinite_streak = self.nonfinite_streak + 1 if flag else 0
+            longest = max(longest, self.nonfinite_streak)
+        return sum(flags), longest
+
+    def means(self) -> dict[str, float]:
+        """The mean of every metric since the last call; clears them."""
+        values = jax.device_get(dict(self.pending))
+        self.pending.clear()
+        return {key: float(np.mean(v)) for key, v in values.items()}
+
+    def state_dict(self) -> dict:
+        pending = {key: [np.asarray(values).dtype.name, np.asarray(values).tolist()]
+                   for key, values in jax.device_get(dict(self.pending)).items()}
+        return {"pending_metrics": pending, "nonfinite_streak": self.nonfinite_streak}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.nonfinite_streak = state["nonfinite_streak"]
+        for key, (dtype, values) in state["pending_metrics"].items():
+            self.pending[key] = [np.asarray(value, dtype) for value in values]
+
+
+# Called after each collection step with the training envs and the episodes that just
+# finished, before they enter the replay (benchmarks record physics states or hide rewards).
+CollectHook = Callable[[VectorEnv, list[dict]], None]
+
+
+class Trainer:
+    """One run: collection with the agent's policy into the replay, the updates, evaluation,
+    logging and checkpoints, on the schedule of `dreamer.schedule.Schedule`."""
+
+    def __init__(self, config: Config, logdir: Path, stop: StopRequests | None = None,
+                 on_collect: CollectHook | None = None):
         self.config, self.logdir = config, logdir
         self.stop = stop or StopRequests()
+        self.on_collect = on_collect
         host_seed = config.seed + 100_000 * jax.process_index()  # hosts collect different data
         self.envs = make_vector_env(config, host_seed)
         try:
@@ -173,20 +225,20 @@ class Trainer:
         self.replay.load()
         self.collector = Collector(self.envs, config.env.action_repeat)
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
-        self.rng = np.random.default_rng(config.seed)
-        self.step = 0  # environment steps
-        self.episodes = 0  # training episodes completed
-        self.train_start: int | None = None  # environment step at which training began
-        self.scheduled_updates = 0  # updates run, applied or skipped as non-finite
-        self.nonfinite_streak = 0  # consecutive updates skipped for a non-finite loss
-        self.last_eval_step = -1
-        self.metrics: dict[str, list] = defaultdict(list)  # since the last log
+        self.rng = np.random.default_rng(config.seed)  # prefill's random actions
+        self.schedule = Schedule(config.train, config.env.action_repeat)
+        self.metrics = UpdateMetrics(config.train.max_nonfinite)
         self.last_return: float | None = None  # of the latest training episode, for the progress bar
         self.fps_mark = (0, time.time())  # (step, time) of the last log line
         self.last_checkpoint = resume.checkpoint.path if resume.checkpoint else None
         self.logger = self.open_logger(resume)
         self.last_save_time = time.time()
         self.unsaved = False  # steps taken since the last checkpoint
+
+    @property
+    def step(self) -> int:
+        """Environment steps collected for training so far."""
+        return self.schedule.step
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -216,32 +268,23 @@ class Trainer:
 
     def host_state(self) -> dict:
         """Everything besides the train state that the run needs to continue (JSON)."""
-        pending = {key: [np.asarray(values).dtype.name, np.asarray(values).tolist()]
-                   for key, values in jax.device_get(dict(self.metrics)).items()}
         return {
-            "step": self.step, "episodes": self.episodes, "scheduled_updates": self.scheduled_updates,
-            "train_start": self.train_start, "last_eval_step": self.last_eval_step,
-            "nonfinite_streak": self.nonfinite_streak,
+            **self.schedule.state_dict(), **self.metrics.state_dict(),
             "rng": self.rng.bit_generator.state,  # prefill's random actions
             "actor_key": np.asarray(self.actor.key).tolist(),  # collection noise
             "replay": {**self.replay.state_dict(), "steps": self.replay.num_steps,
                        "episodes": self.replay.num_episodes},
-                        "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
+            "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
                            "discrete": bool(self.envs.discrete)},
-            "pending_metrics": pending,  # updates since the last log line
             "metrics_bytes": self.logger.metrics_size(),
         }
 
     def load_host_state(self, host: dict) -> None:
-        self.step, self.episodes = host["step"], host["episodes"]
-        self.scheduled_updates = host["scheduled_updates"]
-        self.train_start, self.last_eval_step = host["train_start"], host["last_eval_step"]
-        self.nonfinite_streak = host["nonfinite_streak"]
+        self.schedule.load_state_dict(host)
+        self.metrics.load_state_dict(host)
         self.rng.bit_generator.state = host["rng"]
         self.actor.key = jnp.asarray(host["actor_key"], jnp.uint32)
         self.replay.load_state_dict(host["replay"])
-        for key, (dtype, values) in host["pending_metrics"].items():
-            self.metrics[key] = [np.asarray(value, dtype) for value in values]
 
     def save(self) -> Path:
         path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.state, self.host_state(),
@@ -250,59 +293,57 @@ class Trainer:
         return path
 
     def checkpoint_due(self, env_steps: int) -> bool:
-        cfg = self.config.train
-        by_steps = cfg.checkpoint_every > 0 and _crossed(self.step, env_steps, cfg.checkpoint_every)
-        by_time = cfg.checkpoint_minutes > 0 and time.time() - self.last_save_time >= 60 * cfg.checkpoint_minutes
-        return by_steps or by_time
+        minutes = self.config.train.checkpoint_minutes
+        by_time = minutes > 0 and time.time() - self.last_save_time >= 60 * minutes
+        return self.schedule.checkpoint_due(env_steps) or by_time
 
-    # ------------------------------------------------------------------ phases
-
-    def prefilling(self) -> bool:
-        stored = self.replay.num_steps * self.config.env.action_repeat
-        return stored < self.config.train.prefill or self.replay.num_steps < self.config.train.seq_len
+    # ------------------------------------------------------------------ collection and updates
 
     def act(self, obs: dict) -> np.ndarray:
-        if self.prefilling():
+        if self.schedule.prefilling(self.replay.num_steps):
             return random_actions(self.rng, self.envs.num_envs, self.envs.action_size, self.envs.discrete)
         return self.actor(self.state, obs)
 
-    def train(self, env_steps: int) -> None:
-        """Run the updates the schedule owes: a first burst of `train_steps` when prefill ends
-        (as Dreamer's pretraining), then `train_steps` per `train_every` steps (or the ratio)."""
-        if self.prefilling():
+    def collect(self) -> int:
+        """One agent step in every env; finished episodes go to the replay. Returns the
+        environment steps taken."""
+        episodes, env_steps = self.collector.step(self.act)
+        if self.on_collect is not None:
+            self.on_collect(self.envs, episodes)
+        self.schedule.step += env_steps
+        self.state = self.agent.on_env_steps(self.state, self.step)
+        for episode in episodes:
+            self.replay.add_episode(episode)
+            self.schedule.episodes += 1
+            self.last_return = float(episode["reward"].sum())
+            self.logger.scalars({"train/return": self.last_return,
+                                 "train/length": (len(episode["reward"]) - 1) * self.config.env.action_repeat})
+            self.logger.write(self.step)
+        return env_steps
+
+    def update(self, env_steps: int) -> None:
+        """Run the updates the schedule owes after the last `env_steps` steps."""
+        owed = self.schedule.updates_due(env_steps, self.replay.num_steps)
+        if not owed:
             return
-        cfg = self.config.train
-        if self.train_start is None:  # the first step after prefill
-            self.train_start = self.step - env_steps
-        elif cfg.train_ratio == 0 and not _crossed(self.step, env_steps, cfg.train_every):
-            return  # the paper's schedule: a burst of updates every `train_every` steps
-        owed = cfg.train_steps + cfg.updates_after(self.step - self.train_start) - self.scheduled_updates
         start = time.time()
         for _ in range(owed):
-            batch = self.agent.parallel.shard_batch(self.replay.sample(cfg.batch_size))
+            batch = self.agent.parallel.shard_batch(self.replay.sample(self.config.train.batch_size))
             self.state, metrics = self.agent.train(self.state, batch)
-            for key, value in metrics.items():
-                self.metrics[key].append(value)
-        self.scheduled_updates += owed
-        if owed:
-            jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
-            self.metrics["perf/train_seconds"].append(time.time() - start)
-            self.check_finite(self.metrics["train/nonfinite"][-owed:])
+            self.metrics.add(metrics)
+        jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
+        self.metrics.add({"perf/train_seconds": time.time() - start})
+        self.check_finite(self.metrics.pending["train/nonfinite"][-owed:])
 
     def check_finite(self, flags: list) -> None:
-        """Count consecutive updates skipped for a non-finite loss or gradient (the update
-        itself left the parameters unchanged); stop the run after `train.max_nonfinite`."""
-        flags = [bool(flag) for flag in jax.device_get(flags)]
-        if not any(flags):
-            self.nonfinite_streak = 0
+        """Warn about updates skipped for a non-finite loss or gradient; stop the run after
+        `train.max_nonfinite` in a row."""
+        skipped, longest = self.metrics.count_nonfinite(flags)
+        if not skipped:
             return
-        longest = 0
-        for flag in flags:
-            self.nonfinite_streak = self.nonfinite_streak + 1 if flag else 0
-            longest = max(longest, self.nonfinite_streak)
-        print(f"warning: {sum(flags)} update(s) skipped for a non-finite loss or gradient at env step "
+        print(f"warning: {skipped} update(s) skipped for a non-finite loss or gradient at env step "
               f"{self.step}", file=sys.stderr)
-        self.logger.scalar("train/skipped_updates", sum(flags))
+        self.logger.scalar("train/skipped_updates", skipped)
         self.logger.write(self.step)
         if longest >= self.config.train.max_nonfinite:
             raise TrainingError(
@@ -310,8 +351,10 @@ class Trainer:
                 f"{self.step}); none was applied. Check the rewards and observations, lower "
                 f"model.lr, or raise train.max_nonfinite")
 
+    # ------------------------------------------------------------------ evaluation and logs
+
     def evaluate(self) -> None:
-        self.last_eval_step = self.step
+        self.schedule.last_eval_step = self.step
         episodes = self.config.train.eval_episodes
         if episodes == 0:
             return
@@ -325,16 +368,17 @@ class Trainer:
         self.logger.video("eval/policy", done[0]["image"])
         self.logger.write(self.step)
 
-    def log(self, fps: float) -> None:
-        values = jax.device_get(dict(self.metrics))
-        self.logger.scalars({key: float(np.mean(v)) for key, v in values.items()})
-        self.metrics.clear()
+    def log(self) -> None:
+        (last_step, last_time), now = self.fps_mark, time.time()
+        self.fps_mark = (self.step, now)
+        self.logger.scalars(self.metrics.means())
         self.logger.scalars({"replay/steps": self.replay.num_steps, "replay/episodes": self.replay.num_episodes,
-                             "train/episodes": self.episodes, "perf/env_steps_per_second": fps})
+                             "train/episodes": self.schedule.episodes, "env/restarts": self.envs.restarts,
+                             "perf/env_steps_per_second": (self.step - last_step) / max(now - last_time, 1e-9)})
         self.logger.write(self.step)
 
     def report(self) -> None:
-        if self.prefilling():
+        if self.schedule.prefilling(self.replay.num_steps):
             return
         batch = self.replay.sample(min(6, self.config.train.batch_size))
         for name, video in jax.device_get(self.agent.report(self.state, batch)).items():
@@ -353,7 +397,7 @@ class Trainer:
             while self.step < self.config.steps and self.stop.signum is None:
                 env_steps = self.iteration()
                 self.unsaved = True
-                if self.step >= self.config.steps and self.last_eval_step != self.step:
+                if self.step >= self.config.steps and self.schedule.last_eval_step != self.step:
                     self.evaluate()  # the final evaluation (unless one just ran), before saving
                 if self.checkpoint_due(env_steps) or self.step >= self.config.steps:
                     self.save()
@@ -369,37 +413,20 @@ class Trainer:
     def iteration(self) -> int:
         """One collection step in every env, then what the schedule owes at the new step
         count: updates, evaluation, videos, a log line. Returns the environment steps taken."""
-        cfg = self.config.train
-        episodes, env_steps = self.collector.step(self.act)
-        self.step += env_steps
-        self.state = self.agent.on_env_steps(self.state, self.step)
-        for episode in episodes:
-            self.replay.add_episode(episode)
-            self.episodes += 1
-            self.last_return = float(episode["reward"].sum())
-            self.logger.scalars({"train/return": self.last_return,
-                                 "train/length": (len(episode["reward"]) - 1) * self.config.env.action_repeat})
-            self.logger.write(self.step)
-        self.train(env_steps)
-        if _crossed(self.step, env_steps, cfg.eval_every):
+        env_steps = self.collect()
+        self.update(env_steps)
+        if self.schedule.eval_due(env_steps):
             self.evaluate()
-        if cfg.video_every and _crossed(self.step, env_steps, cfg.video_every):
+        if self.schedule.video_due(env_steps):
             self.report()
-        if _crossed(self.step, env_steps, cfg.log_every):
-            (last_step, last_time), now = self.fps_mark, time.time()
-            self.log((self.step - last_step) / max(now - last_time, 1e-9))
-            self.fps_mark = (self.step, now)
+        if self.schedule.log_due(env_steps):
+            self.log()
         return env_steps
 
     def close(self) -> None:
         self.logger.close()
         self.envs.close()
         self.eval_envs.close()
-
-
-def _crossed(step: int, delta: int, every: int) -> bool:
-    """Whether the step counter passed a multiple of `every` in its last increment."""
-    return delta > 0 and step // every > (step - delta) // every
 
 
 def train(argv: list[str], stop: StopRequests) -> int:

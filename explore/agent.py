@@ -45,11 +45,9 @@ class Plan2Explore(WorldModelAgent):
 
     def _target_size(self) -> int:
         if self.cfg.target == "stoch":
-            return self.wm.rssm.initial(1)["stoch"].shape[-1]
+            return self.wm.rssm.stoch_size
         size = self.config.env.size
-        image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.uint8)
-        embed, _ = jax.eval_shape(lambda x: self.wm.encoder.init_with_output(jax.random.PRNGKey(0), x), image)
-        return embed.shape[-1]
+        return self.wm.embed_size((size, size, 3))
 
     @property
     def _input_size(self) -> int:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dreamer.core.nets import MLP
+from dreamer.core.nets import MLP, clipped_adam
 
 
 class EnsembleState(NamedTuple):
@@ -35,7 +35,7 @@ class Ensemble:
                  lr: float = 3e-4, eps: float = 1e-5, grad_clip: float = 100.0):
         self.size = size
         self.net = MLP(layers, units, out_size, act)
-        self.optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr, eps=eps))
+        self.optimizer = clipped_adam(lr, eps, grad_clip)
 
     def init(self, key: jax.Array, in_size: int) -> EnsembleState:
         """K independently initialised members, stacked: the only source of their diversity."""

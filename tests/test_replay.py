@@ -130,12 +130,6 @@ def test_capacity_drops_oldest_in_memory_only(tmp_path: Path) -> None:
     assert [ep["reward"][0] for ep in fresh._episodes] == [1.0, 2.0, 3.0]
 
 
-def test_capacity_deletes_files_when_asked(tmp_path: Path) -> None:
-    replay = Replay(tmp_path, capacity=10, seq_len=2, delete_from_disk=True)
-    paths = [replay.add_episode(make_episode(i, 4)) for i in range(4)]
-    assert npz_files(tmp_path) == paths[2:]
-
-
 def test_atomic_write_and_damaged_files_are_skipped(tmp_path: Path) -> None:
     replay = Replay(tmp_path, capacity=1000, seq_len=2)
     good = [replay.add_episode(make_episode(i, 5)) for i in range(2)]
@@ -230,9 +224,3 @@ def test_seed_determinism_and_state_dict_round_trip() -> None:
     assert [starts(resumed) for _ in range(3)] == expected
 
 
-def test_dataset_yields_batches() -> None:
-    replay = Replay(None, capacity=100, seq_len=3)
-    fill(replay, [5])
-    iterator = replay.dataset(4)
-    for _ in range(3):
-        assert next(iterator)["reward"].shape == (4, 3)

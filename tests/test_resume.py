@@ -185,7 +185,7 @@ def test_crashes_at_every_point_still_reach_the_budget(runs):
     host = final.host
     assert host["episodes"] == len([m for m in metrics if "train/return" in m])
     cfg = build_config(["debug"], {"train.video_every": "0"}).train
-    assert host["updates"] == cfg.train_steps + cfg.updates_after(2000 - host["train_start"])
+    assert host["scheduled_updates"] == cfg.train_steps + cfg.updates_after(2000 - host["train_start"])
 
     # metrics.jsonl: every key at strictly increasing steps; periodic lines neither doubled nor lost.
     steps = steps_by_key(metrics)
@@ -249,7 +249,7 @@ def test_resumed_run_matches_uninterrupted_where_it_can(runs):
     full_ckpt = checkpoint.read(paths["full"] / "checkpoints" / "ckpt-1000")
     assert full_ckpt.host["digest"] == stopped["ckpt_1000"].host["digest"]
     assert full_ckpt.state_bytes == stopped["ckpt_1000"].state_bytes
-    for key in ("step", "episodes", "updates", "train_start", "rng", "actor_key", "replay"):
+    for key in ("step", "episodes", "scheduled_updates", "train_start", "rng", "actor_key", "replay"):
         assert full_ckpt.host[key] == stopped["ckpt_1000"].host[key], key
 
     # Up to 1000 the logs agree (the stopped run adds its final evaluation at 1000); so do

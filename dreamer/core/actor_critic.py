@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer.core.config import ActorCriticConfig
-from dreamer.core.nets import MLP
+from dreamer.core.nets import MLP, clipped_adam
 from dreamer.core.rssm import State
 from dreamer.core.world_model import WorldModel
 
@@ -84,9 +84,8 @@ class ActorCritic:
         self.discrete = discrete
         self.actor = Actor(cfg, action_size, discrete, act)
         self.value = MLP(cfg.value_layers, cfg.value_units, 1, act)
-        clip = optax.clip_by_global_norm(cfg.grad_clip)
-        self.actor_opt = optax.chain(clip, optax.adam(cfg.actor_lr, eps=cfg.eps))
-        self.value_opt = optax.chain(clip, optax.adam(cfg.value_lr, eps=cfg.eps))
+        self.actor_opt = clipped_adam(cfg.actor_lr, cfg.eps, cfg.grad_clip)
+        self.value_opt = clipped_adam(cfg.value_lr, cfg.eps, cfg.grad_clip)
 
     def init(self, key: jax.Array) -> ACState:
         feat = jnp.zeros((1, self.wm.feat_size))

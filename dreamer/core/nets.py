@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 ACTIVATIONS: dict[str, Callable] = {"elu": nn.elu, "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh}
 
@@ -63,6 +64,12 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
 # The Dense layer of every network here: `nn.Dense` (same parameters and names) with its
 # matmul through `matmul`.
 Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
+
+
+def clipped_adam(lr: float, eps: float, grad_clip: float) -> optax.GradientTransformation:
+    """Adam on gradients whose global norm is clipped to `grad_clip`: the optimiser of every
+    network here (world model, actor, value, ensemble), each with its own settings."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr, eps=eps))
 
 
 class MLP(nn.Module):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer.core.config import ModelConfig
-from dreamer.core.nets import MLP, Decoder, Encoder
+from dreamer.core.nets import MLP, Decoder, Encoder, clipped_adam
 from dreamer.core.rssm import RSSM, State
 
 Params = dict
@@ -35,21 +35,24 @@ class WorldModel:
         self.decoder = Decoder(cfg.depth, cfg.act, dtype=dtype)
         self.reward_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
         self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
-        self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                                     optax.adam(cfg.lr, eps=cfg.eps))
+        self.optimizer = clipped_adam(cfg.lr, cfg.eps, cfg.grad_clip)
 
     @property
     def feat_size(self) -> int:
         return self.rssm.feat_size
 
+    def embed_size(self, image_shape: tuple[int, int, int] = (64, 64, 3)) -> int:
+        """Length E of the encoder's embedding of one image (computed from shapes only)."""
+        image = jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
+        embed, _ = jax.eval_shape(lambda x: self.encoder.init_with_output(jax.random.PRNGKey(0), x), image)
+        return embed.shape[-1]
+
     def init(self, key: jax.Array, image_shape: tuple[int, int, int] = (64, 64, 3)) -> Params:
         keys = jax.random.split(key, 5)
-        embed = self.encoder.init(keys[0], jnp.zeros((1, *image_shape), jnp.uint8))
-        embed_size = self.encoder.apply(embed, jnp.zeros((1, *image_shape), jnp.uint8)).shape[-1]
         feat = jnp.zeros((1, self.feat_size))
         params = {
-            "encoder": embed,
-            "rssm": self.rssm.init(keys[1], embed_size),
+            "encoder": self.encoder.init(keys[0], jnp.zeros((1, *image_shape), jnp.uint8)),
+            "rssm": self.rssm.init(keys[1], self.embed_size(image_shape)),
             "decoder": self.decoder.init(keys[2], feat),
             "reward": self.reward_head.init(keys[3], feat),
         }
