@@ -259,6 +259,11 @@ class Progress:
                          unit_scale=True, mininterval=mininterval, dynamic_ncols=True,
                          smoothing=0.05, disable=disable)
 
+    @property
+    def step(self) -> int:
+        """The step the bar shows."""
+        return self._bar.n
+
     def update(self, step: int, last_return: float | None = None) -> None:
         """Move the bar to ``step`` and show the latest episode return, if any."""
         if last_return is not None:

@@ -65,7 +65,7 @@ class Plan2Explore(WorldModelAgent):
         """Predictor inputs from the state at t and the action taken there: [..., F (+ A)]."""
         return jnp.concatenate([feat, action], -1) if self.cfg.action_cond else feat
 
-    def _normaliser(self, p2e: P2EState) -> jax.Array:
+    def normaliser(self, p2e: P2EState) -> jax.Array:
         """What the raw disagreement is divided by: 1/scale, or its running mean magnitude."""
         if self.cfg.normalise == "scale":
             return jnp.asarray(1.0 / self.cfg.scale, jnp.float32)
@@ -103,7 +103,7 @@ class Plan2Explore(WorldModelAgent):
         def task_reward(seq):  # the learned reward head, as Dreamer
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
 
-        normaliser = self._normaliser(p2e)
+        normaliser = self.normaliser(p2e)
         task, task_metrics = self.task_ac.update(p2e.task, wm_params, start, k_task, task_reward)
         explore, expl_metrics = self.explore_ac.update(
             p2e.explore, wm_params, start, k_expl,

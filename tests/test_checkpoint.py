@@ -17,7 +17,7 @@ from dreamer.agent import Dreamer
 from dreamer.config import RESUME_SAFE_KEYS, build_config, differing_keys, save_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.logger import Logger, read_metrics, truncate_metrics
-from tests.test_core import A, random_batch, tiny_config
+from tests.support import A, random_batch, tiny_config
 
 HOST = {"episodes": 3, "updates": 7, "rng": np.random.default_rng(0).bit_generator.state}
 

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,13 +14,7 @@ import dreamer
 from dreamer import checkpoint
 from dreamer.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_train(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=timeout)
+from tests.support import run_train
 
 
 def snapshot(directory: Path) -> dict[str, bytes | None]:

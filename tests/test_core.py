@@ -8,20 +8,9 @@ import numpy as np
 import pytest
 
 from dreamer.agent import Dreamer
-from dreamer.config import build_config
 from dreamer.core import RSSM, ActorCritic, CategoricalLatent, GaussianLatent, WorldModel, action_dist, lambda_return
+from tests.support import A, B, E, T, random_batch, tiny_config
 from tests.tracing import count_traces
-
-TINY = {"model.deter": 8, "model.stoch": 4, "model.classes": 3, "model.hidden": 8,
-        "model.depth": 2, "model.head_units": 8, "behavior.horizon": 4,
-        "behavior.actor_units": 8, "behavior.value_units": 8, "train.batch_size": 2,
-        "train.seq_len": 5}
-B, T, A, E = 2, 5, 3, 7
-
-
-def tiny_config(**extra):
-    return build_config(overrides={**TINY, **extra})
-
 
 def make_rssm(latent):
     rssm = RSSM(tiny_config(**{"model.latent": latent}).model, A)
@@ -34,16 +23,6 @@ def random_inputs(seed=0):
     action = jnp.asarray(rng.uniform(-1, 1, size=(B, T, A)), jnp.float32)
     is_first = jnp.zeros((B, T), bool).at[:, 0].set(True)
     return embed, action, is_first
-
-
-def random_batch(seed=0, b=B, t=T):
-    rng = np.random.default_rng(seed)
-    is_first = np.zeros((b, t), bool)
-    is_first[:, 0] = True
-    return {"image": rng.integers(0, 255, (b, t, 64, 64, 3), dtype=np.uint8),
-            "action": rng.uniform(-1, 1, (b, t, A)).astype(np.float32),
-            "reward": rng.normal(size=(b, t)).astype(np.float32),
-            "is_first": is_first, "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
 
 
 # ----------------------------------------------------------------------------- RSSM

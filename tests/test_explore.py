@@ -6,30 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamer.config import build_config
 from explore.agent import Plan2Explore
+from tests.support import A, random_batch, run_train, tiny_config
 from tests.tracing import count_traces
 from explore.ensemble import Ensemble, disagreement
 
-TINY = {"model.deter": 8, "model.stoch": 4, "model.hidden": 8, "model.depth": 2,
-        "model.head_units": 8, "behavior.horizon": 4, "behavior.actor_units": 8,
-        "behavior.value_units": 8, "explore.units": 8, "explore.layers": 1}
-B, T, A = 2, 5, 3
-
-
 def tiny_agent(**extra) -> Plan2Explore:
-    return Plan2Explore(build_config(overrides={**TINY, **extra}, agent="plan2explore"), A, False)
-
-
-def random_batch(seed=0, reward=None):
-    rng = np.random.default_rng(seed)
-    is_first = np.zeros((B, T), bool)
-    is_first[:, 0] = True
-    batch = {"image": rng.integers(0, 255, (B, T, 64, 64, 3), dtype=np.uint8),
-             "action": rng.uniform(-1, 1, (B, T, A)).astype(np.float32),
-             "is_first": is_first, "is_last": np.zeros((B, T), bool), "is_terminal": np.zeros((B, T), bool)}
-    reward = rng.normal(size=(B, T)) if reward is None else np.full((B, T), reward)  # drawn last
-    return {**batch, "reward": reward.astype(np.float32)}
+    return Plan2Explore(tiny_config("plan2explore", **extra), A, False)
 
 
 def leaves_equal(a, b) -> bool:
@@ -163,15 +146,15 @@ def test_running_normaliser_is_debiased_mean():
     agent = tiny_agent(**{"explore.normalise": "running", "explore.momentum": 0.9})
     state = agent.init(jax.random.PRNGKey(0))
     behavior = state.agent
-    assert float(agent._normaliser(behavior)) == pytest.approx(1.0)  # before any update
+    assert float(agent.normaliser(behavior)) == pytest.approx(1.0)  # before any update
     # Two updates with raw means 2 and 4: EMA 0.1 * 2 = 0.2, then 0.9 * 0.2 + 0.1 * 4 = 0.58;
     # debiased by 1 - 0.9^2 = 0.19: 0.58 / 0.19.
     behavior = behavior._replace(norm_ema=jnp.float32(0.58), norm_count=jnp.float32(2))
-    assert float(agent._normaliser(behavior)) == pytest.approx(0.58 / 0.19, rel=1e-5)
+    assert float(agent.normaliser(behavior)) == pytest.approx(0.58 / 0.19, rel=1e-5)
     state, metrics = agent.train(state, random_batch())
     raw = float(metrics["explore/imagined_disagreement"])
     assert float(state.agent.norm_count) == 1
-    assert float(agent._normaliser(state.agent)) == pytest.approx(raw, rel=1e-4)
+    assert float(agent.normaliser(state.agent)) == pytest.approx(raw, rel=1e-4)
 
 
 def test_few_shot_switch_and_policy_modes():
@@ -213,7 +196,7 @@ def test_zero_shot_never_switches(agent_and_state):
 
 def test_plan2explore_debug_run(tmp_path):
     """The issue's command, end to end (about two minutes on 2 cores)."""
-    from tests.test_train_smoke import check_logdir, run_train
+    from tests.test_train_smoke import check_logdir
     logdir = tmp_path / "run"
     result = run_train("--env", "dmc_walker_walk", "--agent", "plan2explore", "--configs", "debug",
                        "--steps", "3000", "--logdir", str(logdir))
@@ -249,14 +232,9 @@ def test_state_recorder_hides_rewards():
         def physics_state(self):
             return np.ones((1, 4))
 
-    class FakeCollector:
-        envs = FakeEnvs()
-
-        def step(self, act):
-            return [{"reward": np.array([0.0, 2.0, 3.0])}], 2
-
-    recorder = StateRecorder(FakeCollector(), hide_reward=True)
-    episodes, steps = recorder.step(None)
-    assert steps == 2 and recorder.returns == [5.0]
-    np.testing.assert_array_equal(episodes[0]["reward"], 0.0)
-    assert np.concatenate(recorder.states).shape == (2, 4)
+    recorder = StateRecorder(hide_reward=True)
+    episodes = [{"reward": np.array([0.0, 2.0, 3.0])}]
+    recorder(FakeEnvs(), episodes)  # as the trainer calls it after a collection step
+    assert recorder.returns == [5.0]
+    np.testing.assert_array_equal(episodes[0]["reward"], 0.0)  # what the replay receives
+    assert np.concatenate(recorder.states).shape == (1, 4)

@@ -10,7 +10,7 @@ import pytest
 from benchmarks.record_run import random_policy_returns
 from dreamer.config import build_config
 from dreamer.logger import read_metrics
-from tests.test_train_smoke import run_train
+from tests.support import run_train
 
 
 @pytest.mark.slow

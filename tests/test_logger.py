@@ -120,7 +120,7 @@ def test_progress_bar() -> None:
     progress = Progress(100, initial=10, mininterval=0.0)
     progress.update(50, last_return=3.25)
     progress.update(40)  # never moves backwards
-    assert progress._bar.n == 50
+    assert progress.step == 50
     progress.close()
     with Progress(10, disable=True) as quiet:
         quiet.update(5, 1.0)

@@ -10,8 +10,8 @@ import numpy as np
 
 from dreamer.agent import Dreamer
 from dreamer.logger import read_metrics
-from tests.test_cli import run_train
-from tests.test_core import A, random_batch, tiny_config
+from tests.support import run_train
+from tests.support import A, random_batch, tiny_config
 from tests.tracing import count_traces
 
 

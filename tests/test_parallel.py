@@ -23,7 +23,7 @@ TWO_DEVICES = {**os.environ, "PYTHONPATH": str(ROOT),
 CHECK = textwrap.dedent("""
     import jax, numpy as np
     from dreamer.agent import Dreamer
-    from tests.test_core import A, random_batch, tiny_config
+    from tests.support import A, random_batch, tiny_config
     from tests.tracing import count_traces
 
     assert len(jax.devices()) == 2
@@ -59,7 +59,7 @@ RESTORE = textwrap.dedent("""
     from pathlib import Path
     from dreamer import checkpoint
     from dreamer.agent import Dreamer
-    from tests.test_core import A, random_batch, tiny_config
+    from tests.support import A, random_batch, tiny_config
     from tests.tracing import count_traces
 
     root = Path(sys.argv[1])

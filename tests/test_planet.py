@@ -5,14 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamer.config import build_config
 from planet.agent import PlaNet
+from tests.support import tiny_config
 from tests.tracing import count_traces
 from planet.planner import cem, initial_plan, shift_plan
 
-TINY = {"model.deter": 8, "model.stoch": 4, "model.hidden": 8, "model.depth": 2,
-        "model.head_units": 8, "planet.horizon": 3, "planet.iterations": 2,
-        "planet.candidates": 16, "planet.top_k": 4}
 
 
 def test_cem_finds_quadratic_optimum():
@@ -44,7 +41,7 @@ def test_shift_plan():
 @pytest.fixture(scope="module")
 def traced_agent():
     with count_traces(PlaNet, "act") as traces:
-        agent = PlaNet(build_config(overrides=TINY, agent="planet"), 2, False)
+        agent = PlaNet(tiny_config("planet"), 2, False)
     return agent, traces
 
 
@@ -91,4 +88,4 @@ def test_discrete_env_rejected():
     from dreamer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="continuous"):
-        PlaNet(build_config(overrides=TINY, agent="planet"), 3, True)
+        PlaNet(tiny_config("planet"), 3, True)

@@ -1,22 +1,13 @@
 """End-to-end: the training command with the debug preset writes the documented logdir."""
 
-import json
-import os
-import subprocess
-import sys
+import math
 from pathlib import Path
 
 import yaml
 
 from dreamer.logger import read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+from tests.support import run_train
 
 
 def check_logdir(logdir: Path, steps: int, episode_length: int) -> list[dict]:
@@ -33,7 +24,8 @@ def check_logdir(logdir: Path, steps: int, episode_length: int) -> list[dict]:
     assert list(logdir.glob("events.out.tfevents.*"))
     videos = {p.name.rsplit("_", 1)[0] for p in (logdir / "videos").glob("*.gif")}
     assert {"eval_policy", "train_openloop"} <= videos
-    json.dumps(metrics)  # valid JSON throughout
+    values = [value for m in metrics for key, value in m.items() if key != "step"]
+    assert values and all(math.isfinite(value) for value in values)  # every loss, return and rate
     return metrics
 
 

@@ -1,0 +1,50 @@
+"""What the tests share: tiny model sizes, random batches, running the training command.
+
+Imported by test modules and by the scripts some tests run in subprocesses (two virtual
+devices); the fixtures built on them live in `conftest.py`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dreamer.config import Config, build_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every network a few units wide: each agent's update compiles and runs in seconds.
+TINY = {"model.deter": 8, "model.stoch": 4, "model.classes": 3, "model.hidden": 8,
+        "model.depth": 2, "model.head_units": 8, "behavior.horizon": 4,
+        "behavior.actor_units": 8, "behavior.value_units": 8, "train.batch_size": 2,
+        "train.seq_len": 5, "planet.horizon": 3, "planet.iterations": 2,
+        "planet.candidates": 16, "planet.top_k": 4, "explore.units": 8, "explore.layers": 1}
+B, T, A, E = 2, 5, 3, 7  # batch, sequence length, action size, embedding size of the RSSM tests
+
+
+def tiny_config(agent: str = "dreamer", **overrides) -> Config:
+    """The agent's config at TINY sizes (its own preset applied first, as on the command line)."""
+    return build_config(overrides={**TINY, **overrides}, agent=agent)
+
+
+def random_batch(seed: int = 0, b: int = B, t: int = T, reward: float | None = None) -> dict:
+    """A replay batch [b, t, ...] of random images, actions in [-1, 1] and rewards (N(0, 1), or
+    the constant `reward`); every sequence starts an episode."""
+    rng = np.random.default_rng(seed)
+    is_first = np.zeros((b, t), bool)
+    is_first[:, 0] = True
+    batch = {"image": rng.integers(0, 255, (b, t, 64, 64, 3), dtype=np.uint8),
+             "action": rng.uniform(-1, 1, (b, t, A)).astype(np.float32)}
+    rewards = rng.normal(size=(b, t)) if reward is None else np.full((b, t), reward)
+    return {**batch, "reward": rewards.astype(np.float32), "is_first": is_first,
+            "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
+
+
+def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m dreamer.train ARGS` in a subprocess, from the checkout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
