@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamer.envs.base import Env, Obs, check_action, check_settings, make_obs
+from dreamer.envs.base import Env, Obs, make_obs, rescale
 from dreamer.errors import EnvError
 
 PREFIX = 'dmc_'
@@ -100,7 +100,7 @@ class DMCEnv(Env):
     def __init__(self, domain: str, task: str, *, seed: int, action_repeat: int = 2,
                  size: int = 64, time_limit: int = 1000, camera: int | None = None,
                  fast_render: bool = False):
-        check_settings(action_repeat, size, time_limit)
+        super().__init__(action_repeat, size, time_limit)
         self.name = task_name(domain, task)
         # dm_control's own limit is disabled: `time_limit` (env steps) is the only one.
         task_kwargs = {'random': seed, 'time_limit': float('inf')}
@@ -109,13 +109,9 @@ class DMCEnv(Env):
         self._low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)  # [A]
         self._high = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)  # [A]
         self.action_size = int(np.prod(spec.shape))
-        self.obs_shape = (size, size, 3)
-        self._size, self._repeat, self._limit = size, action_repeat, time_limit
         self._camera_id = default_camera(domain) if camera is None else camera
         self._fast_render = fast_render
         self._camera: Any = None  # dm_control.mujoco.engine.Camera, built on first render
-        self._steps = 0
-        self._done = True
 
     @property
     def physics(self) -> Any:
@@ -124,25 +120,19 @@ class DMCEnv(Env):
 
     def reset(self) -> Obs:
         self._env.reset()
-        self._steps, self._done = 0, False
+        self._start_episode()
         return make_obs(self.render(), is_first=True)
 
-    def step(self, action: np.ndarray) -> Obs:
-        if self._done:
-            raise RuntimeError(f'{self.name}: the episode has ended, call reset() first')
-        action = check_action(action, self.action_size)  # [A] in [-1, 1]
-        action = self._low + (action + 1.0) / 2.0 * (self._high - self._low)
-        reward, terminal, last = 0.0, False, False
-        for _ in range(self._repeat):
-            time_step = self._env.step(action)
-            self._steps += 1
-            reward += time_step.reward or 0.0
-            terminal = time_step.last() and time_step.discount == 0.0
-            last = time_step.last() or self._steps >= self._limit
-            if last:
-                break
-        self._done = last
-        return make_obs(self.render(), reward, is_last=last, is_terminal=terminal)
+    def _env_action(self, action: np.ndarray) -> np.ndarray:
+        return rescale(action, self._low, self._high)
+
+    def _step_once(self, env_action: np.ndarray) -> tuple[float, bool, bool]:
+        time_step = self._env.step(env_action)
+        terminal = time_step.last() and time_step.discount == 0.0
+        return time_step.reward or 0.0, terminal, time_step.last()
+
+    def _frame(self) -> np.ndarray:
+        return self.render()
 
     def render(self) -> np.ndarray:
         """uint8 [size, size, 3] view from the cached camera."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamer.envs.base import Env, Obs, check_action, check_settings, make_obs
+from dreamer.envs.base import Env, Obs, make_obs, rescale
 from dreamer.envs.image import resize, to_rgb
 from dreamer.errors import EnvError
 
@@ -43,7 +43,7 @@ class GymEnv(Env):
 
     def __init__(self, env_id: str, *, seed: int, action_repeat: int = 2, size: int = 64,
                  time_limit: int = 1000):
-        check_settings(action_repeat, size, time_limit)
+        super().__init__(action_repeat, size, time_limit)
         self.name = PREFIX + env_id
         self._env = _make(env_id)
         self._image_obs = _is_image_space(self._env.observation_space)
@@ -53,11 +53,8 @@ class GymEnv(Env):
                            "[H, W, 3] images and it does not support render_mode='rgb_array'")
         self._setup_actions(self._env.action_space)
         self._env.action_space.seed(seed)
-        self.obs_shape = (size, size, 3)
-        self._size, self._repeat, self._limit = size, action_repeat, time_limit
         self._seed: int | None = seed  # used by the first reset only
-        self._steps = 0
-        self._done = True
+        self._obs: Any = None  # the latest gymnasium observation
 
     @property
     def gym_env(self) -> Any:
@@ -79,13 +76,12 @@ class GymEnv(Env):
         else:
             raise EnvError(f'{self.name}: unsupported action space {space} (need Box or Discrete)')
 
-    def _to_env_action(self, action: np.ndarray) -> Any:
+    def _env_action(self, action: np.ndarray) -> Any:
         """Agent action float32 [A] in [-1, 1] -> the gymnasium action."""
         space = self._env.action_space
         if self.discrete:
             return self._start + int(np.argmax(action))
-        scaled = self._low + (action + 1.0) / 2.0 * (self._high - self._low)
-        return scaled.reshape(space.shape).astype(space.dtype)
+        return rescale(action, self._low, self._high).reshape(space.shape).astype(space.dtype)
 
     def _image(self, obs: Any) -> np.ndarray:
         """uint8 [size, size, 3] from the observation or a render() frame."""
@@ -102,25 +98,17 @@ class GymEnv(Env):
         return resize(frame, self._size)
 
     def reset(self) -> Obs:
-        obs, _ = self._env.reset(seed=self._seed)
+        self._obs, _ = self._env.reset(seed=self._seed)
         self._seed = None
-        self._steps, self._done = 0, False
-        return make_obs(self._image(obs), is_first=True)
+        self._start_episode()
+        return make_obs(self._image(self._obs), is_first=True)
 
-    def step(self, action: np.ndarray) -> Obs:
-        if self._done:
-            raise RuntimeError(f'{self.name}: the episode has ended, call reset() first')
-        env_action = self._to_env_action(check_action(action, self.action_size))
-        reward, terminated, last = 0.0, False, False
-        for _ in range(self._repeat):
-            obs, step_reward, terminated, truncated, _ = self._env.step(env_action)
-            self._steps += 1
-            reward += float(step_reward)
-            last = bool(terminated or truncated or self._steps >= self._limit)
-            if last:
-                break
-        self._done = last
-        return make_obs(self._image(obs), reward, is_last=last, is_terminal=bool(terminated))
+    def _step_once(self, env_action: Any) -> tuple[float, bool, bool]:
+        self._obs, reward, terminated, truncated, _ = self._env.step(env_action)
+        return float(reward), bool(terminated), bool(terminated or truncated)
+
+    def _frame(self) -> np.ndarray:
+        return self._image(self._obs)
 
     def close(self) -> None:
         self._env.close()
