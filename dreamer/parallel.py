@@ -5,13 +5,16 @@ parameters, optimizer states and keys are replicated, and XLA inserts the gradie
 when it partitions the one jitted update. With one device every function here is the identity,
 so single- and multi-device runs take the same code path.
 
-Multi-host: start the same command on every host after `jax.distributed.initialize()` (or set
-JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID); `jax.devices()` then lists the
-devices of all hosts and `--devices` may name all of them (see the README).
+Multi-host: start the same command on every host with JAX_COORDINATOR_ADDRESS (host:port of
+process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID set; `join_hosts` connects them before any
+device is used, `jax.devices()` then lists the devices of all hosts, and `--devices` may name
+all of them (see the README). Each host acts, evaluates and checkpoints on its own copy of the
+replicated state (`local`); only the update runs across hosts.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -19,6 +22,29 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dreamer.errors import ConfigError
+
+
+COORDINATION_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def join_hosts() -> None:
+    """Join a multi-host run if the coordination variables are set (all three, or none).
+    CPU hosts all-reduce through gloo."""
+    values = {name: os.environ.get(name) for name in COORDINATION_VARIABLES}
+    if not any(values.values()):
+        return
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ConfigError(f"a multi-host run needs {', '.join(COORDINATION_VARIABLES)}; "
+                          f"{', '.join(missing)} not set")
+    try:
+        processes, index = int(values["JAX_NUM_PROCESSES"]), int(values["JAX_PROCESS_ID"])
+    except ValueError:
+        raise ConfigError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers") from None
+    if not 0 <= index < processes:
+        raise ConfigError(f"JAX_PROCESS_ID {index} is not in [0, JAX_NUM_PROCESSES={processes})")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(values["JAX_COORDINATOR_ADDRESS"], processes, index)
 
 
 class DataParallel:
@@ -47,6 +73,13 @@ class DataParallel:
             return jax.device_put(tree, self.replicated)
         return jax.tree.map(lambda x: jax.make_array_from_callback(
             x.shape, self.replicated, lambda index: np.asarray(x)[index]), tree)
+
+    def local(self, tree: Any) -> Any:
+        """This host's copy of a replicated tree (each leaf's local shard): what the host acts,
+        evaluates and checkpoints with. With one process, the tree itself."""
+        if jax.process_count() == 1:
+            return tree
+        return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
     def shard_batch(self, batch: dict) -> dict:
         """Batch arrays [B, T, ...] -> each device holds B / num_devices sequences. With several

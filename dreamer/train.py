@@ -42,7 +42,7 @@ from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config, parse_overrides, preset_description, preset_files, save_config
 from dreamer.errors import ConfigError, TrainingError, UserError
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
-from dreamer.parallel import DataParallel
+from dreamer.parallel import DataParallel, join_hosts
 from dreamer.registry import agent_class, agent_specs
 from dreamer.envs import VectorEnv
 from dreamer.replay import Replay
@@ -287,8 +287,8 @@ class Trainer:
         self.replay.load_state_dict(host["replay"])
 
     def save(self) -> Path:
-        path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.state, self.host_state(),
-                               self.config.train.checkpoint_keep)
+        path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.agent.parallel.local(self.state),
+                               self.host_state(), self.config.train.checkpoint_keep)
         self.last_save_time, self.unsaved, self.last_checkpoint = time.time(), False, path
         return path
 
@@ -302,7 +302,7 @@ class Trainer:
     def act(self, obs: dict) -> np.ndarray:
         if self.schedule.prefilling(self.replay.num_steps):
             return random_actions(self.rng, self.envs.num_envs, self.envs.action_size, self.envs.discrete)
-        return self.actor(self.state, obs)
+        return self.actor(self.agent.parallel.local(self.state), obs)
 
     def collect(self) -> int:
         """One agent step in every env; finished episodes go to the replay. Returns the
@@ -330,7 +330,7 @@ class Trainer:
         for _ in range(owed):
             batch = self.agent.parallel.shard_batch(self.replay.sample(self.config.train.batch_size))
             self.state, metrics = self.agent.train(self.state, batch)
-            self.metrics.add(metrics)
+            self.metrics.add(self.agent.parallel.local(metrics))
         jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
         self.metrics.add({"perf/train_seconds": time.time() - start})
         self.check_finite(self.metrics.pending["train/nonfinite"][-owed:])
@@ -359,7 +359,8 @@ class Trainer:
         if episodes == 0:
             return
         actor = AgentActor(self.agent, 1, self.config.seed + self.step, "eval")
-        done = run_episodes(self.eval_envs, lambda obs: actor(self.state, obs),
+        state = self.agent.parallel.local(self.state)
+        done = run_episodes(self.eval_envs, lambda obs: actor(state, obs),
                             self.config.env.action_repeat, episodes)
         returns = [float(ep["reward"].sum()) for ep in done]
         self.logger.scalar("eval/return", float(np.mean(returns)))
@@ -381,7 +382,8 @@ class Trainer:
         if self.schedule.prefilling(self.replay.num_steps):
             return
         batch = self.replay.sample(min(6, self.config.train.batch_size))
-        for name, video in jax.device_get(self.agent.report(self.state, batch)).items():
+        videos = self.agent.report(self.agent.parallel.local(self.state), batch)
+        for name, video in jax.device_get(videos).items():
             self.logger.video(f"train/{name}", video)
         self.logger.write(self.step)
 
@@ -434,6 +436,7 @@ def train(argv: list[str], stop: StopRequests) -> int:
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
+    join_hosts()  # a multi-host run: before any device is used
     agent_class(config.agent)  # an unknown agent or device count fails before anything else
     DataParallel(config.devices, config.train.batch_size)
     new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
