@@ -5,14 +5,17 @@
                         update counter, Plan2Explore's phase), flax msgpack of host arrays
         host.json       what lives outside the jitted state: step, episode and update
                         counters, the evaluation schedule, host RNG states, the replay's
-                        sampling RNG, metrics.jsonl's length, the library version and the
-                        sha256 digest of state.msgpack
+                        sampling RNG, metrics.jsonl's length, the run's resolved config,
+                        the library version and the sha256 digest of state.msgpack
 
 A checkpoint is written into `checkpoints/tmp-<random>/`, fsynced, then renamed to its final
 name, which is atomic: a crash at any moment leaves either the complete checkpoint or a tmp-
 directory that restore ignores and the next save removes. Restore takes the newest checkpoint
-whose digest verifies and skips (with a warning) any that does not. No pickle anywhere: the
-state is msgpack of plain arrays, restored into the structure of a freshly built state.
+whose digest verifies and whose host.json has every key of a training run with the right type
+(`RUN_SCHEMA`), and skips (with a warning) any that does not. No pickle anywhere: the state is
+msgpack of plain arrays, restored into the structure of a freshly built state. The config in
+host.json makes a checkpoint self-describing: resume compares the command's config with it,
+and with config.yaml, so a run whose config.yaml is gone is still checked.
 
 A second save at the same step (an interrupt right after a periodic save) is named
 `ckpt-<step>.1`, `.2`, ...: names sort by (step, index).
@@ -29,14 +32,14 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from flax import serialization
 
 from dreamer import __version__
-from dreamer.config import RESUME_SAFE_KEYS, Config, differing_keys, flatten, load_saved_config
+from dreamer.config import RESUME_SAFE_KEYS, Config, config_from_dict, differing_keys, flatten, load_saved_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.faults import crash_point
 from dreamer.fileio import fsync_directory, write_synced
@@ -139,16 +142,56 @@ def list_checkpoints(root: Path) -> list[tuple[tuple[int, int], Path]]:
     return sorted(found)
 
 
-def read(path: Path) -> Checkpoint:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What host.json must hold: every checkpoint's keys, then those a training run writes.
+BASE_SCHEMA: dict[str, Callable[[Any], bool]] = {
+    "step": lambda v: _is_int(v) and v >= 0,
+    "digest": lambda v: isinstance(v, str),
+}
+RUN_SCHEMA: dict[str, Callable[[Any], bool]] = {
+    **BASE_SCHEMA,
+    "episodes": lambda v: _is_int(v) and v >= 0,
+    "scheduled_updates": lambda v: _is_int(v) and v >= 0,
+    "train_start": lambda v: v is None or _is_int(v),
+    "last_eval_step": _is_int,
+    "nonfinite_streak": lambda v: _is_int(v) and v >= 0,
+    "pending_metrics": lambda v: isinstance(v, dict),
+    "rng": lambda v: isinstance(v, dict),
+    "actor_key": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
+    "replay": lambda v: isinstance(v, dict) and isinstance(v.get("rng"), dict),
+    "agent_spec": lambda v: (isinstance(v, dict) and isinstance(v.get("name"), str)
+                             and _is_int(v.get("action_size")) and isinstance(v.get("discrete"), bool)),
+    "metrics_bytes": lambda v: _is_int(v) and v >= 0,
+    "config": lambda v: isinstance(v, dict),
+}
+
+
+def check_schema(host: Any, schema: dict[str, Callable[[Any], bool]]) -> None:
+    """Raise CorruptCheckpoint naming the first key of `schema` that `host` lacks or that
+    has the wrong type."""
+    if not isinstance(host, dict):
+        raise CorruptCheckpoint(f"{HOST_FILE} is not a JSON object")
+    for key, valid in schema.items():
+        if key not in host:
+            raise CorruptCheckpoint(f"{HOST_FILE} lacks '{key}'")
+        if not valid(host[key]):
+            raise CorruptCheckpoint(f"{HOST_FILE} has an invalid '{key}': {str(host[key])[:60]!r}")
+
+
+def read(path: Path, schema: dict[str, Callable[[Any], bool]] = BASE_SCHEMA) -> Checkpoint:
     """Read and verify one checkpoint directory. Raises CorruptCheckpoint if it is unusable
-    and CheckpointError if it is intact but from an incompatible version."""
+    (unreadable, not matching `schema` or its digest) and CheckpointError if it is intact but
+    from an incompatible version."""
     try:
-        host = json.loads((path / HOST_FILE).read_text())
-    except (OSError, ValueError) as err:
+        host = json.loads((path / HOST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
         raise CorruptCheckpoint(f"cannot read {HOST_FILE}: {_reason(err)}") from None
-    if not isinstance(host, dict) or "digest" not in host or "step" not in host:
-        raise CorruptCheckpoint(f"{HOST_FILE} lacks the step or the digest")
+    check_schema(host, BASE_SCHEMA)
     check_version(host, path)
+    check_schema(host, schema)
     try:
         data = (path / STATE_FILE).read_bytes()
     except OSError as err:
@@ -169,13 +212,13 @@ def check_version(host: dict, path: Path) -> None:
             "or choose another --logdir")
 
 
-def find_latest(root: Path) -> Resume:
+def find_latest(root: Path, schema: dict[str, Callable[[Any], bool]] = BASE_SCHEMA) -> Resume:
     """The newest verified checkpoint under `root`. Corrupted ones are skipped; if there are
     checkpoints and none is usable, CheckpointError (nothing is changed on disk)."""
     skipped: list[tuple[Path, str]] = []
     for _, path in reversed(list_checkpoints(root)):
         try:
-            return Resume(read(path), skipped)
+            return Resume(read(path, schema), skipped)
         except CorruptCheckpoint as err:
             if path.is_dir():  # else pruned by a running trainer meanwhile: not corrupted
                 skipped.append((path, str(err)))
@@ -227,16 +270,31 @@ def prepare_resume(config: Config, logdir: Path) -> Resume:
     CheckpointError for corrupted or incompatible checkpoints. Reads only."""
     saved_path = logdir / "config.yaml"
     if saved_path.is_file():
-        saved = load_saved_config(saved_path)
-        diff = differing_keys(saved, config)
-        if diff:
-            old, new = flatten(saved.to_dict()), flatten(config.to_dict())
-            changes = ", ".join(f"{key} (saved {old.get(key)!r}, now {new[key]!r})" for key in diff)
-            raise ConfigError(
-                f"logdir '{logdir}' holds a run with another config: {changes}; rerun with the "
-                "saved values or choose another --logdir (a rerun may change only "
-                f"{', '.join(sorted(RESUME_SAFE_KEYS))})")
-    return find_latest(logdir / CHECKPOINT_DIR)
+        _check_same_run(load_saved_config(saved_path), config, logdir)
+    resume = find_latest(logdir / CHECKPOINT_DIR, RUN_SCHEMA)
+    if resume.checkpoint is not None:  # the config the checkpoint was trained with
+        _check_same_run(checkpoint_config(resume.checkpoint), config, logdir)
+    return resume
+
+
+def checkpoint_config(ckpt: Checkpoint) -> Config:
+    """The resolved config a checkpoint was trained with."""
+    try:
+        return config_from_dict(ckpt.host["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint '{ckpt.path}' holds a config this version cannot "
+                              f"read ({err}); choose another --logdir") from None
+
+
+def _check_same_run(saved: Config, config: Config, logdir: Path) -> None:
+    diff = differing_keys(saved, config)
+    if diff:
+        old, new = flatten(saved.to_dict()), flatten(config.to_dict())
+        changes = ", ".join(f"{key} (saved {old.get(key)!r}, now {new[key]!r})" for key in diff)
+        raise ConfigError(
+            f"logdir '{logdir}' holds a run with another config: {changes}; rerun with the "
+            "saved values or choose another --logdir (a rerun may change only "
+            f"{', '.join(sorted(RESUME_SAFE_KEYS))})")
 
 
 def _reason(err: BaseException) -> str:

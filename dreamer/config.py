@@ -32,6 +32,10 @@ from dreamer.core.config import ActorCriticConfig, ModelConfig, option
 from dreamer.errors import ConfigError
 from dreamer.registry import agent_spec, agent_specs
 
+# Environment seeds are the run's seed plus offsets below 2**20 (evaluation, hosts, envs), and
+# dm_control seeds NumPy's RandomState, which takes seeds below 2**32.
+MAX_SEED = 2**31 - 1
+
 # The presets every agent can use (debug, cpu, ...), shipped inside the package.
 SHARED_PRESETS: Traversable = resources.files("dreamer") / "configs"
 
@@ -84,7 +88,7 @@ class Config:
 
     agent: str = "dreamer"
     logdir: str = ""  # default: logdir/<env>/<agent>/<seed>
-    seed: int = option(0, min=0)
+    seed: int = option(0, min=0, max=MAX_SEED)
     steps: int = option(1_000_000, positive=True)  # total environment steps
     devices: int = option(1, positive=True)  # data-parallel over this many local devices
     env: EnvConfig = EnvConfig()
@@ -345,7 +349,16 @@ def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = Non
             if env_name == prefix or env_name.startswith(f"{prefix}_"):
                 config = _apply(full, config, settings)
     config = _apply(full, config, nest(overrides))
-    return dataclasses.replace(config, agent=agent)
+    return check_consistency(dataclasses.replace(config, agent=agent))
+
+
+def check_consistency(config: Config) -> Config:
+    """Limits that involve two keys, checked here rather than by the libraries below."""
+    train = config.train
+    if train.replay_capacity < train.seq_len:
+        raise ConfigError(f"train.replay_capacity ({train.replay_capacity}) must be at least "
+                          f"train.seq_len ({train.seq_len}): the replay must hold one sequence")
+    return config
 
 
 def save_config(config: Config, path: Path) -> None:
@@ -358,7 +371,7 @@ def save_config(config: Config, path: Path) -> None:
 def config_from_dict(data: dict) -> Config:
     """Rebuild a Config from a saved `config.yaml` mapping (validated like a preset)."""
     full = config_class()
-    return _apply(full, full(), data)
+    return check_consistency(_apply(full, full(), data))
 
 
 # ----------------------------------------------------------------------------- resuming

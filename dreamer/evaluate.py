@@ -25,6 +25,7 @@ if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables 
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,10 @@ import numpy as np
 
 from dreamer import checkpoint
 from dreamer.collect import env_factory
-from dreamer.config import Config, load_saved_config
+from dreamer.config import MAX_SEED, Config
 from dreamer.envs import Env
 from dreamer.cli import ArgumentParser, run_command
-from dreamer.errors import CheckpointError
+from dreamer.errors import CheckpointError, UserError
 from dreamer.logger import encode_gif, to_uint8_frames
 from dreamer.registry import agent_class
 
@@ -103,16 +104,18 @@ def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
     filter) is seeded with `seed`, by default the run's seed plus the checkpoint's step, as
     the training loop seeds its evaluation at that step."""
     logdir = Path(logdir)
-    if not (logdir / "config.yaml").is_file():
-        raise CheckpointError(f"'{logdir}' holds no config.yaml: not the logdir of a training run")
-    config = dataclasses.replace(load_saved_config(logdir / "config.yaml"), devices=1)
-    resume = checkpoint.find_latest(logdir / checkpoint.CHECKPOINT_DIR)
+    if not logdir.is_dir():
+        raise CheckpointError(f"'{logdir}' is not a directory: give the logdir of a training run")
+    resume = checkpoint.find_latest(logdir / checkpoint.CHECKPOINT_DIR, checkpoint.RUN_SCHEMA)
     ckpt = resume.checkpoint
     if ckpt is None:
-        raise CheckpointError(f"no checkpoint in '{logdir / checkpoint.CHECKPOINT_DIR}'; runs write one "
-                              "every train.checkpoint_minutes and when they end")
+        raise CheckpointError(f"no checkpoint in '{logdir / checkpoint.CHECKPOINT_DIR}': not the logdir of "
+                              "a training run, or one that has not saved yet (runs save every "
+                              "train.checkpoint_minutes and when they end)")
     for path, reason in resume.skipped:
         print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
+    # The checkpoint's own config: what its parameters were trained with, config.yaml or not.
+    config = dataclasses.replace(checkpoint.checkpoint_config(ckpt), devices=1)
     spec = ckpt.host["agent_spec"]
     agent = agent_class(config.agent)(config, int(spec["action_size"]), bool(spec["discrete"]))
     state = checkpoint.restore_state(agent.state_template(), ckpt)
@@ -137,6 +140,16 @@ def run_episode(policy: Policy, env: Env, state: dict | None = None,
 
 # ----------------------------------------------------------------------------- command line
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, {MAX_SEED}], got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -160,15 +173,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--episodes", type=_positive, default=10, help="episodes to run (default: 10)")
     parser.add_argument("--video", action="store_true",
                         help=f"write each episode as LOGDIR/{VIDEO_DIR}/step<step>_episode<i>.gif")
-    parser.add_argument("--seed", type=int, help="environment seed (default: the run's seed + 10000, "
+    parser.add_argument("--seed", type=_seed, help="environment seed (default: the run's seed + 10000, "
                                                  "whose first episode repeats the training loop's "
                                                  "evaluation at the checkpoint's step)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
 
+def video_directory(logdir: Path) -> Path:
+    """Where --video writes, made and checked writable before any episode runs."""
+    directory = logdir / VIDEO_DIR
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write videos into '{directory}': {err.strerror or err}; "
+                        "run without --video or make the logdir writable") from None
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"cannot write videos into '{directory}': permission denied; "
+                        "run without --video or make the logdir writable")
+    return directory
+
+
 def evaluate(logdir: Path, episodes: int, video: bool, seed: int | None) -> list[float]:
     policy = load(logdir)
+    directory = video_directory(logdir) if video else None
     print(f"checkpoint at env step {policy.step}", file=sys.stderr)
     env = policy.make_env(seed)
     returns, state = [], None
@@ -177,11 +205,13 @@ def evaluate(logdir: Path, episodes: int, video: bool, seed: int | None) -> list
             total, steps, frames, state = run_episode(policy, env, state, record=video)
             returns.append(total)
             print(f"episode {index + 1}/{episodes}: return {total:.1f}, {steps} env steps", flush=True)
-            if video:
-                directory = logdir / VIDEO_DIR
-                directory.mkdir(exist_ok=True)
+            if directory is not None:
                 gif = encode_gif(to_uint8_frames(np.stack(frames)), fps=20)
-                (directory / f"step{policy.step:09d}_episode{index + 1:03d}.gif").write_bytes(gif)
+                path = directory / f"step{policy.step:09d}_episode{index + 1:03d}.gif"
+                try:
+                    path.write_bytes(gif)
+                except OSError as err:
+                    raise UserError(f"cannot write video '{path}': {err.strerror or err}") from None
     finally:
         env.close()
     return returns

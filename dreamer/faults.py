@@ -2,17 +2,20 @@
 
 `DREAMER_CRASH_AT=POINT:N` makes the process kill itself with SIGKILL the Nth time it passes
 `crash_point(POINT)`: a crash at an exact place (half-way through a checkpoint or an episode
-write) that a test cannot hit reliably by sending a signal from outside. Points:
+write) that a test cannot hit reliably by sending a signal from outside.
+`DREAMER_CRASH_AT=POINT:N:enospc` raises the error of a full disk there instead. Points:
 
   checkpoint   inside a checkpoint save, after the state file is written, before host.json
                and the rename
   replay       inside an episode write, after the temporary file, before the rename
+  metrics      before a line is appended to metrics.jsonl
 
 Unset (always, outside tests), a call costs one environment lookup.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -24,9 +27,13 @@ def crash_point(name: str) -> None:
     spec = os.environ.get(ENV_VAR)
     if not spec:
         return
-    point, _, nth = spec.partition(":")
+    point, _, rest = spec.partition(":")
     if point != name:
         return
+    nth, _, kind = rest.partition(":")
     _passes[name] = _passes.get(name, 0) + 1
-    if _passes[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _passes[name] != int(nth or 1):
+        return
+    if kind == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected)", f"<{name}>")
+    os.kill(os.getpid(), signal.SIGKILL)

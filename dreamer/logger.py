@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from dreamer.faults import crash_point
 from dreamer.fileio import write_synced
 
 METRICS_FILE = "metrics.jsonl"
@@ -125,10 +127,7 @@ class Logger:
         self._counts: dict[str, int] = {}
         self._videos: dict[str, tuple[np.ndarray, int]] = {}
         self._metrics: TextIO | None = self._open_metrics(self.logdir / METRICS_FILE)
-        self._writer = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter  # slow import: only when needed
-            self._writer = SummaryWriter(logdir=str(self.logdir), purge_step=purge_step)
+        self._writer = EventFile(self.logdir, purge_step) if tensorboard else None
 
     @staticmethod
     def _open_metrics(path: Path) -> TextIO:
@@ -196,12 +195,13 @@ class Logger:
         """One JSON line (flushed and synced), TensorBoard scalars, optional console line."""
         record = {"step": step, **{name: _json_value(v) for name, v in means.items()}}
         assert self._metrics is not None
+        crash_point("metrics")
         self._metrics.write(json.dumps(record, allow_nan=False) + "\n")
         self._metrics.flush()
         os.fsync(self._metrics.fileno())
         if self._writer is not None:
             for name, value in means.items():
-                self._writer.add_scalar(name, value, step)
+                self._writer.scalar(name, value, step)
         if self._console:
             text = " | ".join(f"{name} {value:.4g}" for name, value in means.items())
             tqdm.write(f"[{step}] {text}", file=sys.stdout)
@@ -213,13 +213,7 @@ class Logger:
         video_dir.mkdir(exist_ok=True)
         (video_dir / f"{name.replace('/', '_')}_{step:09d}.gif").write_bytes(gif)
         if self._writer is not None:
-            from tensorboardX.proto.summary_pb2 import Summary
-
-            _, height, width, channels = frames.shape
-            image = Summary.Image(height=height, width=width, colorspace=channels,
-                                  encoded_image_string=gif)
-            summary = Summary(value=[Summary.Value(tag=name, image=image)])
-            self._writer._get_file_writer().add_summary(summary, step)
+            self._writer.gif(name, gif, frames.shape[1:], step)
 
     def close(self) -> None:
         """Close the files; anything accumulated but not written is discarded."""
@@ -235,6 +229,48 @@ class Logger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class EventFile:
+    """A TensorBoard event file written in the caller's thread, with tensorboardX's
+    `EventsWriter`. (tensorboardX's SummaryWriter writes from a thread of its own: when a write
+    fails, e.g. on a full disk, that thread dies and the next flush waits for it forever. Here
+    the error is raised where the training loop can stop cleanly.)
+
+    `purge_step`: when resuming, TensorBoard hides what earlier event files logged from it on.
+    """
+
+    def __init__(self, logdir: Path, purge_step: int | None = None):
+        from tensorboardX.event_file_writer import EventsWriter  # slow import: only when needed
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        self._event = Event
+        self._events = EventsWriter(str(logdir / "events"))  # events.out.tfevents.<time>.<host>
+        if purge_step is not None:
+            self._events.write_event(Event(step=purge_step, wall_time=time.time(),
+                                           session_log=SessionLog(status=SessionLog.START)))
+
+    def _write(self, summary: Any, step: int) -> None:
+        self._events.write_event(self._event(summary=summary, step=int(step), wall_time=time.time()))
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+
+        self._write(scalar(name, value), step)
+
+    def gif(self, name: str, gif: bytes, shape: tuple[int, int, int], step: int) -> None:
+        """An animated GIF as an image summary (TensorBoard animates it); shape [H, W, C]."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        height, width, channels = shape
+        image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=gif)
+        self._write(Summary(value=[Summary.Value(tag=name, image=image)]), step)
+
+    def flush(self) -> None:
+        self._events.flush()
+
+    def close(self) -> None:
+        self._events.close()
 
 
 # ----------------------------------------------------------------------------- progress

@@ -277,6 +277,7 @@ class Trainer:
             "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
                            "discrete": bool(self.envs.discrete)},
             "metrics_bytes": self.logger.metrics_size(),
+            "config": self.config.to_dict(),  # the checkpoint describes its own run
         }
 
     def load_host_state(self, host: dict) -> None:

@@ -80,24 +80,45 @@ RESUME_CASES = {
                      ["another config", "model.deter (saved 32, now 64)", "seed (saved 0, now 5)"]),
     "corrupted-checkpoint": ([], ["corrupted checkpoint", "ckpt-500", "does not match its digest"]),
     "other-version": ([], ["dreamer-jax 9.0.0", "this is dreamer-jax", "ckpt-500"]),
+    # host.json parses but is not a run's: skipped as corrupted, never a KeyError or TypeError.
+    "host-lacks-key": ([], ["corrupted checkpoint", "ckpt-500", "lacks 'episodes'"]),
+    "host-wrong-type": ([], ["corrupted checkpoint", "ckpt-500", "invalid 'step'"]),
+    # config.yaml deleted: the checkpoint's own config still guards the run.
+    "config-yaml-gone": (["--model.lr", "0.01"], ["another config", "model.lr (saved 0.0006, now 0.01)"]),
 }
 
 
 def make_run_logdir(path: Path, case: str) -> Path:
-    """A logdir with the config of RUN_ARGS and a checkpoint that is corrupted or from a
-    version this one cannot read."""
+    """A logdir with the config of RUN_ARGS and a checkpoint of it that is corrupted, from a
+    version this one cannot read, or (config-yaml-gone) intact but without config.yaml."""
+    import hashlib
+
     from dreamer.config import save_config
     from dreamer.train import parse_args
 
     make_logdir(path)
     config, _ = parse_args([*RUN_ARGS, "--logdir", str(path)])
-    save_config(config, path / "config.yaml")
+    if case != "config-yaml-gone":
+        save_config(config, path / "config.yaml")
+    else:
+        (path / "config.yaml").unlink()
     ckpt = path / "checkpoints" / "ckpt-500"
     ckpt.mkdir(parents=True)
-    (ckpt / "state.msgpack").write_bytes(b"\x81\xa1a\x00")
-    version = "9.0.0" if case == "other-version" else dreamer.__version__
-    (ckpt / "host.json").write_text(json.dumps({"step": 500, "format": checkpoint.FORMAT, "version": version,
-                                                "digest": "sha256:" + "0" * 64}))
+    state = b"\x81\xa1a\x00"
+    (ckpt / "state.msgpack").write_bytes(state)
+    digest = "sha256:" + (hashlib.sha256(state).hexdigest() if case == "config-yaml-gone" else "0" * 64)
+    host = {"step": 500, "format": checkpoint.FORMAT, "version": dreamer.__version__, "digest": digest,
+            "episodes": 0, "scheduled_updates": 0, "train_start": None, "last_eval_step": -1,
+            "nonfinite_streak": 0, "pending_metrics": {}, "rng": {}, "actor_key": [0, 0],
+            "replay": {"rng": {}}, "agent_spec": {"name": "dreamer", "action_size": 1, "discrete": False},
+            "metrics_bytes": 0, "config": config.to_dict()}
+    if case == "other-version":
+        host["version"] = "9.0.0"
+    elif case == "host-lacks-key":
+        del host["episodes"]
+    elif case == "host-wrong-type":
+        host["step"] = "abc"
+    (ckpt / "host.json").write_text(json.dumps(host))
     return path
 
 
