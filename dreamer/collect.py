@@ -68,6 +68,15 @@ class Collector:
         return self._record(self.obs, actions), stepped * self.action_repeat
 
 
+def episode_signature(envs: VectorEnv) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The step shape and dtype of every key of the episodes the collector assembles from
+    `envs`: what the run's replay accepts."""
+    flag = ((), np.dtype(bool))
+    return {"image": (tuple(envs.obs_shape), np.dtype(np.uint8)), "reward": ((), np.dtype(np.float32)),
+            "is_first": flag, "is_last": flag, "is_terminal": flag,
+            "action": ((envs.action_size,), np.dtype(np.float32))}
+
+
 def random_actions(rng: np.random.Generator, batch: int, action_size: int, discrete: bool) -> np.ndarray:
     """Uniform random actions [batch, A] (host side, NumPy): for prefill and the random baseline;
     one-hot for discrete actions."""

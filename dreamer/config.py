@@ -410,6 +410,12 @@ def load_saved_config(path: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
                           "move it away or choose another --logdir")
+    missing = sorted(set(valid_keys()) - set(flatten(data)))
+    if missing:  # a truncated file would otherwise be read with defaults filled in
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(f"the saved config '{path}' lacks {shown}: it is truncated or from another "
+                          "version; restore it, delete it (the checkpoint holds the run's config), "
+                          "or choose another --logdir")
     try:
         return config_from_dict(data)
     except ConfigError as err:

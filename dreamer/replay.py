@@ -171,12 +171,15 @@ class Replay:
             beyond it (the newest episode is always kept, even if longer than capacity).
         seq_len: length T of sampled sequences.
         seed: seed of the sampling random generator.
+        signature: per key, the step shape and dtype every episode must have (a training run
+            gives its environment's, see `dreamer.collect.episode_signature`); None: whatever
+            the first stored (when loading: the newest) episode has.
 
     Episodes dropped for capacity stay on disk: the replay directory is the run's record.
     """
 
     def __init__(self, directory: str | Path | None, *, capacity: int, seq_len: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, signature: Signature | None = None) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if capacity < seq_len:
@@ -187,6 +190,7 @@ class Replay:
         self._capacity = int(capacity)
         self._seq_len = int(seq_len)
         self._rng = np.random.default_rng(seed)
+        self._expected = None if signature is None else dict(signature)
         self._last_stamp: dt.datetime | None = None
         self._set_contents([], [])
 
@@ -232,8 +236,9 @@ class Replay:
         """Replace the in-memory contents with the newest episodes in ``directory``.
 
         Files are read newest first (by name) until capacity is reached. Unreadable or
-        invalid files, and files that do not match the newest episode's keys, shapes and
-        dtypes, are skipped with a :class:`ReplayWarning`; no file is ever deleted here.
+        invalid files, and files that do not match the expected keys, shapes and dtypes (the
+        `signature`, or the newest episode's), are skipped with a :class:`ReplayWarning`; no
+        file is ever deleted here.
 
         Returns:
             the number of steps loaded.
@@ -315,7 +320,8 @@ class Replay:
         """Install a new episode list and rebuild the sampling index."""
         self._episodes = episodes
         self._paths = paths
-        self._signature: Signature | None = _signature(episodes[0]) if episodes else None
+        self._signature: Signature | None = (
+            self._expected if self._expected is not None else _signature(episodes[0]) if episodes else None)
         self._lengths = np.array([len(ep["image"]) for ep in episodes], np.int64)  # [E]
         self._ends = np.cumsum(self._lengths)  # [E] exclusive end of each episode
         self._begins = self._ends - self._lengths  # [E] first global step of each episode
@@ -331,10 +337,12 @@ class Replay:
         return episodes[drop:], paths[drop:]
 
     def _compatible(self, episode: Episode, newer: list[Episode], path: Path) -> bool:
-        """While loading: does ``episode`` match the (newer) episodes already accepted?"""
-        if not newer:
+        """While loading: does ``episode`` match the expected signature (or, without one, the
+        newer episodes already accepted)?"""
+        if self._expected is None and not newer:
             return True
-        expected, got = _signature(newer[0]), _signature(episode)
+        expected = self._expected if self._expected is not None else _signature(newer[0])
+        got = _signature(episode)
         if got == expected:
             return True
         warnings.warn(f"skipping replay file {path}: "

@@ -37,10 +37,11 @@ import numpy as np
 import yaml
 
 from dreamer import checkpoint
-from dreamer.collect import AgentActor, Collector, make_vector_env, random_actions, run_episodes
+from dreamer.collect import AgentActor, Collector, episode_signature, make_vector_env, random_actions, run_episodes
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config, parse_overrides, preset_description, preset_files, save_config
 from dreamer.errors import ConfigError, TrainingError, UserError
+from dreamer.checkpoint import CHECKPOINT_DIR
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.parallel import DataParallel, join_hosts
 from dreamer.registry import agent_class, agent_specs
@@ -77,6 +78,8 @@ def parse_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--seed", help="the run's seed (default: 0)")
     parser.add_argument("--steps", help="total environment steps, action repeat included")
     parser.add_argument("--devices", help="data-parallel training over this many devices")
+    parser.add_argument("--force", action="store_true",
+                        help="use a --logdir that is not empty although it holds no training run")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit; nothing is written")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -98,10 +101,19 @@ def parse_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
     return config, args
 
 
-def prepare_logdir(config: Config) -> Path:
+# What a run writes into its logdir: a folder with none of them is not a run.
+RUN_ENTRIES = ("config.yaml", CHECKPOINT_DIR, "replay", METRICS_FILE)
+
+
+def prepare_logdir(config: Config, force: bool = False) -> Path:
     logdir = config.run_dir
     if logdir.exists() and not logdir.is_dir():
         raise UserError(f"logdir '{logdir}' exists and is not a directory; choose another --logdir")
+    if (not force and logdir.is_dir() and any(logdir.iterdir())
+            and not any((logdir / name).exists() for name in RUN_ENTRIES)):
+        raise UserError(f"logdir '{logdir}' is not empty and holds no training run (no "
+                        f"{', '.join(RUN_ENTRIES)}): files of the same names would be overwritten; "
+                        "choose a new or empty --logdir, or pass --force to use it anyway")
     try:
         logdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -136,6 +148,14 @@ class StopRequests:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+class RunFinished(Exception):
+    """The run in the logdir has already reached --steps: nothing to do, nothing written."""
+
+    def __init__(self, logdir: Path, step: int, steps: int):
+        super().__init__(f"the run in '{logdir}' is at env step {step}, --steps is {steps}: "
+                         "nothing to do (raise --steps to train on)")
 
 
 class Interrupted(Exception):
@@ -215,13 +235,16 @@ class Trainer:
             self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
             # Everything that can reject the logdir runs before anything in it is written.
             resume = checkpoint.prepare_resume(config, logdir)
+            if resume.checkpoint is not None and resume.checkpoint.step >= config.steps:
+                raise RunFinished(logdir, resume.checkpoint.step, config.steps)
             self.state = self.initial_state(resume.checkpoint)  # replicated over devices
         except BaseException:
             self.envs.close()
             self.eval_envs.close()
             raise
         self.replay = Replay(logdir / "replay", capacity=config.train.replay_capacity,
-                             seq_len=config.train.seq_len, seed=config.seed)
+                             seq_len=config.train.seq_len, seed=config.seed,
+                             signature=episode_signature(self.envs))
         self.replay.load()
         self.collector = Collector(self.envs, config.env.action_repeat)
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
@@ -391,9 +414,6 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> None:
-        if self.step >= self.config.steps:
-            print(f"the run in '{self.logdir}' is at env step {self.step}, --steps is {self.config.steps}: "
-                  "nothing to do (raise --steps to train on)", file=sys.stderr)
         progress = Progress(self.config.steps, initial=min(self.step, self.config.steps))
         self.fps_mark = (self.step, time.time())
         try:
@@ -441,9 +461,12 @@ def train(argv: list[str], stop: StopRequests) -> int:
     agent_class(config.agent)  # an unknown agent or device count fails before anything else
     DataParallel(config.devices, config.train.batch_size)
     new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
-    logdir = prepare_logdir(config)
+    logdir = prepare_logdir(config, args.force)
     try:  # envs, agent and the resume checks run before anything is written into the logdir
         trainer = Trainer(config, logdir, stop)
+    except RunFinished as finished:  # nothing is written
+        print(finished, file=sys.stderr)
+        return 0
     except BaseException:
         for path in new_dirs:  # deepest first: remove the (still empty) dirs made above
             with contextlib.suppress(OSError):

@@ -85,6 +85,8 @@ RESUME_CASES = {
     "host-wrong-type": ([], ["corrupted checkpoint", "ckpt-500", "invalid 'step'"]),
     # config.yaml deleted: the checkpoint's own config still guards the run.
     "config-yaml-gone": (["--model.lr", "0.01"], ["another config", "model.lr (saved 0.0006, now 0.01)"]),
+    # config.yaml cut short: an error naming what is missing, not defaults filled in.
+    "truncated-config": ([], ["the saved config", "lacks", "truncated"]),
 }
 
 
@@ -102,11 +104,15 @@ def make_run_logdir(path: Path, case: str) -> Path:
         save_config(config, path / "config.yaml")
     else:
         (path / "config.yaml").unlink()
+    if case == "truncated-config":
+        text = (path / "config.yaml").read_text()
+        (path / "config.yaml").write_text(text[:len(text) // 2].rsplit("\n", 1)[0] + "\n")
     ckpt = path / "checkpoints" / "ckpt-500"
     ckpt.mkdir(parents=True)
     state = b"\x81\xa1a\x00"
     (ckpt / "state.msgpack").write_bytes(state)
-    digest = "sha256:" + (hashlib.sha256(state).hexdigest() if case == "config-yaml-gone" else "0" * 64)
+    intact = case in ("config-yaml-gone", "finished")
+    digest = "sha256:" + (hashlib.sha256(state).hexdigest() if intact else "0" * 64)
     host = {"step": 500, "format": checkpoint.FORMAT, "version": dreamer.__version__, "digest": digest,
             "episodes": 0, "scheduled_updates": 0, "train_start": None, "last_eval_step": -1,
             "nonfinite_streak": 0, "pending_metrics": {}, "rng": {}, "actor_key": [0, 0],
@@ -134,6 +140,18 @@ def cli_runs(tmp_path_factory):
         (file_dir / "not_a_dir").write_text("precious\n")
         runs["logdir-file"] = (file_dir, snapshot(file_dir), pool.submit(
             run_train, "--configs", "debug", "--logdir", str(file_dir / "not_a_dir")))
+        foreign = tmp_path_factory.mktemp("foreign")  # a folder that is not a run
+        (foreign / "notes.txt").write_text("mine\n")
+        (foreign / "eval_policy_000001500.gif").write_bytes(b"GIF89a")
+        runs["not-a-run"] = (foreign, snapshot(foreign), pool.submit(run_train, *RUN_ARGS, "--logdir", str(foreign)))
+        latin = tmp_path_factory.mktemp("latin") / "latin.yaml"
+        latin.write_bytes(b"# caf\xe9\nseed: 1\n")
+        path = make_logdir(tmp_path_factory.mktemp("not-utf8") / "run")
+        runs["not-utf8"] = (path, snapshot(path), pool.submit(
+            run_train, "--configs", str(latin), "--logdir", str(path)))
+        path = make_run_logdir(tmp_path_factory.mktemp("finished") / "run", "finished")
+        runs["finished"] = (path, snapshot(path), pool.submit(
+            run_train, *RUN_ARGS, "--steps", "400", "--logdir", str(path)))
         bad_yaml = tmp_path_factory.mktemp("yaml") / "broken.yaml"
         bad_yaml.write_text("model: [deter: 3\n")
         path = make_logdir(tmp_path_factory.mktemp("bad-yaml") / "run")
@@ -167,6 +185,25 @@ def test_logdir_is_a_file(cli_runs):
     assert_one_line_error(result, str(path / "not_a_dir"), "not a directory")
     assert snapshot(path) == before
     assert (path / "not_a_dir").read_text() == "precious\n"
+
+
+def test_a_folder_that_is_not_a_run_is_refused(cli_runs):
+    path, before, result = cli_runs["not-a-run"]
+    assert_one_line_error(result, "holds no training run", "--force")
+    assert snapshot(path) == before
+
+
+def test_a_preset_that_is_not_utf8(cli_runs):
+    path, before, result = cli_runs["not-utf8"]
+    assert_one_line_error(result, "latin.yaml", "not UTF-8")
+    assert snapshot(path) == before
+
+
+def test_a_finished_run_is_left_as_it_is(cli_runs):
+    path, before, result = cli_runs["finished"]
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(path) == before  # config.yaml not rewritten, no new event file
 
 
 def test_unreadable_config_file(cli_runs):

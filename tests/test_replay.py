@@ -230,3 +230,23 @@ def test_seed_determinism_and_state_dict_round_trip() -> None:
     assert [starts(resumed) for _ in range(3)] == expected
 
 
+
+
+def test_the_runs_signature_not_the_newest_file_decides(tmp_path: Path) -> None:
+    # A valid episode of another run (another action size) that sorts newest must not make
+    # every episode of this run incompatible: the run's own signature says what fits.
+    replay = Replay(tmp_path, capacity=1000, seq_len=2)
+    good = [replay.add_episode(make_episode(i, 5)) for i in range(2)]
+    foreign = make_episode(9, 5)
+    foreign["action"] = np.zeros((5, ACTION_DIM + 1), np.float32)
+    Replay(tmp_path / "other", capacity=1000, seq_len=2).add_episode(foreign).replace(
+        tmp_path / "99990101T000000000000-x-5.npz")
+    signature = {key: (value.shape[1:], value.dtype) for key, value in make_episode(0, 1).items()}
+    fresh = Replay(tmp_path, capacity=1000, seq_len=2, signature=signature)
+    with pytest.warns(ReplayWarning, match="99990101T000000000000"):
+        assert fresh.load() == 10
+    assert kept_ids(fresh) == [0.0, 1.0]
+    fresh.add_episode(make_episode(2, 5))  # new episodes of the run still fit
+    with pytest.raises(ValueError, match="action"):
+        fresh.add_episode(foreign)
+    assert all(path.exists() for path in good)
