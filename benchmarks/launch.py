@@ -62,7 +62,8 @@ class Job:
                 *configs, "--logdir", self.logdir, *self.overrides]
 
     def command(self, python: str | None = None) -> list[str]:
-        return [python or sys.executable, "-m", self.module, *self.train_args()]
+        # --force: the logdir already holds the launcher's own train.log and run.json.
+        return [python or sys.executable, "-m", self.module, *self.train_args(), "--force"]
 
     def settings(self) -> list[str]:
         """What must match for an existing logdir to continue this run: all but the steps and

@@ -105,7 +105,7 @@ def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
     the training loop seeds its evaluation at that step."""
     logdir = Path(logdir)
     if not logdir.is_dir():
-        raise CheckpointError(f"'{logdir}' is not a directory: give the logdir of a training run")
+        raise CheckpointError(f"'{logdir}' is not the logdir of a training run: no such directory")
     resume = checkpoint.find_latest(logdir / checkpoint.CHECKPOINT_DIR, checkpoint.RUN_SCHEMA)
     ckpt = resume.checkpoint
     if ckpt is None:

@@ -238,6 +238,7 @@ class Trainer:
             if resume.checkpoint is not None and resume.checkpoint.step >= config.steps:
                 raise RunFinished(logdir, resume.checkpoint.step, config.steps)
             self.state = self.initial_state(resume.checkpoint)  # replicated over devices
+            self.collector = Collector(self.envs, config.env.action_repeat)  # resets: renders once
         except BaseException:
             self.envs.close()
             self.eval_envs.close()
@@ -246,7 +247,6 @@ class Trainer:
                              seq_len=config.train.seq_len, seed=config.seed,
                              signature=episode_signature(self.envs))
         self.replay.load()
-        self.collector = Collector(self.envs, config.env.action_repeat)
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
         self.rng = np.random.default_rng(config.seed)  # prefill's random actions
         self.schedule = Schedule(config.train, config.env.action_repeat)

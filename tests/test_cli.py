@@ -152,6 +152,9 @@ def cli_runs(tmp_path_factory):
         path = make_run_logdir(tmp_path_factory.mktemp("finished") / "run", "finished")
         runs["finished"] = (path, snapshot(path), pool.submit(
             run_train, *RUN_ARGS, "--steps", "400", "--logdir", str(path)))
+        new = tmp_path_factory.mktemp("camera") / "new" / "run"  # a camera the task lacks
+        runs["bad-camera"] = (new, {}, pool.submit(run_train, *RUN_ARGS, "--env.camera", "99",
+                                                   "--logdir", str(new)))
         bad_yaml = tmp_path_factory.mktemp("yaml") / "broken.yaml"
         bad_yaml.write_text("model: [deter: 3\n")
         path = make_logdir(tmp_path_factory.mktemp("bad-yaml") / "run")
@@ -185,6 +188,12 @@ def test_logdir_is_a_file(cli_runs):
     assert_one_line_error(result, str(path / "not_a_dir"), "not a directory")
     assert snapshot(path) == before
     assert (path / "not_a_dir").read_text() == "precious\n"
+
+
+def test_a_camera_the_task_lacks_creates_nothing(cli_runs):
+    path, _, result = cli_runs["bad-camera"]
+    assert_one_line_error(result, "camera=99", "invalid")
+    assert not path.parent.exists()  # the directories made for the run are gone again
 
 
 def test_a_folder_that_is_not_a_run_is_refused(cli_runs):

@@ -124,3 +124,17 @@ def test_progress_bar() -> None:
     progress.close()
     with Progress(10, disable=True) as quiet:
         quiet.update(5, 1.0)
+
+
+def test_logging_starts_no_thread(tmp_path: Path) -> None:
+    # TensorBoard events are written in the caller's thread: no writer thread that could die
+    # on a full disk and leave the next flush waiting for it forever.
+    import threading
+
+    before = threading.active_count()
+    with Logger(tmp_path) as logger:
+        logger.scalar("train/return", 1.0)
+        logger.video("eval/policy", np.zeros((2, 8, 8, 3), np.uint8))
+        logger.write(1)
+        assert threading.active_count() == before
+    assert event_files(tmp_path)
