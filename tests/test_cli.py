@@ -196,15 +196,19 @@ def test_a_camera_the_task_lacks_creates_nothing(cli_runs):
     assert not path.parent.exists()  # the directories made for the run are gone again
 
 
-def test_a_folder_that_is_not_a_run_is_refused(cli_runs):
-    path, before, result = cli_runs["not-a-run"]
-    assert_one_line_error(result, "holds no training run", "--force")
-    assert snapshot(path) == before
+# The other runs of `cli_runs`, each with what its one error line must say.
+SPECIAL_CASES = {
+    "not-a-run": ["holds no training run", "--force"],  # a folder that is not a run
+    "not-utf8": ["latin.yaml", "not UTF-8"],  # a preset in another encoding
+    "bad-yaml": ["broken.yaml", "cannot read config file"],
+    "logdir-unwritable": ["/proc/dreamer_run", "choose another --logdir"],
+}
 
 
-def test_a_preset_that_is_not_utf8(cli_runs):
-    path, before, result = cli_runs["not-utf8"]
-    assert_one_line_error(result, "latin.yaml", "not UTF-8")
+@pytest.mark.parametrize("case", list(SPECIAL_CASES))
+def test_bad_files_and_folders_are_one_line_and_change_nothing(cli_runs, case):
+    path, before, result = cli_runs[case]
+    assert_one_line_error(result, *SPECIAL_CASES[case])
     assert snapshot(path) == before
 
 
@@ -213,18 +217,6 @@ def test_a_finished_run_is_left_as_it_is(cli_runs):
     assert result.returncode == 0, result.stderr
     assert "nothing to do" in result.stderr and "Traceback" not in result.stderr
     assert snapshot(path) == before  # config.yaml not rewritten, no new event file
-
-
-def test_unreadable_config_file(cli_runs):
-    path, before, result = cli_runs["bad-yaml"]
-    assert_one_line_error(result, "broken.yaml", "cannot read config file")
-    assert snapshot(path) == before
-
-
-def test_logdir_not_writable(cli_runs):
-    path, before, result = cli_runs["logdir-unwritable"]
-    assert_one_line_error(result, "/proc/dreamer_run", "choose another --logdir")
-    assert snapshot(path) == before
 
 
 def test_debug_shows_traceback(cli_runs):
