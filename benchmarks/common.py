@@ -12,11 +12,13 @@ import jax.numpy as jnp
 
 
 def git_commit() -> str:
-    """HEAD's hash, with '-dirty' when tracked files differ from it."""
+    """HEAD's hash of the checkout this code runs from (whatever the working directory), with
+    '-dirty' when tracked files differ from it; 'unknown' for an installed package."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
+                               capture_output=True, text=True, cwd=here).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
