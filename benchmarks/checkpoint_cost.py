@@ -11,7 +11,7 @@ benchmarks/results/checkpoint_cost.{json,md}.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import json
 import tempfile
 import time
@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks.common import git_commit, machine
 from dreamer import checkpoint
+from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import build_config
 from dreamer.registry import agent_class
 
@@ -59,7 +60,7 @@ def time_orbax(state, repeats: int, asynchronous: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="dreamer")
     parser.add_argument("--configs", nargs="*", default=[])
     parser.add_argument("--repeats", type=int, default=5)
@@ -89,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

@@ -22,7 +22,6 @@ if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables 
 
     reexec_with_huge_pages()
 
-import argparse
 import json
 import shlex
 import sys
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from dreamer.cli import ArgumentParser, run_command
 
 METHODS = ("random", "dreamer_no_reward", "plan2explore")
 
@@ -146,7 +147,7 @@ def markdown(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.exploration", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.exploration", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="dmc_cartpole_swingup")
     parser.add_argument("--configs", nargs="*", default=["cpu"], help="presets applied to every method")
     parser.add_argument("--steps", type=int, default=30_000, help="environment steps per run")
@@ -208,4 +209,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import git_commit
+from dreamer.cli import ArgumentParser, run_command
 from dreamer.logger import read_metrics
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "distrax", "mujoco", "dm_control", "numpy", "dreamer-jax")
@@ -205,7 +206,7 @@ def to_markdown(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_protocol", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.gpu_protocol", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, required=True, help="the whole budget, all steps included")
     parser.add_argument("--out", type=Path, required=True, help="where the (at most 5) files go")
     parser.add_argument("--configs", nargs="*", default=[], help="presets (default: the paper's settings)")
@@ -252,4 +253,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

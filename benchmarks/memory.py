@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import git_commit, machine
+from dreamer.cli import ArgumentParser, run_command
 from dreamer.logger import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,7 +82,7 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="dmc_cartpole_balance")
     parser.add_argument("--configs", nargs="+", default=["debug"])
     parser.add_argument("--steps", type=int, default=40_000)
@@ -106,4 +107,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

@@ -16,7 +16,7 @@ if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables 
 
     reexec_with_huge_pages()
 
-import argparse
+import sys
 import json
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, xla_flops
+from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import build_config
 from dreamer.registry import agent_class
 from planet.planner import cem, initial_plan  # the pure CEM function, not the agent
@@ -96,7 +97,7 @@ def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -125,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

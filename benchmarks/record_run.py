@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import git_commit, machine
+from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import config_from_dict
 from dreamer.logger import read_metrics
 
@@ -46,7 +47,7 @@ def find_logdir(command: list[str]) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("--name", required=True)
     parser.add_argument("--random-episodes", type=int, default=10)
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -89,4 +90,4 @@ def to_markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

@@ -15,7 +15,6 @@ and plots use them.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import gzip
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from dreamer.cli import ArgumentParser, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -315,7 +316,7 @@ def reference_curves(task: str, directory: str | Path = REFERENCE_DIR) -> list[t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.reference", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.reference", description=__doc__.split("\n")[0])
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="the shared reference folder")
     parser.add_argument("--out", default=str(REFERENCE_DIR))
     args = parser.parse_args(argv)
@@ -330,4 +331,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

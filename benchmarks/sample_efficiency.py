@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks import aggregate, launch, plots
 from benchmarks.aggregate import RunDir
+from dreamer.cli import ArgumentParser
 from dreamer.config import build_config, parse_overrides
 from dreamer.errors import ConfigError, UserError
 from dreamer.registry import agent_spec, agent_specs
@@ -40,13 +41,8 @@ ATTEMPTS_FILE = "attempts.jsonl"
 RANDOM_FILE = "random_returns.json"
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit status 2, as dreamer.train
-        raise ConfigError(message)
-
-
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = _ArgumentParser(prog="python -m benchmarks.sample_efficiency",
+    parser = ArgumentParser(prog="python -m benchmarks.sample_efficiency",
                              description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--agents", nargs="+", default=["dreamer"], help=f"of {', '.join(agent_specs())}")
     parser.add_argument("--envs", nargs="+", required=True, help="dmc_<domain>_<task> or gym:<id>")

@@ -26,7 +26,6 @@ if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables 
 
     reexec_with_huge_pages()
 
-import argparse
 import contextlib
 import json
 import sys
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops
+from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config
 from dreamer.registry import agent_class
 
@@ -219,7 +219,7 @@ def to_table(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter env runs (a few minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--configs", nargs="*", default=[], help="presets (default: the paper's sizes)")
@@ -247,4 +247,4 @@ if __name__ == "__main__":
     # (JAX_COMPILATION_CACHE_DIR) it would be a disk read. A process-wide setting, so it is made
     # here, before the first compile, and not in `main`, which tests call in their own process.
     jax.config.update("jax_enable_compilation_cache", False)
-    main()
+    sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))
