@@ -69,6 +69,10 @@ CASES = {
     "conflicting-flags": (["--env", "dmc_walker_walk", "--env.name", "dmc_cheetah_run"],
                           ["--env", "--env.name", "env.name"]),
     "too-many-devices": (["--configs", "debug", "--devices", "3"], ["--devices 3", "XLA_FLAGS"]),
+    # Valid alone, not together: the replay could never hold one sequence.
+    "capacity-below-sequence": (["--configs", "debug", "--train.replay_capacity", "5"],
+                                ["train.replay_capacity (5)", "train.seq_len (12)"]),
+    "seed-too-large": (["--seed", "4294967296"], ["seed", "<= 2147483647"]),
     "debug": (["--debug", "--model.detr", "64"], []),  # shows the traceback instead
 }
 

@@ -330,3 +330,19 @@ def test_evaluate_without_checkpoint_is_one_line_error(tmp_path, capsys):
     assert "not the logdir of a training run" in capsys.readouterr().err
     assert evaluate_main(["--logdir", str(tmp_path), "--episodes", "0"]) == 2
     assert "positive integer" in capsys.readouterr().err
+    assert evaluate_main(["--logdir", str(tmp_path), "--seed", "-1"]) == 2  # numpy's seeds are >= 0
+    assert "expected a seed in [0, 2147483647], got '-1'" in capsys.readouterr().err
+
+
+def test_evaluate_video_that_cannot_be_written_is_refused_before_any_episode(runs, tmp_path, capsys):
+    paths, futures = runs
+    assert futures["stopped"].result()["first"][0] == 0
+    logdir = tmp_path / "run"
+    shutil.copytree(paths["at1000"], logdir, ignore=shutil.ignore_patterns("eval_videos"))
+    (logdir / "eval_videos").write_text("a file where the videos would go\n")
+    before = {p: p.read_bytes() for p in logdir.rglob("*") if p.is_file()}
+    assert evaluate_main(["--logdir", str(logdir), "--episodes", "1", "--video"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: cannot write videos into") and err.count("\n") == 1, err
+    assert "episode 1/1" not in out  # refused before running an episode
+    assert {p: p.read_bytes() for p in logdir.rglob("*") if p.is_file()} == before
