@@ -34,6 +34,9 @@ class PlaNet(WorldModelAgent):
     def rollout_return(self, wm_params: dict, latent: dict, actions: jax.Array, key: jax.Array) -> jax.Array:
         """One candidate: sum of predicted rewards along the prior rollout of `actions` [H, A]
         from one posterior state (no batch dims) -> scalar."""
+        # A batch of one for `imagine`, vmapped over candidates (see `plan`): each candidate
+        # draws its own latent noise from its own key. One `imagine` call over all candidates
+        # would draw other noise and change the plans a seed gives.
         start = jax.tree.map(lambda x: x[None], latent)
         states, _ = self.wm.rssm.imagine(wm_params["rssm"], start, key, actions=actions[None])
         return self.wm.reward(wm_params, self.wm.rssm.get_feat(states))[0].sum()
