@@ -15,31 +15,39 @@ On whatever device JAX sees, within M minutes whatever happens:
      train.log (the run's stderr, its last 200 kB).
 
 A watchdog writes what has been measured so far and ends the process at the deadline if a
-step hangs. On a CPU, `--configs debug --minutes 3 --eval-every 1000` runs the same steps at
-toy size (a test does).
+step hangs. On a CPU, `--configs debug --minutes 2 --eval-every 500 --repeats 3` runs the same
+steps at toy size (a test does).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from importlib import metadata
-from pathlib import Path
 
-import numpy as np
+# The timing step shares the device with the training run it starts: it must not take JAX's
+# default 75% of the GPU memory up front (set before JAX is imported; the run gets the default).
+_PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
+_USER_PREALLOCATE = os.environ.get(_PREALLOCATE)
+os.environ.setdefault(_PREALLOCATE, "false")
 
-from benchmarks.common import git_commit
-from dreamer.cli import ArgumentParser, run_command
-from dreamer.logger import read_metrics
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from importlib import metadata  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import git_commit  # noqa: E402
+from dreamer.cli import ArgumentParser, run_command  # noqa: E402
+from dreamer.errors import UserError  # noqa: E402
+from dreamer.logger import read_metrics  # noqa: E402
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "distrax", "mujoco", "dm_control", "numpy", "dreamer-jax")
 SUMMARY_FIELDS = ("device", "versions", "commit", "command", "minutes", "throughput", "run")
@@ -66,7 +74,7 @@ def device() -> str:
     return f"{jax.default_backend()}: {len(jax.devices())} x {', '.join(kinds)}"
 
 
-def throughput(presets: list[str], env: str, deadline: float) -> dict:
+def throughput(presets: list[str], env: str, deadline: float, repeats: int) -> dict:
     """The update at batch 50 x 50 in float32 and bfloat16 (the second skipped if time is short)."""
     from benchmarks.throughput import measure_update
     from dreamer.config import build_config
@@ -77,7 +85,7 @@ def throughput(presets: list[str], env: str, deadline: float) -> dict:
             rows[precision] = {"skipped": "no time left"}
             continue
         config = build_config(presets, {"env.name": env, "train.precision": precision})
-        rows[precision] = measure_update(config, (50, 50), repeats=10)
+        rows[precision] = measure_update(config, (50, 50), repeats=repeats)
     return rows
 
 
@@ -95,8 +103,11 @@ class Run:
 
     def __call__(self, stop_at: float) -> None:
         self.start = time.time()
+        env = dict(os.environ)
+        if _USER_PREALLOCATE is None:  # the run itself may preallocate as usual
+            env.pop(_PREALLOCATE, None)
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
                 self.process.wait(timeout=max(stop_at - time.time(), 1.0))
             except subprocess.TimeoutExpired:
@@ -114,7 +125,7 @@ class Run:
             self.process.kill()
             self.process.wait()
 
-    def summary(self) -> dict:
+    def summary(self, task: str) -> dict:
         metrics = read_metrics(self.logdir / "metrics.jsonl") if (self.logdir / "metrics.jsonl").exists() else []
         steps = max((m["step"] for m in metrics), default=0)
         wall = (self.end or time.time()) - (self.start or time.time())
@@ -128,12 +139,12 @@ class Run:
             "hours_per_1m_steps": round(wall / steps * 1e6 / 3600, 2) if steps else None,
             "env_steps_per_second_last": fps[-1] if fps else None,
             "train_seconds_per_burst_median": float(np.median(updates)) if updates else None,
-            "evaluations": [{"step": step, "return": ret, "dreamer_v1_published": published(step)}
+            "evaluations": [{"step": step, "return": ret, "dreamer_v1_published": published(step, task)}
                             for step, ret in evals],
         }
 
 
-def published(step: int, task: str = "dmc_walker_walk") -> float | None:
+def published(step: int, task: str) -> float | None:
     """Dreamer V1's published mean return at `step` (its score file), interpolated."""
     from benchmarks.reference import reference_curves
 
@@ -214,7 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=10_000, help="environment steps between evaluations")
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="the run stops here if time remains")
     parser.add_argument("--commit", help="the commit to record (default: the checkout's HEAD)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed updates per precision (the median)")
     args = parser.parse_args(argv)
+    try:  # the files go here at the end: find out now if they cannot
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / ".writable").touch()
+        (args.out / ".writable").unlink()
+    except OSError as err:
+        raise UserError(f"cannot write into --out '{args.out}': {err.strerror or err}") from None
     start = time.time()
     deadline = start + 60 * args.minutes
     summary: dict = {"command": "python -m benchmarks.gpu_protocol " + " ".join(argv), "minutes": args.minutes,
@@ -228,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     def finish(watchdog: bool) -> None:
         with lock:
             run.stop()
-            summary.update(watchdog=watchdog, wall_seconds=round(time.time() - start, 1), run=run.summary())
+            summary.update(watchdog=watchdog, wall_seconds=round(time.time() - start, 1), run=run.summary(args.env))
             write(args.out, summary, run)
 
     def watchdog() -> None:  # a step that hangs: write what there is and end at the deadline
@@ -241,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     timer.start()
     try:
         # The updates may take a quarter of the budget; the run gets the rest.
-        summary["throughput"] = throughput(args.configs, args.env, start + 15 * args.minutes)
+        summary["throughput"] = throughput(args.configs, args.env, start + 15 * args.minutes, args.repeats)
         print(json.dumps(summary["throughput"]), flush=True)
         run(stop_at=deadline - min(STOP_MARGIN, STOP_FRACTION * 60 * args.minutes + 5))
     finally:

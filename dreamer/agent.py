@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import jax
 
 from dreamer.base_agent import TrainState, WorldModelAgent
 from dreamer.core.actor_critic import ACState, ActorCritic
 from dreamer.core.rssm import merge_batch_time
-from dreamer.registry import AgentSpec
-
-# Registered through the entry point `dreamer = dreamer.agent:AGENT` (setup.cfg).
-AGENT = AgentSpec(
-    name="dreamer", agent="dreamer.agent:Dreamer",
-    preset=resources.files("dreamer") / "configs" / "dreamer.yaml",
-    description="Dreamer: actor-critic learned in imagination, returns backpropagated through the "
-                "model (Hafner et al. 2020)")
 
 
 class Dreamer(WorldModelAgent):

@@ -30,6 +30,7 @@ import yaml
 
 from dreamer.core.config import ActorCriticConfig, ModelConfig, option
 from dreamer.errors import ConfigError
+from dreamer.fileio import fsync_directory, write_synced
 from dreamer.registry import agent_spec, agent_specs
 
 # Environment seeds are the run's seed plus offsets below 2**20 (evaluation, hosts, envs), and
@@ -114,7 +115,7 @@ def config_class() -> type[Config]:
         if spec.section is None:
             continue
         if spec.section in {f.name for f in dataclasses.fields(Config)} | {s[0] for s in sections}:
-            raise TypeError(f"agent '{spec.name}' claims config section '{spec.section}', which is taken")
+            raise ConfigError(f"agent '{spec.name}' claims config section '{spec.section}', which is taken")
         sections.append((spec.section, spec.config, dataclasses.field(default=spec.config())))
     return dataclasses.make_dataclass("Config", sections, bases=(Config,), frozen=True,
                                       namespace={"__module__": __name__})
@@ -362,10 +363,16 @@ def check_consistency(config: Config) -> Config:
 
 
 def save_config(config: Config, path: Path) -> None:
+    """Write `path` durably: a synced temporary file renamed over it (removed if the write fails)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".yaml.part")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    try:
+        write_synced(tmp, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
 
 
 def config_from_dict(data: dict) -> Config:
@@ -404,13 +411,23 @@ def differing_keys(saved: Config, new: Config, ignore: frozenset = RESUME_SAFE_K
     return sorted(key for key in cur if key not in ignore and old.get(key) != cur[key])
 
 
+def _required_keys(agent: Any) -> list[str]:
+    """What a saved config must hold: the base sections and the run's own agent's section (other
+    agents' sections may come and go as plug-ins are installed)."""
+    keys = valid_keys(Config)
+    spec = agent_specs().get(agent) if isinstance(agent, str) else None
+    if spec is not None and spec.section is not None:
+        keys += valid_keys(spec.config, f"{spec.section}.")
+    return keys
+
+
 def load_saved_config(path: Path) -> Config:
     """The resolved config a run saved in its logdir (`config.yaml`), validated."""
     data = _read_yaml(path, "the saved config")
     if not isinstance(data, dict):
         raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
                           "move it away or choose another --logdir")
-    missing = sorted(set(valid_keys()) - set(flatten(data)))
+    missing = sorted(set(_required_keys(data.get("agent"))) - set(flatten(data)))
     if missing:  # a truncated file would otherwise be read with defaults filled in
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ConfigError(f"the saved config '{path}' lacks {shown}: it is truncated or from another "

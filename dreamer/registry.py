@@ -48,10 +48,14 @@ def agent_specs() -> dict[str, AgentSpec]:
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in specs:  # the same distribution seen twice on sys.path
             continue
-        spec = entry.load()
+        try:
+            spec = entry.load()
+        except Exception as err:  # a broken plug-in: one line naming it, not a traceback
+            raise ConfigError(f"agent plug-in '{entry.name} = {entry.value}' cannot be loaded "
+                              f"({type(err).__name__}: {err}); fix or uninstall it") from None
         if not isinstance(spec, AgentSpec) or spec.name != entry.name:
-            raise TypeError(f"entry point '{entry.name} = {entry.value}' in group "
-                            f"'{ENTRY_POINT_GROUP}' must name an AgentSpec with name '{entry.name}'")
+            raise ConfigError(f"entry point '{entry.name} = {entry.value}' in group "
+                              f"'{ENTRY_POINT_GROUP}' must name an AgentSpec with name '{entry.name}'")
         specs[spec.name] = spec
     if not specs:
         raise ConfigError(f"no agent is registered (entry-point group '{ENTRY_POINT_GROUP}'); "

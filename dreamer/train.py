@@ -40,7 +40,7 @@ from dreamer import checkpoint
 from dreamer.collect import AgentActor, Collector, episode_signature, make_vector_env, random_actions, run_episodes
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config, parse_overrides, preset_description, preset_files, save_config
-from dreamer.errors import ConfigError, TrainingError, UserError
+from dreamer.errors import CheckpointError, ConfigError, TrainingError, UserError
 from dreamer.checkpoint import CHECKPOINT_DIR
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.parallel import DataParallel, join_hosts
@@ -169,6 +169,25 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
+def check_hosts_agree(config: Config, resume: checkpoint.Resume) -> None:
+    """Hosts of a multi-host run update together, so they must checkpoint at the same steps
+    (by steps, not wall-clock minutes) and resume from the same step."""
+    if jax.process_count() == 1:
+        return
+    if config.train.checkpoint_minutes > 0:
+        raise ConfigError("a multi-host run checkpoints by environment steps only, so that every host "
+                          "saves at the same step: set --train.checkpoint_minutes 0 and "
+                          "--train.checkpoint_every N")
+    from jax.experimental import multihost_utils
+
+    step = resume.checkpoint.step if resume.checkpoint is not None else 0
+    steps = np.asarray(multihost_utils.process_allgather(np.asarray(step, np.int64))).ravel().tolist()
+    if len(set(steps)) > 1:
+        raise UserError(f"the hosts would resume from different steps {steps} (host {jax.process_index()} "
+                        f"from {step}); give every host the logdir of the same run, each with its "
+                        "checkpoint at the same step")
+
+
 class UpdateMetrics:
     """The metrics of the updates since the last log line (device arrays, read only when
     logged), and the count of consecutive non-finite updates that stops a run."""
@@ -235,6 +254,7 @@ class Trainer:
             self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
             # Everything that can reject the logdir runs before anything in it is written.
             resume = checkpoint.prepare_resume(config, logdir)
+            check_hosts_agree(config, resume)
             if resume.checkpoint is not None and resume.checkpoint.step >= config.steps:
                 raise RunFinished(logdir, resume.checkpoint.step, config.steps)
             self.state = self.initial_state(resume.checkpoint)  # replicated over devices
@@ -275,6 +295,12 @@ class Trainer:
         """Restore the host-side counters from the checkpoint (if any), cut metrics.jsonl back
         to what was logged up to it, and open the logger after it."""
         ckpt, metrics = resume.checkpoint, self.logdir / METRICS_FILE
+        if ckpt is not None:
+            try:  # values the schema cannot judge (RNG states): refused before anything changes
+                self.load_host_state(ckpt.host)
+            except (KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(f"checkpoint '{ckpt.path}' cannot be restored ({type(err).__name__}: "
+                                      f"{err}); move it away to resume from an older one") from None
         for path, reason in resume.skipped:
             print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
         checkpoint.set_aside(resume.skipped)
@@ -284,7 +310,6 @@ class Trainer:
                       f"{self.replay.num_episodes} episodes are kept, metrics.jsonl restarts)", file=sys.stderr)
             truncate_metrics(metrics, 0)
             return Logger(self.logdir, purge_step=0 if metrics.exists() else None)
-        self.load_host_state(ckpt.host)
         truncate_metrics(metrics, int(ckpt.host["metrics_bytes"]))
         print(f"resuming from '{ckpt.path}' at env step {self.step}", file=sys.stderr)
         return Logger(self.logdir, purge_step=self.step + 1)

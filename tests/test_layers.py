@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ("dreamer", "planet", "explore", "benchmarks")
-AGENTS = {"dreamer.agent": "dreamer", "planet": "planet", "explore": "explore"}
+AGENTS = {"dreamer.agent": "dreamer", "dreamer.agent_spec": "dreamer", "planet": "planet", "explore": "explore"}
 INFRA = ("dreamer.config", "dreamer.errors", "dreamer.envs", "dreamer.replay", "dreamer.logger",
          "dreamer.checkpoint", "dreamer.fileio", "dreamer.parallel", "dreamer.registry",
          "dreamer.runtime", "dreamer.faults", "dreamer.cli")

@@ -6,12 +6,12 @@ gradient all-reduce must leave both with bit-identical train states."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import subprocess
 import sys
 
+from dreamer import checkpoint
 from tests.support import ROOT
 
 
@@ -28,6 +28,7 @@ def test_two_hosts_train_one_model_on_their_own_data(tmp_path):
                "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(index)}
         command = [sys.executable, "-m", "dreamer.train", "--env", "dmc_cartpole_balance", "--configs", "debug",
                    "--steps", "1500", "--devices", "2", "--train.video_every", "0",
+                   "--train.checkpoint_minutes", "0", "--train.checkpoint_every", "500",
                    "--logdir", str(tmp_path / f"host{index}")]
         hosts.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
@@ -39,8 +40,8 @@ def test_two_hosts_train_one_model_on_their_own_data(tmp_path):
             host.wait()
     for host, (_, err) in zip(hosts, outputs):
         assert host.returncode == 0, err[-3000:]
-    saved = [json.loads(next((tmp_path / f"host{i}" / "checkpoints").glob("ckpt-*/host.json")).read_text())
-             for i in range(2)]
+    saved = [checkpoint.find_latest(tmp_path / f"host{i}" / "checkpoints").checkpoint.host for i in range(2)]
+    assert saved[0]["step"] == saved[1]["step"] == 1500
     assert saved[0]["scheduled_updates"] == saved[1]["scheduled_updates"] > 0
     assert saved[0]["digest"] == saved[1]["digest"]  # the same parameters, optimizer states and key
 

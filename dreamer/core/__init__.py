@@ -1,10 +1,23 @@
 """The world model every agent shares, and the actor-critic two of them use. It imports nothing
-of this project outside `dreamer.core`: no agent, no training loop, no infrastructure."""
+of this project outside `dreamer.core`: no agent, no training loop, no infrastructure.
 
-from dreamer.core.actor_critic import ActorCritic, ACState, action_dist, lambda_return
-from dreamer.core.latents import CategoricalLatent, GaussianLatent, make_latent
-from dreamer.core.rssm import RSSM, RSSMCell
-from dreamer.core.world_model import WorldModel, image_target
+The names below are imported on first use, so that `dreamer.core.config` (which every agent's
+config imports) does not pull in JAX."""
 
-__all__ = ["ActorCritic", "ACState", "CategoricalLatent", "GaussianLatent", "RSSM", "RSSMCell",
-           "WorldModel", "action_dist", "image_target", "lambda_return", "make_latent"]
+import importlib
+
+_WHERE = {
+    "ActorCritic": "actor_critic", "ACState": "actor_critic", "action_dist": "actor_critic",
+    "lambda_return": "actor_critic", "CategoricalLatent": "latents", "GaussianLatent": "latents",
+    "make_latent": "latents", "RSSM": "rssm", "RSSMCell": "rssm", "WorldModel": "world_model",
+    "image_target": "world_model",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'dreamer.core' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"dreamer.core.{_WHERE[name]}"), name)
+
+
+__all__ = sorted(_WHERE)
