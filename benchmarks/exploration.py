@@ -3,7 +3,7 @@
     python -m benchmarks.exploration [--env dmc_cartpole_swingup] [--configs cpu] [--steps 30000]
                                      [--methods random dreamer_no_reward plan2explore] [--seeds 0]
 
-For the same environment-step budget, the real training loop (`dreamer.train.Trainer`) runs
+For the same environment-step budget, the real training loop (`dreamer.trainer.Trainer`) runs
   random              uniform random actions throughout (the prefill never ends, no updates);
   dreamer_no_reward   Dreamer whose stored episodes have all rewards set to zero;
   plan2explore        Plan2Explore, zero-shot (collection driven by the intrinsic reward only).
@@ -57,7 +57,7 @@ def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
                overrides: dict[str, str]) -> dict:
     """One run of the training loop; returns the visited physics states [n, nq + nv]."""
     from dreamer.config import build_config
-    from dreamer.train import Trainer
+    from dreamer.trainer import Trainer
 
     agent = "plan2explore" if method == "plan2explore" else "dreamer"
     with tempfile.TemporaryDirectory(prefix=f"explore-{method}-") as logdir:

@@ -2,7 +2,7 @@
 environment steps (action repeat included), and the rules that read them.
 
 Host-side and JSON-serialisable (`state_dict`), so a checkpoint restores the schedule exactly.
-The training loop (`dreamer.train.Trainer`) advances it after each collection step and asks
+The training loop (`dreamer.trainer.Trainer`) advances it after each collection step and asks
 what is due.
 """
 
