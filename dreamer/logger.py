@@ -243,8 +243,10 @@ class EventFile:
     def __init__(self, logdir: Path, purge_step: int | None = None):
         from tensorboardX.event_file_writer import EventsWriter  # slow import: only when needed
         from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.summary import scalar
 
-        self._event = Event
+        self._event, self._summary, self._scalar = Event, Summary, scalar
         self._events = EventsWriter(str(logdir / "events"))  # events.out.tfevents.<time>.<host>
         if purge_step is not None:
             self._events.write_event(Event(step=purge_step, wall_time=time.time(),
@@ -254,17 +256,13 @@ class EventFile:
         self._events.write_event(self._event(summary=summary, step=int(step), wall_time=time.time()))
 
     def scalar(self, name: str, value: float, step: int) -> None:
-        from tensorboardX.summary import scalar
-
-        self._write(scalar(name, value), step)
+        self._write(self._scalar(name, value), step)
 
     def gif(self, name: str, gif: bytes, shape: tuple[int, int, int], step: int) -> None:
         """An animated GIF as an image summary (TensorBoard animates it); shape [H, W, C]."""
-        from tensorboardX.proto.summary_pb2 import Summary
-
         height, width, channels = shape
-        image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=gif)
-        self._write(Summary(value=[Summary.Value(tag=name, image=image)]), step)
+        image = self._summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=gif)
+        self._write(self._summary(value=[self._summary.Value(tag=name, image=image)]), step)
 
     def flush(self) -> None:
         self._events.flush()

@@ -43,8 +43,12 @@ def random_batch(seed: int = 0, b: int = B, t: int = T, reward: float | None = N
             "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
 
 
-def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m dreamer.train ARGS` in a subprocess, from the checkout."""
+def run_train(*args: str, timeout: int = 600, fault: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m dreamer.train ARGS` in a subprocess, from the checkout; `fault` is a
+    `DREAMER_CRASH_AT` spec (dreamer/faults.py) to inject, none otherwise."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DREAMER_CRASH_AT", None)
+    if fault:
+        env["DREAMER_CRASH_AT"] = fault
     return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)

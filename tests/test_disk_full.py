@@ -7,29 +7,22 @@ anywhere; where this process may mount a tmpfs (root), a real full disk is tried
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from dreamer.logger import read_metrics
-from tests.support import ROOT
+from tests.support import run_train
 
 ARGS = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--steps", "2000",
         "--train.checkpoint_every", "500", "--train.video_every", "0"]
 
 
 def run(logdir: Path, fault: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DREAMER_CRASH_AT", None)
-    if fault:
-        env["DREAMER_CRASH_AT"] = fault
-    return subprocess.run([sys.executable, "-m", "dreamer.train", *ARGS, "--logdir", str(logdir)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_train(*ARGS, "--logdir", str(logdir), timeout=timeout, fault=fault)
 
 
 def assert_disk_error(result: subprocess.CompletedProcess) -> None:
