@@ -28,7 +28,7 @@ class Dreamer(WorldModelAgent):
                       mode: str) -> tuple[jax.Array, dict]:
         feat = self.wm.rssm.get_feat(pstate["latent"])
         if mode == "eval":
-            return self.ac.mode(state.agent.actor, feat), pstate
+            return self.ac.mode(state.agent.actor, feat, key), pstate
         k_sample, k_noise = jax.random.split(key)
         action = self.explore_noise(self.ac.sample(state.agent.actor, feat, k_sample), k_noise)
         return action, pstate

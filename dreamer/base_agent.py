@@ -85,7 +85,8 @@ class WorldModelAgent:
         then the agent's own parts from the posterior states. A non-finite loss or gradient
         leaves the state as it was (see `skip_nonfinite`)."""
         key, k_wm, k_agent = jax.random.split(state.key, 3)
-        wm, wm_opt, post, metrics = self.wm.update(state.wm, state.wm_opt, batch, k_wm)
+        wm, wm_opt, post, metrics = self.wm.update(state.wm, state.wm_opt, batch, k_wm,
+                                                   self.reward_grad(state.agent))
         metrics = {f"model/{k}": v for k, v in metrics.items()}
         agent, agent_metrics = self.update_agent_state(state.agent, wm, post, batch, k_agent)
         metrics.update(agent_metrics)
@@ -96,6 +97,11 @@ class WorldModelAgent:
     def init_agent_state(self, key: jax.Array) -> Any:
         """The agent's own learned parts (`TrainState.agent`); default: none."""
         return ()
+
+    def reward_grad(self, agent_state: Any) -> jax.Array | None:
+        """Whether the reward loss trains the representation in this update, as a traced
+        bool, for agents that switch it mid-run; default None: `model.reward_grad` decides."""
+        return None
 
     def update_agent_state(self, agent_state: Any, wm_params: dict, post: State, batch: Batch,
                            key: jax.Array) -> tuple[Any, dict]:

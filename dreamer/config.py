@@ -65,6 +65,7 @@ class TrainConfig:
     train_steps: int = option(100, positive=True)  # updates per `train_every` env steps
     train_ratio: float = option(0.0, min=0.0)  # if > 0: replayed steps per env step (overrides)
     replay_capacity: int = option(1_000_000, positive=True)  # agent steps kept in memory
+    cross_episodes: bool = False  # sequences may run into the next episode; False: inside one (Dreamer)
     eval_every: int = option(10_000, positive=True)
     eval_episodes: int = option(1, min=0)
     log_every: int = option(1000, positive=True)

@@ -10,9 +10,11 @@ An episode is a dict of numpy arrays that share a leading time dimension ``T``::
     is_terminal  bool    [T]
     ...          any extra keys are stored and sampled too
 
-Sequences are sampled uniformly over start positions in the concatenation of all stored
-episodes (in insertion order), so a sequence may cross episode boundaries; the next
-episode's ``is_first=True`` tells the model to reset its state there.
+Sequences lie inside one episode by default, as in Dreamer: an episode is chosen uniformly
+among those at least ``seq_len`` long, then a start uniformly inside it. With
+``cross_episodes=True`` they are sampled uniformly over start positions in the concatenation
+of all stored episodes (in insertion order), so a sequence may cross episode boundaries; the
+next episode's ``is_first=True`` tells the model to reset its state there.
 
 Everything here is host-side numpy; images stay uint8 on disk and in memory.
 """
@@ -171,6 +173,8 @@ class Replay:
             beyond it (the newest episode is always kept, even if longer than capacity).
         seq_len: length T of sampled sequences.
         seed: seed of the sampling random generator.
+        cross_episodes: let sequences run on into the next stored episode (uniform over all
+            start positions) instead of staying inside one episode (Dreamer's sampling).
         signature: per key, the step shape and dtype every episode must have (a training run
             gives its environment's, see `dreamer.collect.episode_signature`); None: whatever
             the first stored (when loading: the newest) episode has.
@@ -179,7 +183,7 @@ class Replay:
     """
 
     def __init__(self, directory: str | Path | None, *, capacity: int, seq_len: int,
-                 seed: int = 0, signature: Signature | None = None) -> None:
+                 seed: int = 0, signature: Signature | None = None, cross_episodes: bool = False) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if capacity < seq_len:
@@ -190,6 +194,7 @@ class Replay:
         self._capacity = int(capacity)
         self._seq_len = int(seq_len)
         self._rng = np.random.default_rng(seed)
+        self._cross_episodes = bool(cross_episodes)
         self._expected = None if signature is None else dict(signature)
         self._last_stamp: dt.datetime | None = None
         self._set_contents([], [])
@@ -274,13 +279,23 @@ class Replay:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         total, length = self.num_steps, self._seq_len
-        if total < length:
-            raise InsufficientDataError(
-                f"replay holds {total} steps in {self.num_episodes} episodes; at least "
-                f"seq_len={length} steps are needed to sample")
-        starts = self._rng.integers(0, total - length + 1, size=batch_size)  # [B]
-        first = np.searchsorted(self._ends, starts, side="right")  # [B] episode index
-        offsets = starts - self._begins[first]  # [B] step within that episode
+        if self._cross_episodes:
+            if total < length:
+                raise InsufficientDataError(
+                    f"replay holds {total} steps in {self.num_episodes} episodes; at least "
+                    f"seq_len={length} steps are needed to sample")
+            starts = self._rng.integers(0, total - length + 1, size=batch_size)  # [B]
+            first = np.searchsorted(self._ends, starts, side="right")  # [B] episode index
+            offsets = starts - self._begins[first]  # [B] step within that episode
+        else:
+            long_enough = np.flatnonzero(self._lengths >= length)
+            if not len(long_enough):
+                raise InsufficientDataError(
+                    f"replay holds no episode of at least seq_len={length} steps (longest: "
+                    f"{int(self._lengths.max(initial=0))}); sequences stay inside one episode "
+                    f"unless train.cross_episodes is set")
+            first = self._rng.choice(long_enough, size=batch_size)  # [B] episode index
+            offsets = self._rng.integers(0, self._lengths[first] - length + 1)  # [B]
         batch = {key: np.empty((batch_size, length, *shape), dtype)
                  for key, (shape, dtype) in self._signature.items()}
         for b in range(batch_size):

@@ -31,7 +31,7 @@ from dreamer.envs import VectorEnv
 from dreamer.errors import CheckpointError, ConfigError, TrainingError, UserError
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.registry import agent_class
-from dreamer.replay import Replay
+from dreamer.replay import InsufficientDataError, Replay
 from dreamer.schedule import Schedule
 
 
@@ -177,7 +177,8 @@ class Trainer:
             raise
         self.replay = Replay(logdir / "replay", capacity=config.train.replay_capacity,
                              seq_len=config.train.seq_len, seed=config.seed,
-                             signature=episode_signature(self.envs))
+                             signature=episode_signature(self.envs),
+                             cross_episodes=config.train.cross_episodes)
         self.replay.load()
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
         self.rng = np.random.default_rng(config.seed)  # prefill's random actions
@@ -289,7 +290,11 @@ class Trainer:
             return
         start = time.time()
         for _ in range(owed):
-            batch = self.agent.parallel.shard_batch(self.replay.sample(self.config.train.batch_size))
+            try:
+                batch = self.replay.sample(self.config.train.batch_size)
+            except InsufficientDataError as error:  # e.g. episodes shorter than seq_len
+                raise TrainingError(str(error)) from None
+            batch = self.agent.parallel.shard_batch(batch)
             self.state, metrics = self.agent.train(self.state, batch)
             self.metrics.add(self.agent.parallel.local(metrics))
         jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute

@@ -3,12 +3,15 @@
 The shared world model (trained by the base class) and two instances of the unchanged Dreamer
 actor-critic, which differ only in the reward handed to `ActorCritic.update`:
   - the exploration actor-critic, on the intrinsic reward: the disagreement of an ensemble of
-    one-step predictors of the next image embedding (or stochastic state). It collects data;
+    one-step predictors of the next image embedding (or stochastic state) from the
+    deterministic state the step arrives in and the action taken (Plan2Explore's code: the
+    GRU state h_{t+1}, which the action already entered, and a_t). It collects data;
   - the task actor-critic, on the learned reward head. It is evaluated, and in few-shot mode
     takes over collection after `explore.steps` environment steps (`P2EState.phase`).
 Environment rewards reach only the reward head; with `model.reward_grad: false` (the
 plan2explore preset) not even the representation, so nothing the exploration policy or the
-ensemble sees depends on them.
+ensemble sees depends on them. In few-shot mode they train the representation too from the
+switch on (the reference's adaptation phase).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class Plan2Explore(WorldModelAgent):
         make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete, config.model.act)  # noqa: E731
         self.task_ac, self.explore_ac = make_ac(), make_ac()
         self.ensemble = Ensemble(self.cfg.ensemble, self.cfg.layers, self.cfg.units, self._target_size(),
-                                 config.model.act, self.cfg.lr, self.cfg.eps, self.cfg.grad_clip)
+                                 self.cfg.act, self.cfg.lr, self.cfg.eps, self.cfg.grad_clip, self.cfg.bootstrap)
 
     def _target_size(self) -> int:
         if self.cfg.target == "stoch":
@@ -49,21 +52,27 @@ class Plan2Explore(WorldModelAgent):
         size = self.config.env.size
         return self.wm.embed_size((size, size, 3))
 
-    @property
-    def _input_size(self) -> int:
-        return self.wm.feat_size + (self.action_size if self.cfg.action_cond else 0)
-
     def init_agent_state(self, key: jax.Array) -> P2EState:
         k_task, k_expl, k_ens = jax.random.split(key, 3)
         zero = jnp.zeros((), jnp.float32)
-        return P2EState(self.task_ac.init(k_task), self.explore_ac.init(k_expl),
-                        self.ensemble.init(k_ens, self._input_size), zero, zero, jnp.zeros((), jnp.int32))
+        ensemble = self.ensemble.init(k_ens, self.wm.cfg.deter, self.action_size if self.cfg.action_cond else None)
+        return P2EState(self.task_ac.init(k_task), self.explore_ac.init(k_expl), ensemble, zero, zero,
+                        jnp.zeros((), jnp.int32))
+
+    def reward_grad(self, p2e: P2EState) -> jax.Array | None:
+        """Few-shot: task rewards shape the representation from the switch on."""
+        if self.cfg.mode != "few_shot" or self.wm.cfg.reward_grad:
+            return None
+        return p2e.phase > 0
 
     # ------------------------------------------------------------------ intrinsic reward
 
-    def _inputs(self, feat: jax.Array, action: jax.Array) -> jax.Array:
-        """Predictor inputs from the state at t and the action taken there: [..., F (+ A)]."""
-        return jnp.concatenate([feat, action], -1) if self.cfg.action_cond else feat
+    def _action(self, action: jax.Array) -> jax.Array | None:
+        return action if self.cfg.action_cond else None
+
+    def _deter(self, feat: jax.Array) -> jax.Array:
+        """The deterministic (GRU) part of latent features [..., F] -> [..., D]."""
+        return feat[..., :self.wm.cfg.deter]
 
     def normaliser(self, p2e: P2EState) -> jax.Array:
         """What the raw disagreement is divided by: 1/scale, or its running mean magnitude."""
@@ -74,31 +83,31 @@ class Plan2Explore(WorldModelAgent):
 
     def intrinsic_reward(self, ensemble_params: dict, normaliser: jax.Array, seq: dict) -> jax.Array:
         """seq = {'feat' [N, H+1, F], 'action' [N, H, A]} -> [N, H]: the disagreement about
-        the step from feat[:, t] under action[:, t], i.e. a reward for arriving at feat[:, t+1].
-        A function of the ensemble and the imagined sequence only: no environment reward."""
-        preds = self.ensemble.predict(ensemble_params, self._inputs(seq["feat"][:, :-1], seq["action"]))
+        arriving at feat[:, t+1] by action[:, t], predicted from that state's deterministic
+        part and the action. A function of the ensemble and the imagined sequence only: no
+        environment reward."""
+        preds = self.ensemble.predict(ensemble_params, self._deter(seq["feat"][:, 1:]), self._action(seq["action"]))
         return disagreement(preds) / normaliser
 
     # ------------------------------------------------------------------ training
 
-    def _ensemble_data(self, wm_params: dict, post: State, batch: dict):
-        """Replayed (input, target, mask) pairs for the predictors, all stop-gradient:
-        state t and action t+1 (batch action[t+1] led from observation t to t+1) -> target t+1.
-        Pairs across an episode boundary (is_first at t+1) have no dynamics and are masked."""
-        feat = self.wm.rssm.get_feat(post)  # [B, T, F]
-        inputs = self._inputs(feat[:, :-1], batch["action"][:, 1:])  # [B, T-1, I]
+    def _ensemble_data(self, wm_params: dict, post: State, batch: dict, key: jax.Array) -> dict:
+        """Replayed data for the predictors [B, T, ...], all stop-gradient: the deterministic
+        state at t and the action that led there (batch action[t]) -> the target at t. Episode
+        starts carry no dynamics (the state was reset) and are masked."""
         if self.cfg.target == "stoch":
-            target = post["stoch"][:, 1:]
+            target = post["stoch"]
         else:  # the encoder's embedding (after this step's world-model update)
-            target = self.wm.embed(wm_params, batch["image"][:, 1:])
-        mask = 1.0 - batch["is_first"][:, 1:].astype(jnp.float32)  # [B, T-1]
-        flat = lambda x: x.reshape(-1, x.shape[-1]).astype(jnp.float32)  # noqa: E731
-        return jax.lax.stop_gradient((flat(inputs), flat(target), mask.reshape(-1)))
+            target = self.wm.embed(wm_params, batch["image"], key)
+        data = {"state": post["deter"], "action": self._action(batch["action"]), "target": target,
+                "mask": 1.0 - batch["is_first"].astype(jnp.float32)}
+        return jax.lax.stop_gradient(jax.tree.map(lambda x: x.astype(jnp.float32), data))
 
     def update_agent_state(self, p2e: P2EState, wm_params, post, batch, key):
         start = merge_batch_time(post)  # every posterior state starts an imagined rollout
-        ensemble, ens_metrics = self.ensemble.update(p2e.ensemble, *self._ensemble_data(wm_params, post, batch))
-        k_task, k_expl = jax.random.split(key)
+        k_task, k_expl, k_data, k_boot = jax.random.split(key, 4)
+        ensemble, ens_metrics = self.ensemble.update(
+            p2e.ensemble, self._ensemble_data(wm_params, post, batch, k_data), k_boot)
 
         def task_reward(seq):  # the learned reward head, as Dreamer
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
@@ -134,7 +143,7 @@ class Plan2Explore(WorldModelAgent):
         p2e: P2EState = state.agent
         feat = self.wm.rssm.get_feat(pstate["latent"])
         if mode == "eval":
-            return self.task_ac.mode(p2e.task.actor, feat), pstate
+            return self.task_ac.mode(p2e.task.actor, feat, key), pstate
         k_expl, k_task, k_noise = jax.random.split(key, 3)
         action = self.explore_ac.sample(p2e.explore.actor, feat, k_expl)
         if self.cfg.mode == "few_shot":

@@ -12,6 +12,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+# Floor of the refitted variance, as PlaNet's code: the search never collapses to a point.
+MIN_VARIANCE = 1e-6
 Objective = Callable[[jax.Array, jax.Array], jax.Array]  # (actions [N, H, A], key) -> [N]
 
 
@@ -29,7 +31,8 @@ def cem(objective: Objective, key: jax.Array, plan: Plan, *, iterations: int, ca
     """Refit a diagonal Gaussian over action sequences to the `top_k` best of `candidates`.
 
     Iterations run as one `lax.scan`; all candidates are evaluated in one batched call.
-    Candidate actions are clipped to [-1, 1]. Returns the final mean and std [H, A].
+    Candidate actions are clipped to [-1, 1]; the refitted std is sqrt(var + MIN_VARIANCE).
+    Returns the final mean and std [H, A].
     """
 
     def iteration(plan: Plan, key: jax.Array) -> tuple[Plan, None]:
@@ -39,7 +42,7 @@ def cem(objective: Objective, key: jax.Array, plan: Plan, *, iterations: int, ca
         values = objective(actions, k_eval)  # [N]
         _, best = jax.lax.top_k(values, top_k)
         elites = actions[best]  # [K, H, A]
-        return Plan(elites.mean(0), elites.std(0)), None
+        return Plan(elites.mean(0), jnp.sqrt(elites.var(0) + MIN_VARIANCE)), None
 
     plan, _ = jax.lax.scan(iteration, plan, jax.random.split(key, iterations))
     return plan

@@ -259,7 +259,8 @@ def test_policy_modes(agent_and_state):
     a1, new_pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "eval")
     latent = new_pstate["latent"]
     # Evaluation acts with the actor's mode on the (sampled) posterior, as in Dreamer.
-    mode = agent.ac.mode(state.agent.actor, agent.wm.rssm.get_feat(latent))
+    _, k_act = jax.random.split(jax.random.PRNGKey(0))  # act's split: filter, then action
+    mode = agent.ac.mode(state.agent.actor, agent.wm.rssm.get_feat(latent), k_act)
     np.testing.assert_allclose(a1, mode, rtol=1e-5, atol=1e-6)
     t1, new_pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
     prev = new_pstate["action"]

@@ -34,16 +34,17 @@ def test_disagreement_zero_when_members_agree():
     np.testing.assert_array_equal(disagreement(same), [0.0])
     # Through the network too: five copies of one member disagree nowhere.
     ens = Ensemble(5, 2, 16, 3)
-    params = ens.init(jax.random.PRNGKey(0), 4).params
+    params = ens.init(jax.random.PRNGKey(0), 4, 2).params
     copies = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), params)
     inputs = jax.random.normal(jax.random.PRNGKey(1), (7, 4))
-    np.testing.assert_allclose(disagreement(ens.predict(copies, inputs)), 0.0, atol=1e-12)
-    assert float(disagreement(ens.predict(params, inputs)).min()) > 0  # distinct members do
+    actions = jax.random.normal(jax.random.PRNGKey(2), (7, 2))
+    np.testing.assert_allclose(disagreement(ens.predict(copies, inputs, actions)), 0.0, atol=1e-12)
+    assert float(disagreement(ens.predict(params, inputs, actions)).min()) > 0  # distinct members do
 
 
 def test_ensemble_is_one_stacked_pytree():
     ens = Ensemble(5, 2, 16, 3)
-    state = ens.init(jax.random.PRNGKey(0), 4)
+    state = ens.init(jax.random.PRNGKey(0), 4, None)
     leaves = jax.tree.leaves(state.params)
     assert isinstance(state.params, dict) and all(leaf.shape[0] == 5 for leaf in leaves)
     assert all(leaf.shape[0] == 5 for leaf in jax.tree.leaves(state.opt) if leaf.ndim > 0)
@@ -51,28 +52,68 @@ def test_ensemble_is_one_stacked_pytree():
     assert not np.allclose(kernels[0], kernels[1])  # independent initialisations
     # The vmapped prediction is each member applied on its own.
     inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
-    preds = ens.predict(state.params, inputs)  # [K, N, D]
+    preds = ens.predict(state.params, inputs, None)  # [K, N, D]
     assert preds.shape == (5, 6, 3)
     for k in range(5):
         member = jax.tree.map(lambda x: x[k], state.params)
-        np.testing.assert_allclose(preds[k], ens.net.apply(member, inputs), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(preds[k], ens.net.apply(member, inputs, None), rtol=1e-5, atol=1e-6)
 
 
-def test_ensemble_update_fits_and_ignores_masked_pairs():
+def test_predictor_sees_the_action_in_every_layer():
+    """As Plan2Explore's code: hidden layers and the output layer read [x, action]."""
+    from explore.ensemble import Predictor
+    net = Predictor(layers=2, units=8, out=3)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)), jnp.zeros((1, 2)))["params"]
+    assert [params[f"Dense_{i}"]["kernel"].shape for i in range(3)] == [(7, 8), (10, 8), (10, 3)]
+
+
+def test_bootstrap_members_see_their_own_resample():
+    """Each member trains on B sequences drawn with replacement from the batch: members see
+    different data, and every sequence is drawn once per member in expectation."""
+    from explore.ensemble import bootstrap_indices
+    ens = Ensemble(3, 1, 8, 2)
+    data = {"state": jnp.arange(4.0)[:, None, None] * jnp.ones((4, 2, 1)), "action": None,
+            "target": jnp.zeros((4, 2, 2)), "mask": jnp.ones((4, 2))}
+    key = jax.random.PRNGKey(0)
+    member_data = ens.member_data(data, key)
+    index = bootstrap_indices(key, 3, 4)  # [K, B]
+    assert member_data["state"].shape == (3, 4, 2, 1) and member_data["action"] is None
+    np.testing.assert_array_equal(member_data["state"][:, :, 0, 0], index)  # member k, row b: data[index[k, b]]
+    assert len({tuple(row) for row in np.asarray(index)}) == 3  # the members' resamples differ
+    counts = jnp.stack([jnp.bincount(bootstrap_indices(k, 3, 4).ravel(), length=4)
+                        for k in jax.random.split(key, 2000)])  # [draws, B]
+    np.testing.assert_allclose(counts.mean(0) / 3, 1.0, atol=0.05)  # the same batch in expectation
+    shared = Ensemble(3, 1, 8, 2, bootstrap=False).member_data(data, key)
+    assert all(np.array_equal(shared["state"][k], data["state"]) for k in range(3))
+
+
+def test_ensemble_loss_is_the_per_dimension_mean_squared_error():
+    ens = Ensemble(2, 1, 4, 2, bootstrap=False)
+    params = ens.init(jax.random.PRNGKey(0), 3, None).params
+    params = jax.tree.map(jnp.zeros_like, params)  # every member predicts 0
+    data = {"state": jnp.ones((2, 1, 1, 3)), "action": None, "target": jnp.array([1.0, 3.0]) * jnp.ones((2, 1, 1, 2)),
+            "mask": jnp.ones((2, 1, 1))}
+    total, per_member = ens.loss(params, data)
+    np.testing.assert_allclose(per_member, [5.0, 5.0])  # (1^2 + 3^2) / 2 dims
+    assert float(total) == pytest.approx(10.0)
+
+
+def test_ensemble_update_fits_and_ignores_masked_steps():
     ens = Ensemble(3, 1, 32, 2, lr=1e-2)
-    state = ens.init(jax.random.PRNGKey(0), 4)
-    inputs = jax.random.normal(jax.random.PRNGKey(1), (16, 4))
-    targets = jnp.stack([inputs[:, 0] - inputs[:, 1], 2 * inputs[:, 2]], -1)
-    mask = jnp.ones(16).at[-4:].set(0.0)
-    # A masked pair's target does not change the update.
-    other = targets.at[-4:].set(100.0)
-    s1, _ = ens.update(state, inputs, targets, mask)
-    s2, _ = ens.update(state, inputs, other, mask)
+    state = ens.init(jax.random.PRNGKey(0), 4, None)
+    inputs = jax.random.normal(jax.random.PRNGKey(1), (16, 1, 4))  # [B, T, S]
+    targets = jnp.concatenate([inputs[..., :1] - inputs[..., 1:2], 2 * inputs[..., 2:3]], -1)
+    mask = jnp.ones((16, 1)).at[-4:].set(0.0)
+    data = {"state": inputs, "action": None, "target": targets, "mask": mask}
+    # A masked step's target does not change the update.
+    key = jax.random.PRNGKey(2)
+    s1, _ = ens.update(state, data, key)
+    s2, _ = ens.update(state, {**data, "target": targets.at[-4:].set(100.0)}, key)
     assert leaves_equal(s1.params, s2.params)
     update = jax.jit(ens.update)
     losses = []
-    for _ in range(100):
-        state, metrics = update(state, inputs, targets, mask)
+    for k in jax.random.split(key, 150):
+        state, metrics = update(state, data, k)
         losses.append(float(metrics["ensemble_loss"]))
     assert losses[-1] < 0.2 * losses[0]
 
@@ -136,8 +177,9 @@ def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_
     params = state.agent.ensemble.params
     reward = agent.intrinsic_reward(params, jnp.float32(1e-4), seq)  # [N, H]
     assert reward.shape == (3, 4)
-    inputs = jnp.concatenate([seq["feat"][:, :-1], seq["action"]], -1)
-    np.testing.assert_allclose(reward, 1e4 * disagreement(agent.ensemble.predict(params, inputs)), rtol=1e-5)
+    deter = seq["feat"][:, 1:, :agent.wm.cfg.deter]  # the arrival state's GRU part, with the action taken
+    np.testing.assert_allclose(reward, 1e4 * disagreement(agent.ensemble.predict(params, deter, seq["action"])),
+                               rtol=1e-5)
     agree = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), params)
     np.testing.assert_allclose(agent.intrinsic_reward(agree, jnp.float32(1e-4), seq), 0.0, atol=1e-9)
 
@@ -167,6 +209,8 @@ def test_few_shot_switch_and_policy_modes():
     obs = {"image": jnp.zeros((2, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(2, bool)}
     key = jax.random.PRNGKey(3)
 
+    _, k_act = jax.random.split(key)  # act's split: filter, then action
+
     def act(state, mode):
         action, new = agent.policy(state, obs, pstate, key, mode)
         feat = agent.wm.rssm.get_feat(new["latent"])
@@ -177,13 +221,14 @@ def test_few_shot_switch_and_policy_modes():
         state = agent.on_env_steps(state, steps)
         action, feat = act(state, "train")
         behavior = state.agent
-        expected = (agent.task_ac if actor == "task" else agent.explore_ac).mode(getattr(behavior, actor).actor, feat)
+        expected = (agent.task_ac if actor == "task" else agent.explore_ac).mode(getattr(behavior, actor).actor, feat,
+                                                                                 k_act)
         np.testing.assert_allclose(action, expected, atol=1e-3)
         other = (agent.explore_ac if actor == "task" else agent.task_ac).mode(
-            (behavior.explore if actor == "task" else behavior.task).actor, feat)
+            (behavior.explore if actor == "task" else behavior.task).actor, feat, k_act)
         assert not np.allclose(action, other, atol=1e-3)
     action, feat = act(state, "eval")  # evaluation: always the task actor's mode
-    np.testing.assert_allclose(action, agent.task_ac.mode(state.agent.task.actor, feat), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(action, agent.task_ac.mode(state.agent.task.actor, feat, k_act), rtol=1e-5, atol=1e-6)
     assert traces["act"] == 2  # one trace per mode: the phase is data, not a retrace
 
 

@@ -4,45 +4,75 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder, conv_valid, space_to_depth
+from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder, conv_transpose_2x, conv_valid, space_to_depth
 
 
-def reference_conv_transpose(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """The definition, as loops: y[2j + k - 1] += x[j] * kernel[k] per axis (padding 1)."""
+def reference_conv_transpose(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The definition, as loops: y[2j + k] += x[j] * kernel[k] per axis (VALID padding)."""
     b, h, w, _ = x.shape
-    cout = kernel.shape[-1]
-    y = np.zeros((b, 2 * h + 2, 2 * w + 2, cout))  # one extra border each side, cropped below
+    k, cout = kernel.shape[0], kernel.shape[-1]
+    y = np.zeros((b, 2 * h + k - 2, 2 * w + k - 2, cout))
     for j in range(h):
         for i in range(w):
-            for ky in range(4):
-                for kx in range(4):
+            for ky in range(k):
+                for kx in range(k):
                     y[:, 2 * j + ky, 2 * i + kx] += x[:, j, i] @ kernel[ky, kx]
-    return y[:, 1:-1, 1:-1] + bias
+    return y
 
 
-def test_conv_transpose_2x_matches_definition():
+def lax_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    # With transpose_kernel=True, lax.conv_transpose is the gradient of a strided convolution:
+    # the same definition as TensorFlow's Conv2DTranspose with padding 'valid'.
+    k = kernel.shape[0]
+    return jax.lax.conv_transpose(x, kernel, (2, 2), ((k - 1, k - 1), (k - 1, k - 1)), transpose_kernel=True,
+                                  dimension_numbers=("NHWC", "HWOI", "NHWC"))
+
+
+@pytest.mark.parametrize("kernel_size", [4, 5, 6])
+def test_conv_transpose_2x_matches_definition(kernel_size):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
-    layer = ConvTranspose2x(6)
+    layer = ConvTranspose2x(6, kernel_size)
     params = layer.init(jax.random.PRNGKey(0), x)
     params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
     out = layer.apply(params, x)
-    expected = reference_conv_transpose(x, np.asarray(params["params"]["kernel"]),
-                                        np.asarray(params["params"]["bias"]))
-    assert out.shape == (2, 6, 8, 6)
+    expected = reference_conv_transpose(x, np.asarray(params["params"]["kernel"])) + params["params"]["bias"]
+    assert out.shape == (2, 4 + kernel_size, 6 + kernel_size, 6)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_transpose_2x_matches_lax_conv_transpose():
+@pytest.mark.parametrize("method", ["phases", "taps"])
+@pytest.mark.parametrize("size,kernel_size", [(1, 5), (5, 5), (13, 6), (4, 4), (3, 3)])
+def test_conv_transpose_2x_matches_lax_including_gradient(method, size, kernel_size):
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
-    layer = ConvTranspose2x(2)
-    params = layer.init(jax.random.PRNGKey(0), x)
-    kernel = params["params"]["kernel"]
-    # lax.conv_transpose with transpose_kernel=True is the gradient of a conv: same definition.
-    expected = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), transpose_kernel=True,
-                                      dimension_numbers=("NHWC", "HWOI", "NHWC"))
-    np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, 3, 2)), jnp.float32)
+    ours = lambda x, k: conv_transpose_2x(x, k, method)  # noqa: E731
+    expected = lax_conv_transpose(x, kernel)
+    assert expected.shape == (2, 2 * size + kernel_size - 2, 2 * size + kernel_size - 2, 2)
+    np.testing.assert_allclose(ours(x, kernel), expected, rtol=1e-5, atol=1e-4)
+    g1 = jax.grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k))), (0, 1))(x, kernel)
+    g2 = jax.grad(lambda x, k: jnp.sum(jnp.sin(lax_conv_transpose(x, k))), (0, 1))(x, kernel)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_method_rule():
+    """The paper decoder's first two layers (1 x 1 and 5 x 5 inputs, kernel 5) would compute 13x
+    and 2.8x the definition's products as phases and take 'taps'; its kernel-6 layers on 13 x 13
+    and 30 x 30 inputs (1.3x, 1.1x) take 'phases'."""
+    from dreamer.core import nets
+    chosen = []
+    original = nets.conv_valid
+    nets.conv_valid = lambda *a, **k: chosen.append("phases") or original(*a, **k)
+    try:
+        for size, kernel_size in [(1, 5), (5, 5), (13, 6), (30, 6)]:
+            jax.eval_shape(nets.conv_transpose_2x, jnp.zeros((1, size, size, 2)),
+                           jnp.zeros((kernel_size, kernel_size, 2, 2)))
+            chosen.append(size)
+    finally:
+        nets.conv_valid = original
+    assert chosen == [1, 5, "phases", 13, "phases", 30]
 
 
 def test_strided_conv_matches_lax():
@@ -77,8 +107,8 @@ def test_conv_valid_matches_lax_including_gradient(method, cin, cout):
 
 def test_conv_method_rule_picks_shift_only_for_large_narrowing_layers():
     from dreamer.core.nets import _prefer_shift
-    assert _prefer_shift(800 * 33 * 33, 32, 12)  # the paper decoder's RGB layer (4 phases x 3)
-    assert not _prefer_shift(800 * 5 * 5, 256, 512)  # its first, widening layer
+    assert _prefer_shift(800 * 14 * 14, 4 * 32, 64)  # the encoder's second layer (space-to-depth input)
+    assert not _prefer_shift(800 * 31 * 31, 4 * 3, 32)  # its first, widening layer
     assert not _prefer_shift(100, 64, 8)  # tiny layers keep one im2col matmul
 
 
@@ -92,7 +122,7 @@ def test_space_to_depth_layout():
 
 def test_encoder_decoder_shapes():
     depth = 4
-    image = jax.ShapeDtypeStruct((2, 3, 64, 64, 3), jnp.uint8)
+    image = jax.ShapeDtypeStruct((2, 3, 64, 64, 3), jnp.float32)
     enc = Encoder(depth)
     params = jax.eval_shape(enc.init, jax.random.PRNGKey(0), image)
     embed = jax.eval_shape(enc.apply, params, image)

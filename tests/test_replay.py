@@ -80,7 +80,7 @@ def test_sample_shapes_and_dtypes() -> None:
 
 
 def test_sequences_cross_episode_boundaries() -> None:
-    replay = Replay(None, capacity=100, seq_len=5)
+    replay = Replay(None, capacity=100, seq_len=5, cross_episodes=True)
     fill(replay, [3, 2, 4])  # total 9 steps: starts 0..4 all cross a boundary
     crossed = 0
     for _ in range(20):
@@ -96,7 +96,7 @@ def test_sequences_cross_episode_boundaries() -> None:
 
 def test_every_start_position_is_reachable() -> None:
     lengths, seq_len = [4, 3, 5], 3
-    replay = Replay(None, capacity=100, seq_len=seq_len)
+    replay = Replay(None, capacity=100, seq_len=seq_len, cross_episodes=True)
     fill(replay, lengths)
     # Global step index = offset of the episode + step within it.
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -109,14 +109,31 @@ def test_every_start_position_is_reachable() -> None:
     assert counts.min() > 0  # 1000 draws over 10 positions: each expects 100
 
 
-def test_not_enough_steps_raises() -> None:
-    replay = Replay(None, capacity=100, seq_len=8)
+def test_sequences_stay_inside_one_episode_by_default() -> None:
+    """Dreamer's sampling: an episode uniformly among those at least seq_len long, then a
+    start uniformly inside it; shorter episodes are never sampled."""
+    replay = Replay(None, capacity=100, seq_len=4)
+    fill(replay, [3, 6, 4])  # episode 0 is too short; episode 1 has starts 0..2, episode 2 one
+    batch = replay.sample(3000)
+    episode, start = batch["reward"][:, 0].astype(int), batch["step"][:, 0]
+    assert not batch["is_first"][:, 1:].any()  # no sequence runs into another episode
+    np.testing.assert_array_equal(batch["reward"], episode[:, None] * np.ones((1, 4)))
+    np.testing.assert_array_equal(batch["step"], start[:, None] + np.arange(4))
+    assert set(episode) == {1, 2}
+    assert abs(np.mean(episode == 1) - 0.5) < 0.05  # episodes uniformly, not by length
+    np.testing.assert_array_equal(np.unique(start[episode == 1]), [0, 1, 2])
+    assert np.all(start[episode == 2] == 0)
+
+
+@pytest.mark.parametrize("cross_episodes", [True, False])
+def test_not_enough_steps_raises(cross_episodes: bool) -> None:
+    replay = Replay(None, capacity=100, seq_len=8, cross_episodes=cross_episodes)
     with pytest.raises(InsufficientDataError):
         replay.sample(1)
     fill(replay, [3, 4])
     with pytest.raises(InsufficientDataError, match="seq_len=8"):
         replay.sample(1)
-    replay.add_episode(make_episode(2, 1))
+    replay.add_episode(make_episode(2, 1 if cross_episodes else 8))
     assert replay.sample(1)["image"].shape[1] == 8
 
 

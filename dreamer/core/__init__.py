@@ -10,7 +10,7 @@ _WHERE = {
     "ActorCritic": "actor_critic", "ACState": "actor_critic", "action_dist": "actor_critic",
     "lambda_return": "actor_critic", "CategoricalLatent": "latents", "GaussianLatent": "latents",
     "make_latent": "latents", "RSSM": "rssm", "RSSMCell": "rssm", "WorldModel": "world_model",
-    "image_target": "world_model",
+    "preprocess": "world_model",
 }
 
 

@@ -105,14 +105,22 @@ class ActorCritic:
             action = action.astype(jnp.float32) + probs - jax.lax.stop_gradient(probs)
         return action
 
-    def mode(self, actor_params: dict, feat: jax.Array) -> jax.Array:
-        """Deterministic evaluation action: tanh of the Gaussian mean (the median of the
-        tanh-normal; Dreamer V1 picks the likeliest of 100 samples, which is noisier)."""
+    def mode(self, actor_params: dict, feat: jax.Array, key: jax.Array) -> jax.Array:
+        """Deterministic-in-spirit evaluation action [N, A]: the most likely discrete action;
+        for continuous actions Dreamer's estimate of the tanh-normal's mode, the likeliest of
+        `eval_samples` samples (Dreamer's code takes the first batch row's likeliest index
+        for every row; here each row takes its own), or with `eval_samples` 0 tanh(mean),
+        the distribution's median."""
         out = self.actor.apply(actor_params, feat)
         if self.discrete:
             return jax.nn.one_hot(jnp.argmax(out, -1), out.shape[-1])
-        mean, _ = jnp.split(out, 2, -1)
-        return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
+        if self.cfg.eval_samples == 0:
+            mean, _ = jnp.split(out, 2, -1)
+            return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
+        dist = action_dist(self.cfg, out, self.discrete)
+        samples, log_prob = dist.sample_and_log_prob(seed=key, sample_shape=self.cfg.eval_samples)
+        best = jnp.argmax(log_prob, 0)  # [N]
+        return jnp.take_along_axis(samples, best[None, :, None], 0)[0]
 
     def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
         return self.value.apply(value_params, feat)[..., 0]

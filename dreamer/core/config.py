@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+ACTIVATION_NAMES = ("elu", "relu", "silu", "tanh")
+
 
 def option(default: Any, *, min: float | None = None, max: float | None = None,
            choices: tuple | None = None, positive: bool = False) -> Any:
@@ -28,17 +30,23 @@ class ModelConfig:
     classes: int = option(32, positive=True)  # classes per categorical variable
     hidden: int = option(200, positive=True)
     min_std: float = option(0.1, positive=True)
+    gru: str = option("standard", choices=("standard", "dreamerv2"))  # see dreamer.core.nets
     depth: int = option(32, positive=True)  # conv encoder/decoder width multiplier
-    act: str = option("elu", choices=("elu", "relu", "silu", "tanh"))
+    act: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
+    cnn_act: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
     head_layers: int = option(2, positive=True)
     head_units: int = option(400, positive=True)
     cont_head: bool = False  # predict episode continuation (discount)
+    image_bits: int = option(8, min=1, max=8)  # bit depth the images are quantised to (PlaNet: 5)
+    image_noise: bool = False  # add uniform dequantisation noise of one bin (PlaNet, Plan2Explore)
+    reward_scale: float = option(1.0, min=0.0)  # weight of the reward loss (PlaNet: 10)
     reward_grad: bool = True  # reward loss trains the representation; False: the head only
     free_nats: float = option(3.0, min=0.0)
+    free_nats_per_step: bool = False  # clip each (batch, time) KL, not their mean (PlaNet, P2E)
     kl_scale: float = option(1.0, min=0.0)
     kl_balance: float = option(0.5, min=0.0, max=1.0)  # 0.5 = plain KL; DreamerV2 uses 0.8
     lr: float = option(6e-4, positive=True)
-    eps: float = option(1e-5, positive=True)
+    eps: float = option(1e-7, positive=True)  # TensorFlow's Adam default, which Dreamer used
     grad_clip: float = option(100.0, positive=True)
 
 
@@ -55,12 +63,14 @@ class ActorCriticConfig:
     value_units: int = option(400, positive=True)
     actor_lr: float = option(8e-5, positive=True)
     value_lr: float = option(8e-5, positive=True)
-    eps: float = option(1e-5, positive=True)
+    eps: float = option(1e-7, positive=True)
     grad_clip: float = option(100.0, positive=True)
     init_std: float = option(5.0, positive=True)
     min_std: float = option(1e-4, positive=True)
     mean_scale: float = option(5.0, positive=True)
     expl_noise: float = option(0.3, min=0.0)  # Gaussian std added to actions in collection
+    # Evaluation action: the likeliest of this many actor samples (Dreamer); 0: tanh(mean).
+    eval_samples: int = option(100, min=0)
 
 
 __all__ = ["ActorCriticConfig", "ModelConfig", "option"]

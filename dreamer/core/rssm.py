@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from dreamer.core.config import ModelConfig
 from dreamer.core.latents import Latent, make_latent
-from dreamer.core.nets import ACTIVATIONS, GRU, Dense
+from dreamer.core.nets import ACTIVATIONS, GRUS, Dense
 
 State = dict[str, jax.Array]
 ActionFn = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
@@ -38,7 +38,7 @@ class RSSMCell(nn.Module):
         self.latent = make_latent(cfg)
         dist_size = self.latent.stats_size
         self.img_in = Dense(cfg.hidden, dtype=dt)
-        self.gru = GRU(cfg.deter, dtype=dt)
+        self.gru = GRUS[cfg.gru](cfg.deter, dtype=dt)
         self.img_hidden = Dense(cfg.hidden, dtype=dt)
         self.img_dist = Dense(dist_size, dtype=dt)
         self.obs_hidden = Dense(cfg.hidden, dtype=dt)
@@ -171,20 +171,27 @@ class RSSM:
     def kl_loss(self, post: State, prior: State) -> tuple[jax.Array, jax.Array]:
         """KL term with free nats and balancing; returns (loss, mean KL value).
 
-        The batch/time mean KL is clipped from below at `free_nats` (no gradient under it);
-        `kl_balance` weighs learning the prior (towards the posterior) against regularising the
-        posterior (DreamerV2); 0.5 is the plain KL.
+        Free nats: no gradient where the KL is under `free_nats`. Dreamer V1 / V2 clip the
+        batch/time mean KL from below; with `free_nats_per_step` each (batch, time) KL is
+        clipped before the mean, as PlaNet and Plan2Explore do (their `max(0, KL - free)`
+        differs from `max(KL, free)` by the constant `free_nats` only: same gradients).
+        `kl_balance` weighs learning the prior (towards the posterior) against regularising
+        the posterior (DreamerV2); 0.5 is the plain KL.
         """
         cfg, sg = self.cfg, jax.lax.stop_gradient
         kl = self.latent.kl
-        value = kl(post, prior).mean()
+
+        def clipped(kl_steps: jax.Array) -> jax.Array:  # [B, T] -> scalar
+            if cfg.free_nats_per_step:
+                return jnp.maximum(kl_steps, cfg.free_nats).mean()
+            return jnp.maximum(kl_steps.mean(), cfg.free_nats)
+
+        kl_steps = kl(post, prior)
         if cfg.kl_balance == 0.5:
-            return jnp.maximum(value, cfg.free_nats), value
-        prior_term = kl(jax.tree.map(sg, post), prior).mean()
-        post_term = kl(post, jax.tree.map(sg, prior)).mean()
-        loss = (cfg.kl_balance * jnp.maximum(prior_term, cfg.free_nats)
-                + (1 - cfg.kl_balance) * jnp.maximum(post_term, cfg.free_nats))
-        return loss, value
+            return clipped(kl_steps), kl_steps.mean()
+        prior_term = clipped(kl(jax.tree.map(sg, post), prior))
+        post_term = clipped(kl(post, jax.tree.map(sg, prior)))
+        return cfg.kl_balance * prior_term + (1 - cfg.kl_balance) * post_term, kl_steps.mean()
 
 
 def merge_batch_time(state: State) -> State:

@@ -21,9 +21,20 @@ from dreamer.core.rssm import RSSM, State
 Params = dict
 
 
-def image_target(image: jax.Array) -> jax.Array:
-    """uint8 pixels -> float targets in [-0.5, 0.5] (what the decoder predicts)."""
-    return image.astype(jnp.float32) / 255.0 - 0.5
+def preprocess(image: jax.Array, bits: int = 8, noise_key: jax.Array | None = None) -> jax.Array:
+    """uint8 pixels [...] -> floats in [-0.5, 0.5]: what the encoder reads and the decoder predicts.
+
+    8 bits without noise: x / 255 - 0.5 (Dreamer). Otherwise PlaNet's preprocessing: keep the
+    top `bits` bits, scale the 2^bits bins to [0, 1), and with a `noise_key` add uniform
+    dequantisation noise of one bin's width, U(0, 2^-bits), before the shift by -0.5.
+    """
+    if bits == 8 and noise_key is None:
+        return image.astype(jnp.float32) / 255.0 - 0.5
+    bins = 2.0 ** bits
+    x = jnp.floor(image.astype(jnp.float32) / 2.0 ** (8 - bits)) / bins
+    if noise_key is not None:
+        x = x + jax.random.uniform(noise_key, x.shape, maxval=1.0 / bins)
+    return x - 0.5
 
 
 class WorldModel:
@@ -31,8 +42,8 @@ class WorldModel:
         self.cfg = cfg
         self.action_size = action_size
         self.rssm = RSSM(cfg, action_size, dtype)
-        self.encoder = Encoder(cfg.depth, cfg.act, dtype=dtype)
-        self.decoder = Decoder(cfg.depth, cfg.act, dtype=dtype)
+        self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
+        self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
         self.reward_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
         self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
         self.optimizer = clipped_adam(cfg.lr, cfg.eps, cfg.grad_clip)
@@ -43,7 +54,7 @@ class WorldModel:
 
     def embed_size(self, image_shape: tuple[int, int, int] = (64, 64, 3)) -> int:
         """Length E of the encoder's embedding of one image (computed from shapes only)."""
-        image = jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
+        image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
         embed, _ = jax.eval_shape(lambda x: self.encoder.init_with_output(jax.random.PRNGKey(0), x), image)
         return embed.shape[-1]
 
@@ -51,7 +62,7 @@ class WorldModel:
         keys = jax.random.split(key, 5)
         feat = jnp.zeros((1, self.feat_size))
         params = {
-            "encoder": self.encoder.init(keys[0], jnp.zeros((1, *image_shape), jnp.uint8)),
+            "encoder": self.encoder.init(keys[0], jnp.zeros((1, *image_shape), jnp.float32)),
             "rssm": self.rssm.init(keys[1], self.embed_size(image_shape)),
             "decoder": self.decoder.init(keys[2], feat),
             "reward": self.reward_head.init(keys[3], feat),
@@ -62,9 +73,14 @@ class WorldModel:
 
     # ------------------------------------------------------------------ heads
 
-    def embed(self, params: Params, image: jax.Array) -> jax.Array:
-        """uint8 [..., 64, 64, 3] -> [..., E]."""
-        return self.encoder.apply(params["encoder"], image)
+    def preprocess(self, image: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """uint8 [..., 64, 64, 3] -> floats in [-0.5, 0.5] at `model.image_bits`, with
+        dequantisation noise if `model.image_noise` and a key is given."""
+        return preprocess(image, self.cfg.image_bits, key if self.cfg.image_noise else None)
+
+    def embed(self, params: Params, image: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """uint8 [..., 64, 64, 3] -> [..., E] (`key`: for the dequantisation noise)."""
+        return self.encoder.apply(params["encoder"], self.preprocess(image, key))
 
     def decode(self, params: Params, feat: jax.Array) -> jax.Array:
         """[..., F] -> image means [..., 64, 64, 3] in [-0.5, 0.5] units."""
@@ -82,20 +98,31 @@ class WorldModel:
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, params: Params, batch: dict, key: jax.Array) -> tuple[jax.Array, tuple[State, dict]]:
-        """Negative ELBO over a batch of sequences; returns (loss, (posterior states, metrics))."""
-        embed = self.embed(params, batch["image"])  # [B, T, E]
-        post, prior = self.rssm.observe(params["rssm"], embed, batch["action"], batch["is_first"], key)
+    def loss(self, params: Params, batch: dict, key: jax.Array, reward_grad: jax.Array | None = None
+             ) -> tuple[jax.Array, tuple[State, dict]]:
+        """Negative ELBO over a batch of sequences; returns (loss, (posterior states, metrics)).
+
+        `reward_grad`: a bool scalar that overrides `model.reward_grad` inside jitted code
+        (Plan2Explore's few-shot adaptation turns it on mid-run); None: the config's.
+        """
+        k_noise, k_latent = jax.random.split(key)
+        image = self.preprocess(batch["image"], k_noise)  # encoder input and decoder target
+        embed = self.encoder.apply(params["encoder"], image)  # [B, T, E]
+        post, prior = self.rssm.observe(params["rssm"], embed, batch["action"], batch["is_first"], k_latent)
         feat = self.rssm.get_feat(post)  # [B, T, F]
         # Unit-variance Gaussian log-likelihoods, constants dropped.
-        image_err = self.decode(params, feat) - image_target(batch["image"])
+        image_err = self.decode(params, feat) - image
         image_loss = 0.5 * jnp.square(image_err).sum((-3, -2, -1)).mean()
         # Without reward_grad only the head learns the reward: task rewards cannot shape the
         # latent space (Plan2Explore's exploration must not see them).
-        reward_feat = feat if self.cfg.reward_grad else jax.lax.stop_gradient(feat)
+        reward_feat = jax.lax.stop_gradient(feat)
+        if reward_grad is not None:
+            reward_feat = jnp.where(reward_grad, feat, reward_feat)
+        elif self.cfg.reward_grad:
+            reward_feat = feat
         reward_loss = 0.5 * jnp.square(self.reward(params, reward_feat) - batch["reward"]).mean()
         kl_loss, kl_value = self.rssm.kl_loss(post, prior)
-        loss = image_loss + reward_loss + self.cfg.kl_scale * kl_loss
+        loss = image_loss + self.cfg.reward_scale * reward_loss + self.cfg.kl_scale * kl_loss
         metrics = {"image_loss": image_loss, "reward_loss": reward_loss, "kl": kl_value}
         if "cont" in params:
             logits = self.cont_head.apply(params["cont"], feat)[..., 0]
@@ -108,9 +135,10 @@ class WorldModel:
         metrics["post_entropy"] = self.rssm.latent.entropy(post).mean()
         return loss, (post, metrics)
 
-    def update(self, params: Params, opt_state, batch: dict, key: jax.Array):
+    def update(self, params: Params, opt_state, batch: dict, key: jax.Array,
+               reward_grad: jax.Array | None = None):
         """One gradient step on the ELBO. Returns (params, opt_state, posterior, metrics)."""
-        grads, (post, metrics) = jax.grad(self.loss, has_aux=True)(params, batch, key)
+        grads, (post, metrics) = jax.grad(self.loss, has_aux=True)(params, batch, key, reward_grad)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -124,8 +152,9 @@ class WorldModel:
 
         latent [N, ...], prev_action [N, A], image uint8 [N, 64, 64, 3], is_first [N].
         """
-        embed = self.embed(params, image)
-        post, _ = self.rssm.obs_step(params["rssm"], latent, prev_action, embed, is_first, key)
+        k_noise, k_latent = jax.random.split(key)
+        embed = self.embed(params, image, k_noise)
+        post, _ = self.rssm.obs_step(params["rssm"], latent, prev_action, embed, is_first, k_latent)
         return post
 
     def open_loop_video(self, params: Params, batch: dict, key: jax.Array, context: int = 5) -> jax.Array:
@@ -151,4 +180,4 @@ class WorldModel:
         return (grid.reshape(t, h, n * w, c) * 255).astype(jnp.uint8)
 
 
-__all__ = ["WorldModel", "image_target"]
+__all__ = ["WorldModel", "preprocess"]
