@@ -44,7 +44,7 @@ from dreamer.errors import CheckpointError, ConfigError
 from dreamer.faults import crash_point
 from dreamer.fileio import fsync_directory, write_synced
 
-FORMAT = 2  # bump when the layout of state.msgpack or host.json changes incompatibly
+FORMAT = 3  # bump when the layout of state.msgpack or host.json changes incompatibly (3: the paper decoder, Keras GRU)
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.msgpack"
 HOST_FILE = "host.json"
