@@ -356,10 +356,24 @@ def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = Non
 
 def check_consistency(config: Config) -> Config:
     """Limits that involve two keys, checked here rather than by the libraries below."""
-    train = config.train
+    train, model, behavior = config.train, config.model, config.behavior
     if train.replay_capacity < train.seq_len:
         raise ConfigError(f"train.replay_capacity ({train.replay_capacity}) must be at least "
                           f"train.seq_len ({train.seq_len}): the replay must hold one sequence")
+    if model.unimix > 0 and model.latent != "categorical":
+        raise ConfigError(f"model.unimix ({model.unimix}) mixes categorical latents; model.latent is "
+                          f"{model.latent!r}")
+    for section, name, key in ((model, "model", "reward_head"), (behavior, "behavior", "critic")):
+        head = getattr(section, key)
+        if section.twohot_bins % 2 == 0:
+            raise ConfigError(f"{name}.twohot_bins ({section.twohot_bins}) must be odd: the bins are "
+                              f"symmetric around a zero bin")
+        if head != "twohot" and section.twohot_bins != type(section).twohot_bins:  # the default
+            raise ConfigError(f"{name}.twohot_bins is set ({section.twohot_bins}) but {name}.{key} is "
+                              f"{head!r}: bins need a twohot head")
+    if behavior.return_norm_low >= behavior.return_norm_high:
+        raise ConfigError(f"behavior.return_norm_low ({behavior.return_norm_low}) must be below "
+                          f"behavior.return_norm_high ({behavior.return_norm_high})")
     return config
 
 

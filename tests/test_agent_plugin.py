@@ -57,7 +57,7 @@ PACKAGE = {
         toy:
           gain: 0.5
         model:
-          kl_scale: 0.5
+          kl_rep_scale: 0.25
     ''',
     # What installing the package writes: its metadata, with the entry point.
     "toyagent-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: toyagent\nVersion: 0.1\n",
@@ -80,7 +80,7 @@ def test_a_fourth_agent_from_its_own_package(tmp_path):
     config = yaml.safe_load((logdir / "config.yaml").read_text())
     assert config["agent"] == "toy"
     assert config["toy"] == {"gain": 0.25}  # its own section, set from the command line
-    assert config["model"]["kl_scale"] == 0.5  # its own preset, applied when it is chosen
+    assert config["model"]["kl_rep_scale"] == 0.25  # its own preset, applied when it is chosen
     metrics = read_metrics(logdir / "metrics.jsonl")
     losses = [m["model/loss"] for m in metrics if "model/loss" in m]
     assert losses and all(math.isfinite(value) for value in losses)

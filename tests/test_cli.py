@@ -73,6 +73,13 @@ CASES = {
     "capacity-below-sequence": (["--configs", "debug", "--train.replay_capacity", "5"],
                                 ["train.replay_capacity (5)", "train.seq_len (12)"]),
     "seed-too-large": (["--seed", "4294967296"], ["seed", "<= 2147483647"]),
+    # Switches that make no sense together name both keys.
+    "bins-without-twohot": (["--model.twohot_bins", "101"], ["model.twohot_bins", "model.reward_head", "gaussian"]),
+    "even-bins": (["--behavior.critic", "twohot", "--behavior.twohot_bins", "100"],
+                  ["behavior.twohot_bins (100)", "odd"]),
+    "unimix-gaussian": (["--model.unimix", "0.01"], ["model.unimix", "model.latent", "gaussian"]),
+    "percentiles-reversed": (["--behavior.return_norm_low", "95", "--behavior.return_norm_high", "5"],
+                             ["behavior.return_norm_low (95.0)", "behavior.return_norm_high (5.0)"]),
     "debug": (["--debug", "--model.detr", "64"], []),  # shows the traceback instead
 }
 
@@ -243,8 +250,8 @@ def test_parse_args_mixes_flags_presets_and_overrides():
     assert config.model.stoch == 8  # from the debug preset
     assert config.train.batch_size == 3
     assert (config.env.name, config.seed, config.steps, args.debug) == ("gym:CartPole-v1", 2, 100, False)
-    config, args = parse_args(["--debug", "--model.kl_balance", "0.8", "--agent", "dreamer"])
-    assert args.debug is True and config.model.kl_balance == 0.8 and config.agent == "dreamer"
+    config, args = parse_args(["--debug", "--model.kl_dyn_scale", "0.8", "--agent", "dreamer"])
+    assert args.debug is True and config.model.kl_dyn_scale == 0.8 and config.agent == "dreamer"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -56,7 +56,7 @@ def test_defaults_are_the_dreamer_paper_settings():
     assert model.lr == 6e-4
     assert model.grad_clip == 100.0
     assert model.free_nats == 3.0
-    assert model.kl_scale == 1.0
+    assert model.kl_dyn_scale == model.kl_rep_scale == 1.0
 
     behavior = config.behavior
     assert behavior.horizon == 15

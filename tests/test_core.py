@@ -129,8 +129,9 @@ def test_categorical_kl_entropy_and_sample_hand_values():
     assert sample.shape == (1, 12) and float(sample.sum()) == pytest.approx(4.0)  # one class per variable
 
 
-@pytest.mark.parametrize("free_nats,expected", [(3.0, 3.0), (1.0, 2.0), (0.0, 2.0)])
+@pytest.mark.parametrize("free_nats,expected", [(3.0, 6.0), (1.0, 4.0), (0.0, 4.0)])
 def test_kl_loss_free_nats(free_nats, expected):
+    """The default 1 / 1 parts: the KL's value twice, each part clipped at the free nats."""
     rssm = RSSM(tiny_config(**{"model.free_nats": free_nats}).model, A)
     loss, value = rssm.kl_loss(gaussian(1.0, 1.0), gaussian(0.0, 1.0))
     assert float(value) == pytest.approx(2.0)
@@ -140,18 +141,27 @@ def test_kl_loss_free_nats(free_nats, expected):
     assert float(grad) == pytest.approx(0.0 if free_nats > 2.0 else 4.0 * 1.0)
 
 
-def test_kl_balancing_splits_the_gradient():
-    rssm = RSSM(tiny_config(**{"model.free_nats": 0.0, "model.kl_balance": 0.8}).model, A)
+@pytest.mark.parametrize("per_step", [False, True])
+def test_kl_dynamics_and_representation_scales_split_the_gradient(per_step):
+    """DreamerV3's 0.5 / 0.1 (DreamerV2's balancing with another total): the value is 0.6 KL;
+    the prior gets 0.5 of the KL's gradient, the posterior 0.1; each part has its own free
+    nats: with 3 free nats and a KL of 2, neither part has a gradient."""
+    overrides = {"model.free_nats": 0.0, "model.kl_dyn_scale": 0.5, "model.kl_rep_scale": 0.1,
+                 "model.free_nats_per_step": per_step}
+    rssm = RSSM(tiny_config(**overrides).model, A)
 
     def loss(post_mean, prior_mean):
         return rssm.kl_loss(gaussian(post_mean, 1.0), gaussian(prior_mean, 1.0))[0]
 
     value = loss(1.0, 0.0)
     g_post, g_prior = jax.grad(loss, (0, 1))(1.0, 0.0)
-    assert float(value) == pytest.approx(2.0)  # same value as the plain KL
-    # d KL / d post_mean = 4 (mean difference 1 over 4 dims); prior gets 0.8 of it, post 0.2.
-    assert float(g_post) == pytest.approx(0.2 * 4.0)
-    assert float(g_prior) == pytest.approx(-0.8 * 4.0)
+    assert float(value) == pytest.approx(0.6 * 2.0)  # KL 2 (mean difference 1 over 4 dims)
+    # d KL / d post_mean = 4 (mean difference 1 over 4 dims); prior gets 0.5 of it, post 0.1.
+    assert float(g_post) == pytest.approx(0.1 * 4.0)
+    assert float(g_prior) == pytest.approx(-0.5 * 4.0)
+    free = RSSM(tiny_config(**{**overrides, "model.free_nats": 3.0}).model, A)
+    g_free = jax.grad(lambda m: free.kl_loss(gaussian(m, 1.0), gaussian(0.0, 1.0))[0])(1.0)
+    assert float(g_free) == 0.0
 
 
 # ----------------------------------------------------------------------------- returns, actor

@@ -33,13 +33,14 @@ def gaussian_states(kl_values: np.ndarray) -> tuple[dict, dict]:
 @pytest.mark.parametrize("per_step,expected", [(False, 4.0), (True, 4.75)])
 def test_free_nats_on_the_mean_or_per_step(per_step, expected):
     """KLs [[1, 5], [2, 8]] with 3 free nats: Dreamer clips the mean, max(4, 3) = 4; PlaNet
-    clips each step, mean(3, 5, 3, 8) = 4.75, and only the steps above 3 get a gradient."""
+    clips each step, mean(3, 5, 3, 8) = 4.75, and only the steps above 3 get a gradient. (The
+    loss counts the value once per part, dynamics and representation.)"""
     cfg = tiny_config(**{"model.stoch": 1, "model.free_nats": 3.0, "model.free_nats_per_step": per_step}).model
     rssm = RSSM(cfg, A)
     kl = np.array([[1.0, 5.0], [2.0, 8.0]])
     post, prior = gaussian_states(kl)
     loss, value = rssm.kl_loss(post, prior)
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss) == pytest.approx(2 * expected, rel=1e-5)
     assert float(value) == pytest.approx(4.0, rel=1e-5)
     grad = jax.grad(lambda m: rssm.kl_loss({**post, "mean": m}, prior)[0])(post["mean"])[..., 0]
     if per_step:  # d/dm (m^2 / 2) / 4 = m / 4 above the floor, 0 below

@@ -3,6 +3,10 @@
 The actor maximises lambda-returns by backpropagating them through the learned dynamics
 (reparameterised actions); the value regresses the same returns with a stop-gradient. Only
 the actor's and the value's parameters are differentiated: the world model is an input.
+
+DreamerV3's techniques are switches of the config section `behavior`: a two-hot critic
+(`critic`), a slow critic the critic is regularised towards (`slow_critic_rate`), and returns
+normalised by their percentile range (`return_norm`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import optax
 from dreamer.core.config import ActorCriticConfig
 from dreamer.core.nets import MLP, clipped_adam
 from dreamer.core.rssm import State
+from dreamer.core.twohot import symexp_bins, twohot_loss, twohot_mean
 from dreamer.core.world_model import WorldModel
 
 # seq = {'feat': [N, H+1, F] (index 0 is the start state), 'action': [N, H, A]} -> rewards [N, H]
@@ -74,6 +79,21 @@ class ACState(NamedTuple):
     value: dict
     actor_opt: optax.OptState
     value_opt: optax.OptState
+    slow_value: dict  # the slow critic's parameters; {} without one
+    return_range: jax.Array  # [2]: EMAs of the returns' low and high percentiles (return_norm)
+
+
+def update_return_range(cfg: ActorCriticConfig, return_range: jax.Array, returns: jax.Array) -> jax.Array:
+    """One EMA step of the (low, high) percentiles of the lambda-returns [...] -> [2]."""
+    batch = jnp.percentile(returns, jnp.array([cfg.return_norm_low, cfg.return_norm_high]))
+    return (1.0 - cfg.return_norm_rate) * return_range + cfg.return_norm_rate * batch
+
+
+def return_scale(cfg: ActorCriticConfig, return_range: jax.Array) -> jax.Array:
+    """What the returns are divided by: max(limit, high - low); 1 without normalisation."""
+    if cfg.return_norm == "none":
+        return jnp.ones((), jnp.float32)
+    return jnp.maximum(cfg.return_norm_limit, return_range[1] - return_range[0])
 
 
 class ActorCritic:
@@ -83,7 +103,9 @@ class ActorCritic:
         self.wm = world_model
         self.discrete = discrete
         self.actor = Actor(cfg, action_size, discrete, act)
-        self.value = MLP(cfg.value_layers, cfg.value_units, 1, act)
+        twohot = cfg.critic == "twohot"
+        self.value_bins = symexp_bins(cfg.twohot_bins) if twohot else None
+        self.value = MLP(cfg.value_layers, cfg.value_units, cfg.twohot_bins if twohot else 1, act, zero_out=twohot)
         self.actor_opt = clipped_adam(cfg.actor_lr, cfg.eps, cfg.grad_clip)
         self.value_opt = clipped_adam(cfg.value_lr, cfg.eps, cfg.grad_clip)
 
@@ -91,7 +113,9 @@ class ActorCritic:
         feat = jnp.zeros((1, self.wm.feat_size))
         k1, k2 = jax.random.split(key)
         actor, value = self.actor.init(k1, feat), self.value.init(k2, feat)
-        return ACState(actor, value, self.actor_opt.init(actor), self.value_opt.init(value))
+        slow_value = jax.tree.map(jnp.copy, value) if self.cfg.slow_critic_rate > 0 else {}
+        return ACState(actor, value, self.actor_opt.init(actor), self.value_opt.init(value), slow_value,
+                       jnp.zeros(2, jnp.float32))
 
     def dist(self, actor_params: dict, feat: jax.Array) -> distrax.Distribution:
         return action_dist(self.cfg, self.actor.apply(actor_params, feat), self.discrete)
@@ -123,7 +147,19 @@ class ActorCritic:
         return jnp.take_along_axis(samples, best[None, :, None], 0)[0]
 
     def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
-        return self.value.apply(value_params, feat)[..., 0]
+        """[..., F] -> predicted return [...]: the Gaussian's mean or the two-hot expectation."""
+        out = self.value.apply(value_params, feat)
+        if self.value_bins is None:
+            return out[..., 0]
+        return twohot_mean(out, self.value_bins)
+
+    def _value_nll(self, value_params: dict, feat: jax.Array, target: jax.Array) -> jax.Array:
+        """Per-state loss of predicting `target` [...] (stop-gradient) from feat [..., F]."""
+        out = self.value.apply(value_params, feat)
+        target = jax.lax.stop_gradient(target)
+        if self.value_bins is None:
+            return 0.5 * jnp.square(out[..., 0] - target)
+        return twohot_loss(out, target, self.value_bins)
 
     def imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
         """Roll the actor out in the model from `start` [N, ...] for `horizon` steps:
@@ -141,7 +177,8 @@ class ActorCritic:
             return jnp.full(feat.shape[:-1], self.cfg.discount)
         return self.cfg.discount * cont
 
-    def actor_loss(self, actor_params, value_params, wm_params, start: State, key, reward_fn: RewardFn):
+    def actor_loss(self, actor_params, value_params, wm_params, start: State, key, reward_fn: RewardFn,
+                   return_range: jax.Array):
         seq = self.imagine(actor_params, wm_params, start, key)
         reward = reward_fn(seq)  # [N, H]: reward for arriving at feat[:, 1:]
         value = self.value_of(value_params, seq["feat"])  # [N, H+1]
@@ -151,14 +188,21 @@ class ActorCritic:
         # Later imagined steps count less where the model predicts the episode may have ended.
         weight = jnp.cumprod(jnp.concatenate([jnp.ones_like(discount[:, :1]), discount[:, :-2]], 1), 1)
         weight = jax.lax.stop_gradient(weight)
-        loss = -(weight * returns).mean()
+        if self.cfg.return_norm != "none":
+            return_range = update_return_range(self.cfg, return_range, jax.lax.stop_gradient(returns))
+        loss = -(weight * returns).mean() / return_scale(self.cfg, return_range)
         aux = {"feat": seq["feat"][:, 1:-1], "returns": returns, "weight": weight,
-               "reward": reward, "action": seq["action"]}
+               "reward": reward, "action": seq["action"], "return_range": return_range}
         return loss, aux
 
-    def value_loss(self, value_params, feat: jax.Array, returns: jax.Array, weight: jax.Array):
-        value = self.value_of(value_params, jax.lax.stop_gradient(feat))
-        return (weight * 0.5 * jnp.square(value - jax.lax.stop_gradient(returns))).mean()
+    def value_loss(self, value_params, slow_value_params, feat: jax.Array, returns: jax.Array,
+                   weight: jax.Array) -> jax.Array:
+        feat = jax.lax.stop_gradient(feat)
+        loss = self._value_nll(value_params, feat, returns)
+        if self.cfg.slow_critic_rate > 0:  # towards the slow critic's predictions
+            loss += self.cfg.slow_critic_reg * self._value_nll(value_params, feat,
+                                                               self.value_of(slow_value_params, feat))
+        return (weight * loss).mean()
 
     def update(self, state: ACState, wm_params, start: State, key: jax.Array,
                reward_fn: RewardFn) -> tuple[ACState, dict]:
@@ -166,17 +210,22 @@ class ActorCritic:
         start = jax.tree.map(jax.lax.stop_gradient, start)
         wm_params = jax.lax.stop_gradient(wm_params)
         (actor_loss, aux), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
-            state.actor, state.value, wm_params, start, key, reward_fn)
+            state.actor, state.value, wm_params, start, key, reward_fn, state.return_range)
         value_loss, value_grads = jax.value_and_grad(self.value_loss)(
-            state.value, aux["feat"], aux["returns"], aux["weight"])
+            state.value, state.slow_value, aux["feat"], aux["returns"], aux["weight"])
         actor_updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor)
         value_updates, value_opt = self.value_opt.update(value_grads, state.value_opt, state.value)
-        new_state = ACState(optax.apply_updates(state.actor, actor_updates),
-                            optax.apply_updates(state.value, value_updates), actor_opt, value_opt)
+        value = optax.apply_updates(state.value, value_updates)
+        rate, slow_value = self.cfg.slow_critic_rate, state.slow_value
+        if rate > 0:
+            slow_value = jax.tree.map(lambda slow, new: (1 - rate) * slow + rate * new, slow_value, value)
+        new_state = ACState(optax.apply_updates(state.actor, actor_updates), value, actor_opt, value_opt,
+                            slow_value, aux["return_range"])
         metrics = {
             "actor_loss": actor_loss, "value_loss": value_loss,
             "imagined_reward": aux["reward"].mean(), "imagined_return": aux["returns"].mean(),
             "actor_grad_norm": optax.tree.norm(actor_grads),
             "action_abs": jnp.abs(aux["action"]).mean(),
+            "return_scale": return_scale(self.cfg, aux["return_range"]),
         }
         return new_state, metrics

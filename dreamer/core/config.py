@@ -43,8 +43,15 @@ class ModelConfig:
     reward_grad: bool = True  # reward loss trains the representation; False: the head only
     free_nats: float = option(3.0, min=0.0)
     free_nats_per_step: bool = False  # clip each (batch, time) KL, not their mean (PlaNet, P2E)
-    kl_scale: float = option(1.0, min=0.0)
-    kl_balance: float = option(0.5, min=0.0, max=1.0)  # 0.5 = plain KL; DreamerV2 uses 0.8
+    # The KL as two terms with the same value: the dynamics term trains the prior towards the
+    # posterior, the representation term the posterior towards the prior. 1 / 1 gives the plain
+    # KL's gradients (Dreamer V1, PlaNet; the loss counts its value twice); DreamerV2 balances
+    # 0.8 / 0.2, DreamerV3 0.5 / 0.1.
+    kl_dyn_scale: float = option(1.0, min=0.0)
+    kl_rep_scale: float = option(1.0, min=0.0)
+    unimix: float = option(0.0, min=0.0, max=1.0)  # categorical latents: mix in this much uniform
+    reward_head: str = option("gaussian", choices=("gaussian", "twohot"))  # twohot: DreamerV3
+    twohot_bins: int = option(255, min=3)  # odd: symexp-spaced values over symexp([-20, 20])
     lr: float = option(6e-4, positive=True)
     eps: float = option(1e-7, positive=True)  # TensorFlow's Adam default, which Dreamer used
     grad_clip: float = option(100.0, positive=True)
@@ -71,6 +78,19 @@ class ActorCriticConfig:
     expl_noise: float = option(0.3, min=0.0)  # Gaussian std added to actions in collection
     # Evaluation action: the likeliest of this many actor samples (Dreamer); 0: tanh(mean).
     eval_samples: int = option(100, min=0)
+    critic: str = option("gaussian", choices=("gaussian", "twohot"))  # twohot: DreamerV3, zero-initialised
+    twohot_bins: int = option(255, min=3)
+    # Slow critic (DreamerV3): an EMA of the critic's weights at this rate per update (0: none),
+    # towards whose predictions the critic is regularised with weight `slow_critic_reg`.
+    slow_critic_rate: float = option(0.0, min=0.0, max=1.0)
+    slow_critic_reg: float = option(1.0, min=0.0)
+    # Return normalisation (DreamerV3): divide the actor's returns by max(limit, P_high - P_low),
+    # the EMAs (rate `return_norm_rate`) of the batch's percentiles of the lambda-returns.
+    return_norm: str = option("none", choices=("none", "percentile"))
+    return_norm_rate: float = option(0.01, min=0.0, max=1.0)
+    return_norm_limit: float = option(1.0, positive=True)
+    return_norm_low: float = option(5.0, min=0.0, max=100.0)
+    return_norm_high: float = option(95.0, min=0.0, max=100.0)
 
 
 __all__ = ["ActorCriticConfig", "ModelConfig", "option"]

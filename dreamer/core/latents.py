@@ -54,14 +54,20 @@ class CategoricalLatent:
     """`variables` one-hot categoricals of `classes` each (DreamerV2), sampled with
     straight-through gradients."""
 
-    def __init__(self, variables: int, classes: int):
-        self.variables, self.classes = variables, classes
+    def __init__(self, variables: int, classes: int, unimix: float = 0.0):
+        self.variables, self.classes, self.unimix = variables, classes, unimix
         self.stats_size = variables * classes  # logits
         self.stoch_size = variables * classes  # the one-hot samples, flattened
 
     def params(self, stats: jax.Array) -> Params:
-        """Network outputs [..., V * C] -> {'logits'} [..., V, C]."""
-        return {"logits": stats.reshape(*stats.shape[:-1], self.variables, self.classes)}
+        """Network outputs [..., V * C] -> {'logits'} [..., V, C]. With `unimix` u, the
+        distribution is (1 - u) softmax + u uniform (DreamerV3: 1%), so no class's probability
+        falls below u / C and the KL stays bounded; its logits are the log-probabilities."""
+        logits = stats.reshape(*stats.shape[:-1], self.variables, self.classes)
+        if self.unimix > 0:
+            probs = (1.0 - self.unimix) * jax.nn.softmax(logits) + self.unimix / self.classes
+            logits = jnp.log(probs)
+        return {"logits": logits}
 
     def sample(self, params: Params, key: jax.Array) -> jax.Array:
         """One-hot sample [..., V * C] whose gradient is that of the probabilities."""
@@ -92,7 +98,7 @@ Latent = GaussianLatent | CategoricalLatent
 def make_latent(cfg: ModelConfig) -> Latent:
     """The latent distribution `model.latent` names."""
     if cfg.latent == "categorical":
-        return CategoricalLatent(cfg.stoch, cfg.classes)
+        return CategoricalLatent(cfg.stoch, cfg.classes, cfg.unimix)
     return GaussianLatent(cfg.stoch, cfg.min_std)
 
 

@@ -79,20 +79,24 @@ def clipped_adam(lr: float, eps: float, grad_clip: float) -> optax.GradientTrans
 
 
 class MLP(nn.Module):
-    """`layers` hidden Dense layers of `units`, then a linear output of `out` (if given)."""
+    """`layers` hidden Dense layers of `units`, then a linear output of `out` (if given), whose
+    kernel starts at zero with `zero_out` (DreamerV3's reward and critic heads: their first
+    predictions are exactly 0)."""
 
     layers: int
     units: int
     out: int | None = None
     act: str = "elu"
     dtype: jnp.dtype = jnp.float32
+    zero_out: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for _ in range(self.layers):
             x = ACTIVATIONS[self.act](Dense(self.units, dtype=self.dtype)(x))
         if self.out is not None:
-            x = Dense(self.out, dtype=self.dtype)(x)
+            init = nn.initializers.zeros if self.zero_out else INIT
+            x = Dense(self.out, dtype=self.dtype, kernel_init=init)(x)
         return x.astype(jnp.float32)
 
 

@@ -169,14 +169,17 @@ class RSSM:
         return jax.tree.map(_batch_major, states), _batch_major(acts)
 
     def kl_loss(self, post: State, prior: State) -> tuple[jax.Array, jax.Array]:
-        """KL term with free nats and balancing; returns (loss, mean KL value).
+        """KL term with free nats, split into its dynamics and representation parts; returns
+        (loss, mean KL value).
 
-        Free nats: no gradient where the KL is under `free_nats`. Dreamer V1 / V2 clip the
-        batch/time mean KL from below; with `free_nats_per_step` each (batch, time) KL is
-        clipped before the mean, as PlaNet and Plan2Explore do (their `max(0, KL - free)`
-        differs from `max(KL, free)` by the constant `free_nats` only: same gradients).
-        `kl_balance` weighs learning the prior (towards the posterior) against regularising
-        the posterior (DreamerV2); 0.5 is the plain KL.
+        Both parts have the KL's value; the dynamics part (`kl_dyn_scale`) trains only the
+        prior, towards the posterior, the representation part (`kl_rep_scale`) only the
+        posterior (DreamerV2's balancing; 1 / 1 gives the plain KL's gradients, and counts its
+        value twice). Free nats: no gradient
+        where a part is under `free_nats`. Dreamer V1 / V2 clip the batch/time mean; with
+        `free_nats_per_step` each (batch, time) KL is clipped before the mean, as PlaNet,
+        Plan2Explore and DreamerV3 do (PlaNet's `max(0, KL - free)` differs from
+        `max(KL, free)` by the constant `free_nats` only: same gradients).
         """
         cfg, sg = self.cfg, jax.lax.stop_gradient
         kl = self.latent.kl
@@ -186,12 +189,9 @@ class RSSM:
                 return jnp.maximum(kl_steps, cfg.free_nats).mean()
             return jnp.maximum(kl_steps.mean(), cfg.free_nats)
 
-        kl_steps = kl(post, prior)
-        if cfg.kl_balance == 0.5:
-            return clipped(kl_steps), kl_steps.mean()
-        prior_term = clipped(kl(jax.tree.map(sg, post), prior))
-        post_term = clipped(kl(post, jax.tree.map(sg, prior)))
-        return cfg.kl_balance * prior_term + (1 - cfg.kl_balance) * post_term, kl_steps.mean()
+        dyn = clipped(kl(jax.tree.map(sg, post), prior))
+        rep = clipped(kl(post, jax.tree.map(sg, prior)))
+        return cfg.kl_dyn_scale * dyn + cfg.kl_rep_scale * rep, kl(post, prior).mean()
 
 
 def merge_batch_time(state: State) -> State:

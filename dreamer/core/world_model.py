@@ -17,6 +17,7 @@ import optax
 from dreamer.core.config import ModelConfig
 from dreamer.core.nets import MLP, Decoder, Encoder, clipped_adam
 from dreamer.core.rssm import RSSM, State
+from dreamer.core.twohot import symexp_bins, twohot_loss, twohot_mean
 
 Params = dict
 
@@ -44,7 +45,11 @@ class WorldModel:
         self.rssm = RSSM(cfg, action_size, dtype)
         self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
         self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
-        self.reward_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
+        # Gaussian: the mean of a unit Gaussian; twohot: logits over symexp-spaced bins, zero-initialised.
+        twohot = cfg.reward_head == "twohot"
+        self.reward_bins = symexp_bins(cfg.twohot_bins) if twohot else None
+        self.reward_head = MLP(cfg.head_layers, cfg.head_units, cfg.twohot_bins if twohot else 1, cfg.act,
+                               dtype=dtype, zero_out=twohot)
         self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
         self.optimizer = clipped_adam(cfg.lr, cfg.eps, cfg.grad_clip)
 
@@ -87,8 +92,19 @@ class WorldModel:
         return self.decoder.apply(params["decoder"], feat)
 
     def reward(self, params: Params, feat: jax.Array) -> jax.Array:
-        """[..., F] -> predicted reward [...] (the mean of a unit Gaussian)."""
-        return self.reward_head.apply(params["reward"], feat)[..., 0]
+        """[..., F] -> predicted reward [...]: the Gaussian's mean or the two-hot expectation."""
+        out = self.reward_head.apply(params["reward"], feat)
+        if self.reward_bins is None:
+            return out[..., 0]
+        return twohot_mean(out, self.reward_bins)
+
+    def reward_loss(self, params: Params, feat: jax.Array, reward: jax.Array) -> jax.Array:
+        """Negative log-likelihood of rewards [...] (constants dropped), mean over [...]:
+        a unit Gaussian's, or the two-hot cross-entropy."""
+        out = self.reward_head.apply(params["reward"], feat)
+        if self.reward_bins is None:
+            return 0.5 * jnp.square(out[..., 0] - reward).mean()
+        return twohot_loss(out, reward, self.reward_bins).mean()
 
     def continuation(self, params: Params, feat: jax.Array) -> jax.Array | None:
         """[..., F] -> probability that the episode continues [...], or None without the head."""
@@ -120,9 +136,9 @@ class WorldModel:
             reward_feat = jnp.where(reward_grad, feat, reward_feat)
         elif self.cfg.reward_grad:
             reward_feat = feat
-        reward_loss = 0.5 * jnp.square(self.reward(params, reward_feat) - batch["reward"]).mean()
+        reward_loss = self.reward_loss(params, reward_feat, batch["reward"])
         kl_loss, kl_value = self.rssm.kl_loss(post, prior)
-        loss = image_loss + self.cfg.reward_scale * reward_loss + self.cfg.kl_scale * kl_loss
+        loss = image_loss + self.cfg.reward_scale * reward_loss + kl_loss
         metrics = {"image_loss": image_loss, "reward_loss": reward_loss, "kl": kl_value}
         if "cont" in params:
             logits = self.cont_head.apply(params["cont"], feat)[..., 0]
