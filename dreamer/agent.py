@@ -12,7 +12,7 @@ from dreamer.core.rssm import merge_batch_time
 class Dreamer(WorldModelAgent):
     def __init__(self, config, action_size: int, discrete: bool):
         super().__init__(config, action_size, discrete)
-        self.ac = ActorCritic(config.behavior, self.wm, action_size, discrete, config.model.act)
+        self.ac = ActorCritic(config.behavior, self.wm, action_size, discrete)
 
     def init_agent_state(self, key: jax.Array) -> ACState:
         return self.ac.init(key)

@@ -41,7 +41,7 @@ class Plan2Explore(WorldModelAgent):
     def __init__(self, config, action_size: int, discrete: bool):
         super().__init__(config, action_size, discrete)
         self.cfg = config.explore
-        make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete, config.model.act)  # noqa: E731
+        make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete)  # noqa: E731
         self.task_ac, self.explore_ac = make_ac(), make_ac()
         self.ensemble = Ensemble(self.cfg.ensemble, self.cfg.layers, self.cfg.units, self._target_size(),
                                  self.cfg.act, self.cfg.lr, self.cfg.eps, self.cfg.grad_clip, self.cfg.bootstrap)

@@ -143,12 +143,42 @@ def test_slow_critic_ema_and_regulariser():
         tiny_config().behavior, wm, A, discrete=False).init(jax.random.PRNGKey(1)).slow_value == {}
 
 
+@pytest.mark.parametrize("norm,expected", [
+    ("layer", np.array([-1.0, 0.0, 1.0]) / math.sqrt(2 / 3 + 1e-3)),  # (x - mean) / sqrt(var + eps)
+    ("rms", np.array([1.0, 2.0, 3.0]) / math.sqrt(14 / 3 + 1e-4)),  # x / sqrt(mean(x^2) + eps)
+    ("none", np.array([1.0, 2.0, 3.0]))])
+def test_normalisation_before_the_activation(norm, expected):
+    from dreamer.core.nets import NormAct
+    layer = NormAct(norm, "linear")
+    x = jnp.array([[1.0, 2.0, 3.0]])
+    params = layer.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_allclose(layer.apply(params, x)[0], expected, rtol=1e-5)
+    relu = NormAct(norm, "relu")
+    np.testing.assert_allclose(relu.apply(params, x)[0], np.maximum(expected, 0), rtol=1e-5)
+
+
+def test_norm_reaches_every_layer_of_model_and_actor_critic():
+    from dreamer.agent import Dreamer
+    agent = Dreamer(tiny_config(**{"model.norm": "rms", "model.gru": "dreamerv2"}), A, False)
+    state = agent.init(jax.random.PRNGKey(0))
+    names = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # e.g. 1/params/MLP_0/...
+             for path, _ in jax.tree_util.tree_leaves_with_path((state.wm, state.agent.actor, state.agent.value))}
+    norms = {name for name in names if "RMSNorm" in name}
+    for part in ("reward", "img_in_act", "img_hidden_act", "obs_hidden_act", "gru"):
+        assert any(part in name for name in norms), part
+    for index in ("1/", "2/"):  # the actor's and the critic's hidden layers
+        assert any(name.startswith(index) for name in norms), index
+    plain = Dreamer(tiny_config(), A, False).init(jax.random.PRNGKey(0))
+    assert not any("Norm" in "/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(plain.wm))
+
+
 def test_every_switch_together_trains():
     """Dreamer's update with all of this file's switches on: finite metrics, every part moves."""
     from dreamer.agent import Dreamer
     overrides = {"model.latent": "categorical", "model.unimix": 0.01, "model.reward_head": "twohot",
                  "model.kl_dyn_scale": 0.5, "model.kl_rep_scale": 0.1, "model.free_nats": 1.0,
                  "model.free_nats_per_step": True, "model.cont_head": True, "behavior.critic": "twohot",
+                 "model.norm": "rms", "model.act": "silu", "model.gru": "dreamerv2",
                  "behavior.slow_critic_rate": 0.02, "behavior.return_norm": "percentile"}
     agent = Dreamer(tiny_config(**overrides), A, False)
     state = agent.init(jax.random.PRNGKey(0))

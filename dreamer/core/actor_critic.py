@@ -36,11 +36,12 @@ class Actor(nn.Module):
     action_size: int
     discrete: bool
     act: str = "elu"
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
         size = self.action_size if self.discrete else 2 * self.action_size
-        return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act)(feat)
+        return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act, norm=self.norm)(feat)
 
 
 def action_dist(cfg: ActorCriticConfig, out: jax.Array, discrete: bool) -> distrax.Distribution:
@@ -97,15 +98,19 @@ def return_scale(cfg: ActorCriticConfig, return_range: jax.Array) -> jax.Array:
 
 
 class ActorCritic:
-    def __init__(self, cfg: ActorCriticConfig, world_model: WorldModel, action_size: int,
-                 discrete: bool, act: str = "elu"):
+    """The actor and the critic; their layers use the world model's activation and
+    normalisation (`model.act`, `model.norm`)."""
+
+    def __init__(self, cfg: ActorCriticConfig, world_model: WorldModel, action_size: int, discrete: bool):
         self.cfg = cfg
         self.wm = world_model
         self.discrete = discrete
-        self.actor = Actor(cfg, action_size, discrete, act)
+        act, norm = world_model.cfg.act, world_model.cfg.norm
+        self.actor = Actor(cfg, action_size, discrete, act, norm)
         twohot = cfg.critic == "twohot"
         self.value_bins = symexp_bins(cfg.twohot_bins) if twohot else None
-        self.value = MLP(cfg.value_layers, cfg.value_units, cfg.twohot_bins if twohot else 1, act, zero_out=twohot)
+        self.value = MLP(cfg.value_layers, cfg.value_units, cfg.twohot_bins if twohot else 1, act,
+                         zero_out=twohot, norm=norm)
         self.actor_opt = clipped_adam(cfg.actor_lr, cfg.eps, cfg.grad_clip)
         self.value_opt = clipped_adam(cfg.value_lr, cfg.eps, cfg.grad_clip)
 

@@ -33,6 +33,7 @@ class ModelConfig:
     gru: str = option("standard", choices=("standard", "dreamerv2"))  # see dreamer.core.nets
     depth: int = option(32, positive=True)  # conv encoder/decoder width multiplier
     act: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
+    norm: str = option("none", choices=("none", "layer", "rms"))  # before each of those activations
     cnn_act: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
     head_layers: int = option(2, positive=True)
     head_units: int = option(400, positive=True)

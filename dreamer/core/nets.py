@@ -20,7 +20,28 @@ import jax
 import jax.numpy as jnp
 import optax
 
-ACTIVATIONS: dict[str, Callable] = {"elu": nn.elu, "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh}
+ACTIVATIONS: dict[str, Callable] = {"elu": nn.elu, "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh,
+                                    "linear": lambda x: x}
+NORM_NAMES = ("none", "layer", "rms")
+
+
+class NormAct(nn.Module):
+    """Normalisation (if any) then the activation, in float32: LayerNorm (DreamerV2, eps
+    1e-3) or RMSNorm (DreamerV3, eps 1e-4), each with a learned scale."""
+
+    norm: str = "none"
+    act: str = "elu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(jnp.float32)
+        if self.norm == "layer":
+            x = nn.LayerNorm(epsilon=1e-3)(x)
+        elif self.norm == "rms":
+            x = nn.RMSNorm(epsilon=1e-4)(x)
+        return ACTIVATIONS[self.act](x)
+
+
 # Keras' default kernel initialiser, which every reference implementation relied on; for
 # convolutions the fans include the receptive field, as in Keras.
 INIT = nn.initializers.glorot_uniform()
@@ -89,11 +110,12 @@ class MLP(nn.Module):
     act: str = "elu"
     dtype: jnp.dtype = jnp.float32
     zero_out: bool = False
+    norm: str = "none"  # after each hidden layer, before the activation
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for _ in range(self.layers):
-            x = ACTIVATIONS[self.act](Dense(self.units, dtype=self.dtype)(x))
+            x = NormAct(self.norm, self.act)(Dense(self.units, dtype=self.dtype)(x))
         if self.out is not None:
             init = nn.initializers.zeros if self.zero_out else INIT
             x = Dense(self.out, dtype=self.dtype, kernel_init=init)(x)
@@ -122,25 +144,24 @@ class GRU(nn.Module):
 
 
 class DreamerV2GRU(nn.Module):
-    """DreamerV2's GRU: its three gates in one matmul over [inputs, carry], the reset gate
-    applied to the candidate's pre-activation, and the update gate biased by -1 towards
-    keeping the state, which stabilises long rollouts. carry [B, D], inputs [B, I] -> [B, D]."""
+    """DreamerV2's GRU: its three gates in one matmul over [inputs, carry], normalised with
+    `norm` (DreamerV2: LayerNorm), the reset gate applied to the candidate's pre-activation,
+    and the update gate biased by -1 towards keeping the state, which stabilises long rollouts.
+    carry [B, D], inputs [B, I] -> [B, D]."""
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> jax.Array:
         x = jnp.concatenate([inputs, carry], -1)
-        parts = Dense(3 * self.features, dtype=self.dtype)(x).astype(jnp.float32)
+        parts = NormAct(self.norm, "linear")(Dense(3 * self.features, dtype=self.dtype)(x))
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
         update = jax.nn.sigmoid(update - 1.0)
         return update * cand + (1.0 - update) * carry
-
-
-GRUS = {"standard": GRU, "dreamerv2": DreamerV2GRU}
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, method: str | None = None) -> jax.Array:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from dreamer.core.config import ModelConfig
 from dreamer.core.latents import Latent, make_latent
-from dreamer.core.nets import ACTIVATIONS, GRUS, Dense
+from dreamer.core.nets import GRU, Dense, DreamerV2GRU, NormAct
 
 State = dict[str, jax.Array]
 ActionFn = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
@@ -38,25 +38,25 @@ class RSSMCell(nn.Module):
         self.latent = make_latent(cfg)
         dist_size = self.latent.stats_size
         self.img_in = Dense(cfg.hidden, dtype=dt)
-        self.gru = GRUS[cfg.gru](cfg.deter, dtype=dt)
+        # Keras' GRU has no normalisation inside; DreamerV2's normalises its gates.
+        self.gru = DreamerV2GRU(cfg.deter, dt, cfg.norm) if cfg.gru == "dreamerv2" else GRU(cfg.deter, dt)
         self.img_hidden = Dense(cfg.hidden, dtype=dt)
         self.img_dist = Dense(dist_size, dtype=dt)
         self.obs_hidden = Dense(cfg.hidden, dtype=dt)
         self.obs_dist = Dense(dist_size, dtype=dt)
-
-    def _act(self, x: jax.Array) -> jax.Array:
-        return ACTIVATIONS[self.cfg.act](x.astype(jnp.float32))
+        # Normalisation (model.norm) and activation after each hidden layer.
+        self.img_in_act, self.img_hidden_act, self.obs_hidden_act = (NormAct(cfg.norm, cfg.act) for _ in range(3))
 
     def prior(self, state: State, action: jax.Array, key: jax.Array) -> State:
         """Prior p(s_t | s_{t-1}, a_{t-1}): [B, ...] -> [B, ...]."""
-        x = self._act(self.img_in(jnp.concatenate([state["stoch"], action], -1)))
+        x = self.img_in_act(self.img_in(jnp.concatenate([state["stoch"], action], -1)))
         deter = self.gru(state["deter"], x)
-        stats = self.img_dist(self._act(self.img_hidden(deter))).astype(jnp.float32)
+        stats = self.img_dist(self.img_hidden_act(self.img_hidden(deter))).astype(jnp.float32)
         return {"deter": deter, **self._sample(stats, key)}
 
     def posterior(self, prior_deter: jax.Array, embed: jax.Array, key: jax.Array) -> State:
         """Posterior q(s_t | h_t, o_t) given the prior's deterministic state h_t."""
-        x = self._act(self.obs_hidden(jnp.concatenate([prior_deter, embed], -1)))
+        x = self.obs_hidden_act(self.obs_hidden(jnp.concatenate([prior_deter, embed], -1)))
         stats = self.obs_dist(x).astype(jnp.float32)
         return {"deter": prior_deter, **self._sample(stats, key)}
 

@@ -49,8 +49,8 @@ class WorldModel:
         twohot = cfg.reward_head == "twohot"
         self.reward_bins = symexp_bins(cfg.twohot_bins) if twohot else None
         self.reward_head = MLP(cfg.head_layers, cfg.head_units, cfg.twohot_bins if twohot else 1, cfg.act,
-                               dtype=dtype, zero_out=twohot)
-        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype)
+                               dtype=dtype, zero_out=twohot, norm=cfg.norm)
+        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype, norm=cfg.norm)
         self.optimizer = clipped_adam(cfg.lr, cfg.eps, cfg.grad_clip)
 
     @property
