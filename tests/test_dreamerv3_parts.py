@@ -179,6 +179,8 @@ def test_every_switch_together_trains():
                  "model.kl_dyn_scale": 0.5, "model.kl_rep_scale": 0.1, "model.free_nats": 1.0,
                  "model.free_nats_per_step": True, "model.cont_head": True, "behavior.critic": "twohot",
                  "model.norm": "rms", "model.act": "silu", "model.gru": "dreamerv2",
+                 "model.optimizer": "laprop", "behavior.optimizer": "laprop", "model.warmup": 0,
+                 "behavior.warmup": 0,
                  "behavior.slow_critic_rate": 0.02, "behavior.return_norm": "percentile"}
     agent = Dreamer(tiny_config(**overrides), A, False)
     state = agent.init(jax.random.PRNGKey(0))
@@ -188,3 +190,34 @@ def test_every_switch_together_trains():
     for old_part, new_part in ((state.wm, new.wm), (state.agent.value, new.agent.value),
                                (state.agent.slow_value, new.agent.slow_value)):
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old_part), jax.tree.leaves(new_part)))
+
+
+def test_adaptive_gradient_clipping_per_tensor():
+    """Parameter [3, 4] (norm 5): a gradient [30, 40] (norm 50) is scaled to 0.3 x 5 = 1.5;
+    a small one passes; a zero parameter counts as norm 1e-3."""
+    from dreamer.core.nets import clip_by_agc
+    agc = clip_by_agc(0.3)
+    params = {"w": jnp.array([3.0, 4.0]), "b": jnp.zeros(2)}
+    grads = {"w": jnp.array([30.0, 40.0]), "b": jnp.array([1.0, 0.0])}
+    clipped, _ = agc.update(grads, agc.init(params), params)
+    np.testing.assert_allclose(clipped["w"], [0.9, 1.2], rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"], [3e-4, 0.0], rtol=1e-6)
+    small = {"w": jnp.array([0.3, 0.4]), "b": jnp.zeros(2)}
+    np.testing.assert_allclose(agc.update(small, agc.init(params), params)[0]["w"], small["w"])
+
+
+def test_laprop_two_steps_by_hand():
+    """RMS-normalise (debiased, beta2 0.999), then debiased momentum (beta1 0.9) of that."""
+    from dreamer.core.nets import laprop
+    opt = laprop(lr=0.1, eps=0.0, agc=1e9, warmup=0)
+    params = jnp.array([5.0, 5.0])
+    state = opt.init(params)
+    g1, g2 = np.array([1.0, -2.0]), np.array([3.0, 1.0])
+    u1, state = opt.update(jnp.asarray(g1), state, params)
+    np.testing.assert_allclose(u1, -0.1 * np.sign(g1), rtol=2e-5)  # step 1: the sign (float32 debiasing)
+    u2, state = opt.update(jnp.asarray(g2), state, params)
+    nu_hat = (0.999 * 0.001 * g1 ** 2 + 0.001 * g2 ** 2) / (1 - 0.999 ** 2)
+    mu_hat = (0.9 * 0.1 * np.sign(g1) + 0.1 * g2 / np.sqrt(nu_hat)) / (1 - 0.9 ** 2)
+    np.testing.assert_allclose(u2, -0.1 * mu_hat, rtol=2e-5)
+    warm = laprop(lr=0.1, eps=0.0, agc=1e9, warmup=10)  # the rate ramps from 0
+    assert float(jnp.abs(warm.update(jnp.asarray(g1), warm.init(params), params)[0]).max()) == 0.0

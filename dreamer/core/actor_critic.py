@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer.core.config import ActorCriticConfig
-from dreamer.core.nets import MLP, clipped_adam
+from dreamer.core.nets import MLP, make_optimizer
 from dreamer.core.rssm import State
 from dreamer.core.twohot import symexp_bins, twohot_loss, twohot_mean
 from dreamer.core.world_model import WorldModel
@@ -111,8 +111,8 @@ class ActorCritic:
         self.value_bins = symexp_bins(cfg.twohot_bins) if twohot else None
         self.value = MLP(cfg.value_layers, cfg.value_units, cfg.twohot_bins if twohot else 1, act,
                          zero_out=twohot, norm=norm)
-        self.actor_opt = clipped_adam(cfg.actor_lr, cfg.eps, cfg.grad_clip)
-        self.value_opt = clipped_adam(cfg.value_lr, cfg.eps, cfg.grad_clip)
+        self.actor_opt = make_optimizer(cfg.optimizer, cfg.actor_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
+        self.value_opt = make_optimizer(cfg.optimizer, cfg.value_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
 
     def init(self, key: jax.Array) -> ACState:
         feat = jnp.zeros((1, self.wm.feat_size))

@@ -53,9 +53,14 @@ class ModelConfig:
     unimix: float = option(0.0, min=0.0, max=1.0)  # categorical latents: mix in this much uniform
     reward_head: str = option("gaussian", choices=("gaussian", "twohot"))  # twohot: DreamerV3
     twohot_bins: int = option(255, min=3)  # odd: symexp-spaced values over symexp([-20, 20])
+    # adam: clipped to a global norm of `grad_clip`; laprop: DreamerV3's (per-tensor adaptive
+    # clipping at `agc`, learning rate warmed up over `warmup` updates, no global-norm clip).
+    optimizer: str = option("adam", choices=("adam", "laprop"))
     lr: float = option(6e-4, positive=True)
     eps: float = option(1e-7, positive=True)  # TensorFlow's Adam default, which Dreamer used
     grad_clip: float = option(100.0, positive=True)
+    agc: float = option(0.3, positive=True)
+    warmup: int = option(1000, min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +74,13 @@ class ActorCriticConfig:
     actor_units: int = option(400, positive=True)
     value_layers: int = option(3, positive=True)
     value_units: int = option(400, positive=True)
+    optimizer: str = option("adam", choices=("adam", "laprop"))  # as model.optimizer
     actor_lr: float = option(8e-5, positive=True)
     value_lr: float = option(8e-5, positive=True)
     eps: float = option(1e-7, positive=True)
     grad_clip: float = option(100.0, positive=True)
+    agc: float = option(0.3, positive=True)
+    warmup: int = option(1000, min=0)
     init_std: float = option(5.0, positive=True)
     min_std: float = option(1e-4, positive=True)
     mean_scale: float = option(5.0, positive=True)

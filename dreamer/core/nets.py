@@ -94,9 +94,40 @@ Dense = functools.partial(nn.Dense, dot_general=dense_dot_general, kernel_init=I
 
 
 def clipped_adam(lr: float, eps: float, grad_clip: float) -> optax.GradientTransformation:
-    """Adam on gradients whose global norm is clipped to `grad_clip`: the optimiser of every
-    network here (world model, actor, value, ensemble), each with its own settings."""
+    """Adam on gradients whose global norm is clipped to `grad_clip`: the optimiser of the
+    Dreamer, PlaNet and Plan2Explore papers' networks, each with its own settings."""
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr, eps=eps))
+
+
+def clip_by_agc(clip: float, min_norm: float = 1e-3) -> optax.GradientTransformation:
+    """DreamerV3's adaptive gradient clipping, per parameter tensor: a gradient whose norm
+    exceeds `clip` times the tensor's norm (at least `min_norm`) is scaled down to it."""
+
+    def update(updates, state, params):
+        def clip_one(update, param):
+            limit = clip * jnp.maximum(min_norm, jnp.linalg.norm(param.ravel()))
+            return update / jnp.maximum(1.0, jnp.linalg.norm(update.ravel()) / limit)
+        return jax.tree.map(clip_one, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def laprop(lr: float, eps: float, agc: float, warmup: int, beta1: float = 0.9, beta2: float = 0.999
+           ) -> optax.GradientTransformation:
+    """DreamerV3's optimiser: adaptive gradient clipping, then LaProp (the gradient divided by
+    the debiased RMS of past gradients, then debiased momentum of that), at a learning rate
+    ramped linearly from 0 over `warmup` updates. No global-norm clipping."""
+    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
+    return optax.chain(clip_by_agc(agc), optax.scale_by_rms(beta2, eps, eps_in_sqrt=False, bias_correction=True),
+                       optax.ema(beta1, debias=True), optax.scale_by_learning_rate(schedule))
+
+
+def make_optimizer(kind: str, lr: float, eps: float, grad_clip: float, agc: float, warmup: int
+                   ) -> optax.GradientTransformation:
+    """`clipped_adam` ('adam', which ignores agc and warmup) or `laprop` (which ignores grad_clip)."""
+    if kind == "laprop":
+        return laprop(lr, eps, agc, warmup)
+    return clipped_adam(lr, eps, grad_clip)
 
 
 class MLP(nn.Module):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer.core.config import ModelConfig
-from dreamer.core.nets import MLP, Decoder, Encoder, clipped_adam
+from dreamer.core.nets import MLP, Decoder, Encoder, make_optimizer
 from dreamer.core.rssm import RSSM, State
 from dreamer.core.twohot import symexp_bins, twohot_loss, twohot_mean
 
@@ -51,7 +51,7 @@ class WorldModel:
         self.reward_head = MLP(cfg.head_layers, cfg.head_units, cfg.twohot_bins if twohot else 1, cfg.act,
                                dtype=dtype, zero_out=twohot, norm=cfg.norm)
         self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype, norm=cfg.norm)
-        self.optimizer = clipped_adam(cfg.lr, cfg.eps, cfg.grad_clip)
+        self.optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
 
     @property
     def feat_size(self) -> int:
