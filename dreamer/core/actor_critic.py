@@ -22,7 +22,7 @@ import optax
 from dreamer.core.config import ActorCriticConfig
 from dreamer.core.nets import MLP, make_optimizer
 from dreamer.core.rssm import State
-from dreamer.core.twohot import symexp_bins, twohot_loss, twohot_mean
+from dreamer.core.twohot import ScalarOutput
 from dreamer.core.world_model import WorldModel
 
 # seq = {'feat': [N, H+1, F] (index 0 is the start state), 'action': [N, H, A]} -> rewards [N, H]
@@ -107,10 +107,9 @@ class ActorCritic:
         self.discrete = discrete
         act, norm = world_model.cfg.act, world_model.cfg.norm
         self.actor = Actor(cfg, action_size, discrete, act, norm)
-        twohot = cfg.critic == "twohot"
-        self.value_bins = symexp_bins(cfg.twohot_bins) if twohot else None
-        self.value = MLP(cfg.value_layers, cfg.value_units, cfg.twohot_bins if twohot else 1, act,
-                         zero_out=twohot, norm=norm)
+        self.value_out = ScalarOutput(cfg.critic, cfg.twohot_bins)
+        self.value = MLP(cfg.value_layers, cfg.value_units, self.value_out.size, act,
+                         zero_out=self.value_out.zero_init, norm=norm)
         self.actor_opt = make_optimizer(cfg.optimizer, cfg.actor_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
         self.value_opt = make_optimizer(cfg.optimizer, cfg.value_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
 
@@ -153,18 +152,7 @@ class ActorCritic:
 
     def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
         """[..., F] -> predicted return [...]: the Gaussian's mean or the two-hot expectation."""
-        out = self.value.apply(value_params, feat)
-        if self.value_bins is None:
-            return out[..., 0]
-        return twohot_mean(out, self.value_bins)
-
-    def _value_nll(self, value_params: dict, feat: jax.Array, target: jax.Array) -> jax.Array:
-        """Per-state loss of predicting `target` [...] (stop-gradient) from feat [..., F]."""
-        out = self.value.apply(value_params, feat)
-        target = jax.lax.stop_gradient(target)
-        if self.value_bins is None:
-            return 0.5 * jnp.square(out[..., 0] - target)
-        return twohot_loss(out, target, self.value_bins)
+        return self.value_out.mean(self.value.apply(value_params, feat))
 
     def imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
         """Roll the actor out in the model from `start` [N, ...] for `horizon` steps:
@@ -203,10 +191,10 @@ class ActorCritic:
     def value_loss(self, value_params, slow_value_params, feat: jax.Array, returns: jax.Array,
                    weight: jax.Array) -> jax.Array:
         feat = jax.lax.stop_gradient(feat)
-        loss = self._value_nll(value_params, feat, returns)
+        out = self.value.apply(value_params, feat)
+        loss = self.value_out.loss(out, returns)
         if self.cfg.slow_critic_rate > 0:  # towards the slow critic's predictions
-            loss += self.cfg.slow_critic_reg * self._value_nll(value_params, feat,
-                                                               self.value_of(slow_value_params, feat))
+            loss += self.cfg.slow_critic_reg * self.value_out.loss(out, self.value_of(slow_value_params, feat))
         return (weight * loss).mean()
 
     def update(self, state: ACState, wm_params, start: State, key: jax.Array,

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 ACTIVATION_NAMES = ("elu", "relu", "silu", "tanh")
+NORM_NAMES = ("none", "layer", "rms")  # dreamer.core.nets.NormAct
 
 
 def option(default: Any, *, min: float | None = None, max: float | None = None,
@@ -33,7 +34,7 @@ class ModelConfig:
     gru: str = option("standard", choices=("standard", "dreamerv2"))  # see dreamer.core.nets
     depth: int = option(32, positive=True)  # conv encoder/decoder width multiplier
     act: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
-    norm: str = option("none", choices=("none", "layer", "rms"))  # before each of those activations
+    norm: str = option("none", choices=NORM_NAMES)  # before each of those activations
     cnn_act: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
     head_layers: int = option(2, positive=True)
     head_units: int = option(400, positive=True)

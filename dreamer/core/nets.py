@@ -22,7 +22,6 @@ import optax
 
 ACTIVATIONS: dict[str, Callable] = {"elu": nn.elu, "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh,
                                     "linear": lambda x: x}
-NORM_NAMES = ("none", "layer", "rms")
 
 
 class NormAct(nn.Module):

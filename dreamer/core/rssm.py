@@ -175,8 +175,8 @@ class RSSM:
         Both parts have the KL's value; the dynamics part (`kl_dyn_scale`) trains only the
         prior, towards the posterior, the representation part (`kl_rep_scale`) only the
         posterior (DreamerV2's balancing; 1 / 1 gives the plain KL's gradients, and counts its
-        value twice). Free nats: no gradient
-        where a part is under `free_nats`. Dreamer V1 / V2 clip the batch/time mean; with
+        value twice). Free nats: no gradient where a part is under `free_nats`. Dreamer V1 / V2
+        clip the batch/time mean; with
         `free_nats_per_step` each (batch, time) KL is clipped before the mean, as PlaNet,
         Plan2Explore and DreamerV3 do (PlaNet's `max(0, KL - free)` differs from
         `max(KL, free)` by the constant `free_nats` only: same gradients).
@@ -189,9 +189,10 @@ class RSSM:
                 return jnp.maximum(kl_steps, cfg.free_nats).mean()
             return jnp.maximum(kl_steps.mean(), cfg.free_nats)
 
-        dyn = clipped(kl(jax.tree.map(sg, post), prior))
-        rep = clipped(kl(post, jax.tree.map(sg, prior)))
-        return cfg.kl_dyn_scale * dyn + cfg.kl_rep_scale * rep, kl(post, prior).mean()
+        dyn_steps = kl(jax.tree.map(sg, post), prior)  # [B, T]: the KL's value, gradient to the prior
+        rep_steps = kl(post, jax.tree.map(sg, prior))  # the same value, gradient to the posterior
+        loss = cfg.kl_dyn_scale * clipped(dyn_steps) + cfg.kl_rep_scale * clipped(rep_steps)
+        return loss, sg(dyn_steps).mean()
 
 
 def merge_batch_time(state: State) -> State:

@@ -64,4 +64,26 @@ def twohot_loss(logits: jax.Array, target: jax.Array, bins: jax.Array) -> jax.Ar
     return -(jax.lax.stop_gradient(twohot(target, bins)) * jax.nn.log_softmax(logits)).sum(-1)
 
 
-__all__ = ["symexp", "symexp_bins", "symlog", "twohot", "twohot_loss", "twohot_mean"]
+class ScalarOutput:
+    """How a head's outputs [..., size] become a scalar prediction and its loss: 'gaussian'
+    (one output, the mean of a unit Gaussian; loss 0.5 squared error, constants dropped) or
+    'twohot' (logits over `bins` symexp-spaced values, zero-initialised as in DreamerV3)."""
+
+    def __init__(self, kind: str, bins: int):
+        self.bins = symexp_bins(bins) if kind == "twohot" else None
+        self.size = bins if kind == "twohot" else 1
+        self.zero_init = kind == "twohot"
+
+    def mean(self, out: jax.Array) -> jax.Array:
+        """[..., size] -> the predicted value [...]."""
+        return out[..., 0] if self.bins is None else twohot_mean(out, self.bins)
+
+    def loss(self, out: jax.Array, target: jax.Array) -> jax.Array:
+        """Per-element loss [...] of predicting `target` [...] (a constant) from out [..., size]."""
+        target = jax.lax.stop_gradient(target)
+        if self.bins is None:
+            return 0.5 * jnp.square(out[..., 0] - target)
+        return twohot_loss(out, target, self.bins)
+
+
+__all__ = ["ScalarOutput", "symexp", "symexp_bins", "symlog", "twohot", "twohot_loss", "twohot_mean"]

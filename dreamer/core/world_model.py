@@ -17,7 +17,7 @@ import optax
 from dreamer.core.config import ModelConfig
 from dreamer.core.nets import MLP, Decoder, Encoder, make_optimizer
 from dreamer.core.rssm import RSSM, State
-from dreamer.core.twohot import symexp_bins, twohot_loss, twohot_mean
+from dreamer.core.twohot import ScalarOutput
 
 Params = dict
 
@@ -45,11 +45,9 @@ class WorldModel:
         self.rssm = RSSM(cfg, action_size, dtype)
         self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
         self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
-        # Gaussian: the mean of a unit Gaussian; twohot: logits over symexp-spaced bins, zero-initialised.
-        twohot = cfg.reward_head == "twohot"
-        self.reward_bins = symexp_bins(cfg.twohot_bins) if twohot else None
-        self.reward_head = MLP(cfg.head_layers, cfg.head_units, cfg.twohot_bins if twohot else 1, cfg.act,
-                               dtype=dtype, zero_out=twohot, norm=cfg.norm)
+        self.reward_out = ScalarOutput(cfg.reward_head, cfg.twohot_bins)
+        self.reward_head = MLP(cfg.head_layers, cfg.head_units, self.reward_out.size, cfg.act, dtype=dtype,
+                               zero_out=self.reward_out.zero_init, norm=cfg.norm)
         self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype, norm=cfg.norm)
         self.optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
 
@@ -93,18 +91,12 @@ class WorldModel:
 
     def reward(self, params: Params, feat: jax.Array) -> jax.Array:
         """[..., F] -> predicted reward [...]: the Gaussian's mean or the two-hot expectation."""
-        out = self.reward_head.apply(params["reward"], feat)
-        if self.reward_bins is None:
-            return out[..., 0]
-        return twohot_mean(out, self.reward_bins)
+        return self.reward_out.mean(self.reward_head.apply(params["reward"], feat))
 
     def reward_loss(self, params: Params, feat: jax.Array, reward: jax.Array) -> jax.Array:
         """Negative log-likelihood of rewards [...] (constants dropped), mean over [...]:
         a unit Gaussian's, or the two-hot cross-entropy."""
-        out = self.reward_head.apply(params["reward"], feat)
-        if self.reward_bins is None:
-            return 0.5 * jnp.square(out[..., 0] - reward).mean()
-        return twohot_loss(out, reward, self.reward_bins).mean()
+        return self.reward_out.loss(self.reward_head.apply(params["reward"], feat), reward).mean()
 
     def continuation(self, params: Params, feat: jax.Array) -> jax.Array | None:
         """[..., F] -> probability that the episode continues [...], or None without the head."""
@@ -131,11 +123,8 @@ class WorldModel:
         image_loss = 0.5 * jnp.square(image_err).sum((-3, -2, -1)).mean()
         # Without reward_grad only the head learns the reward: task rewards cannot shape the
         # latent space (Plan2Explore's exploration must not see them).
-        reward_feat = jax.lax.stop_gradient(feat)
-        if reward_grad is not None:
-            reward_feat = jnp.where(reward_grad, feat, reward_feat)
-        elif self.cfg.reward_grad:
-            reward_feat = feat
+        reward_grad = self.cfg.reward_grad if reward_grad is None else reward_grad
+        reward_feat = jnp.where(reward_grad, feat, jax.lax.stop_gradient(feat))
         reward_loss = self.reward_loss(params, reward_feat, batch["reward"])
         kl_loss, kl_value = self.rssm.kl_loss(post, prior)
         loss = image_loss + self.cfg.reward_scale * reward_loss + kl_loss
