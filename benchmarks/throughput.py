@@ -74,6 +74,7 @@ def fake_batch(config: Config, batch: int, length: int, action_size: int) -> dic
         "action": rng.uniform(-1, 1, (batch, length, action_size)).astype(np.float32),
         "reward": rng.normal(size=(batch, length)).astype(np.float32),
         "is_first": np.zeros((batch, length), bool),
+        "is_last": np.zeros((batch, length), bool),
         "is_terminal": np.zeros((batch, length), bool),
     })
 

@@ -17,11 +17,19 @@ class Dreamer(WorldModelAgent):
     def init_agent_state(self, key: jax.Array) -> ACState:
         return self.ac.init(key)
 
+    def learned_parts(self, agent_state: ACState) -> dict:
+        return {"actor": agent_state.actor, "critic": agent_state.value}
+
     def update_agent_state(self, agent_state: ACState, wm_params, post, batch, key):
         def task_reward(seq):  # the learned reward head, on the imagined states
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
 
-        agent_state, metrics = self.ac.update(agent_state, wm_params, merge_batch_time(post), key, task_reward)
+        replay = None
+        if self.config.behavior.replay_value_scale > 0:  # DreamerV3's value loss on the replayed sequences
+            replay = {"feat": self.wm.rssm.get_feat(post), "reward": batch["reward"],
+                      "is_terminal": batch["is_terminal"], "is_last": batch["is_last"]}
+        agent_state, metrics = self.ac.update(agent_state, wm_params, merge_batch_time(post), key, task_reward,
+                                              replay)
         return agent_state, {f"behavior/{k}": v for k, v in metrics.items()}
 
     def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,

@@ -74,6 +74,19 @@ class WorldModelAgent:
         return TrainState(wm, self.wm.optimizer.init(wm), self.init_agent_state(k_agent), k_state,
                           jnp.zeros((), jnp.int32))
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Trained parameters per part, from shapes only: the world model's modules
+        ('world_model/encoder', ...) and the agent's own (`learned_parts`); optimiser states
+        and slow copies are not counted."""
+        template = self.state_template()
+        parts = {f"world_model/{name}": tree for name, tree in template.wm.items()}
+        parts.update(self.learned_parts(template.agent))
+        return {name: sum(leaf.size for leaf in jax.tree.leaves(tree)) for name, tree in parts.items()}
+
+    def learned_parts(self, agent_state: Any) -> dict[str, Any]:
+        """The agent's trained parameters by name, for `parameter_counts`; default: none."""
+        return {}
+
     def initial_policy_state(self, batch: int) -> dict:
         """What the agent carries between steps: the latent state and the last action [N, ...]."""
         return {"latent": self.wm.rssm.initial(batch), "action": jnp.zeros((batch, self.action_size))}

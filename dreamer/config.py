@@ -374,7 +374,37 @@ def check_consistency(config: Config) -> Config:
     if behavior.return_norm_low >= behavior.return_norm_high:
         raise ConfigError(f"behavior.return_norm_low ({behavior.return_norm_low}) must be below "
                           f"behavior.return_norm_high ({behavior.return_norm_high})")
+    _check_dreamerv3_parts(config)
     return config
+
+
+def _check_dreamerv3_parts(config: Config) -> None:
+    """DreamerV3's switches that only work together."""
+    model, behavior = config.model, config.behavior
+    blocks = model.gru_blocks
+    if model.gru == "block" and model.deter % blocks:
+        raise ConfigError(f"model.deter ({model.deter}) must be a multiple of model.gru_blocks ({blocks})")
+    if model.cnn == "dreamerv3":
+        if model.deter % blocks or (4 * model.depth) % blocks:
+            raise ConfigError(f"model.cnn dreamerv3 splits model.deter ({model.deter}) and 4 x model.depth "
+                              f"({4 * model.depth}) into model.gru_blocks ({blocks}) blocks: make both multiples")
+        if config.env.size % 16:
+            raise ConfigError(f"model.cnn dreamerv3 halves the image four times: env.size ({config.env.size}) "
+                              f"must be a multiple of 16")
+    if model.cont_discount < 1 and not model.cont_head:
+        raise ConfigError(f"model.cont_discount ({model.cont_discount}) is the continuation head's target "
+                          f"discount, but model.cont_head is false")
+    if model.cont_discount < 1 and behavior.discount != model.cont_discount:
+        raise ConfigError(f"model.cont_discount ({model.cont_discount}) folds the discount into the "
+                          f"continuation head; behavior.discount ({behavior.discount}) must be the same")
+    for key in ("actor_grad", "replay_value_scale"):
+        value = getattr(behavior, key)
+        if value not in ("dynamics", 0.0) and behavior.returns != "dreamerv3":
+            raise ConfigError(f"behavior.{key} {value} needs behavior.returns dreamerv3 (the return of each "
+                              f"action's own transition); behavior.returns is {behavior.returns!r}")
+    if behavior.actor_entropy > 0 and behavior.actor_dist != "bounded_normal":
+        raise ConfigError(f"behavior.actor_entropy ({behavior.actor_entropy}) needs behavior.actor_dist "
+                          f"bounded_normal: the tanh-normal's entropy has no closed form")
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -106,6 +106,17 @@ def prepare_logdir(config: Config, force: bool = False) -> Path:
     return logdir
 
 
+def parameter_summary(counts: dict[str, int]) -> str:
+    """'parameters: 12.34M (world_model 10.1M: encoder 0.39M, ...; actor 0.73M, ...)'."""
+    millions = lambda n: f"{n / 1e6:.2f}M"  # noqa: E731
+    model = {k.split("/", 1)[1]: n for k, n in counts.items() if k.startswith("world_model/")}
+    others = {k: n for k, n in counts.items() if not k.startswith("world_model/")}
+    parts = [f"world_model {millions(sum(model.values()))}: "
+             + ", ".join(f"{k} {millions(n)}" for k, n in model.items())]
+    parts += [f"{k} {millions(n)}" for k, n in others.items()]
+    return f"parameters: {millions(sum(counts.values()))} ({'; '.join(parts)})"
+
+
 def train(argv: list[str], stop: StopRequests) -> int:
     config, args = parse_args(argv)
     if args.print_config:
@@ -128,6 +139,7 @@ def train(argv: list[str], stop: StopRequests) -> int:
         raise
     save_config(config, logdir / "config.yaml")
     print(f"logdir: {logdir}", file=sys.stderr)
+    print(parameter_summary(trainer.agent.parameter_counts()), file=sys.stderr)
     try:
         trainer.run()
     except Interrupted as stopped:

@@ -59,6 +59,10 @@ class Plan2Explore(WorldModelAgent):
         return P2EState(self.task_ac.init(k_task), self.explore_ac.init(k_expl), ensemble, zero, zero,
                         jnp.zeros((), jnp.int32))
 
+    def learned_parts(self, p2e: P2EState) -> dict:
+        return {"task_actor": p2e.task.actor, "task_critic": p2e.task.value, "explore_actor": p2e.explore.actor,
+                "explore_critic": p2e.explore.value, "ensemble": p2e.ensemble.params}
+
     def reward_grad(self, p2e: P2EState) -> jax.Array | None:
         """Few-shot: task rewards shape the representation from the switch on."""
         if self.cfg.mode != "few_shot" or self.wm.cfg.reward_grad:
@@ -113,10 +117,18 @@ class Plan2Explore(WorldModelAgent):
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
 
         normaliser = self.normaliser(p2e)
-        task, task_metrics = self.task_ac.update(p2e.task, wm_params, start, k_task, task_reward)
-        explore, expl_metrics = self.explore_ac.update(
-            p2e.explore, wm_params, start, k_expl,
-            lambda seq: self.intrinsic_reward(ensemble.params, normaliser, seq))
+        intrinsic = lambda seq: self.intrinsic_reward(ensemble.params, normaliser, seq)  # noqa: E731
+        task_replay = explore_replay = None
+        if self.config.behavior.replay_value_scale > 0:  # DreamerV3's replay value loss, per reward
+            feat = self.wm.rssm.get_feat(post)
+            task_replay = {"feat": feat, "reward": batch["reward"], "is_terminal": batch["is_terminal"],
+                           "is_last": batch["is_last"]}
+            # The disagreement about arriving at replayed step t+1 by its action (batch action[t+1]).
+            replayed = intrinsic({"feat": feat, "action": batch["action"][:, 1:]})  # [B, T-1]
+            explore_replay = {**task_replay, "reward": jnp.pad(replayed, ((0, 0), (1, 0)))}
+        task, task_metrics = self.task_ac.update(p2e.task, wm_params, start, k_task, task_reward, task_replay)
+        explore, expl_metrics = self.explore_ac.update(p2e.explore, wm_params, start, k_expl, intrinsic,
+                                                       explore_replay)
         # 'imagined_reward' is the mean of what the reward function returned: undo the division.
         raw = expl_metrics["imagined_reward"] * normaliser
         m = self.cfg.momentum

@@ -80,6 +80,18 @@ CASES = {
     "unimix-gaussian": (["--model.unimix", "0.01"], ["model.unimix", "model.latent", "gaussian"]),
     "percentiles-reversed": (["--behavior.return_norm_low", "95", "--behavior.return_norm_high", "5"],
                              ["behavior.return_norm_low (95.0)", "behavior.return_norm_high (5.0)"]),
+    "unknown-dreamerv3-size": (["--configs", "dreamerv3", "size13m"], ["unknown preset 'size13m'", "size12m"]),
+    "reinforce-with-dreamer-returns": (["--behavior.actor_grad", "reinforce"],
+                                       ["behavior.actor_grad reinforce", "behavior.returns dreamerv3"]),
+    "replay-value-with-dreamer-returns": (["--behavior.replay_value_scale", "0.3"],
+                                          ["behavior.replay_value_scale 0.3", "behavior.returns"]),
+    "entropy-of-tanh-normal": (["--behavior.actor_entropy", "0.001"],
+                               ["behavior.actor_entropy", "behavior.actor_dist bounded_normal"]),
+    "cont-discount-without-head": (["--model.cont_discount", "0.99"], ["model.cont_discount", "model.cont_head"]),
+    "cont-discount-not-the-discount": (["--configs", "dreamerv3", "--behavior.discount", "0.99"],
+                                       ["model.cont_discount (0.996997)", "behavior.discount (0.99)"]),
+    "blocks-not-dividing-deter": (["--configs", "dreamerv3", "--model.deter", "100"],
+                                  ["model.deter (100)", "model.gru_blocks (8)"]),
     "debug": (["--debug", "--model.detr", "64"], []),  # shows the traceback instead
 }
 

@@ -221,3 +221,217 @@ def test_laprop_two_steps_by_hand():
     np.testing.assert_allclose(u2, -0.1 * mu_hat, rtol=2e-5)
     warm = laprop(lr=0.1, eps=0.0, agc=1e9, warmup=10)  # the rate ramps from 0
     assert float(jnp.abs(warm.update(jnp.asarray(g1), warm.init(params), params)[0]).max()) == 0.0
+
+
+# ---------------------------------------------------------------- DreamerV3's networks
+
+def test_block_linear_is_a_block_diagonal_dense_layer():
+    from dreamer.core.nets import BlockLinear
+    layer = BlockLinear(features=4, blocks=2)
+    x = jnp.arange(6.0).reshape(1, 6)  # two blocks of 3 inputs
+    params = layer.init(jax.random.PRNGKey(0), x)
+    kernel = params["params"]["kernel"]  # [2, 3, 2]
+    assert kernel.shape == (2, 3, 2)
+    dense = jnp.zeros((6, 4)).at[:3, :2].set(kernel[0]).at[3:, 2:].set(kernel[1])
+    np.testing.assert_allclose(layer.apply(params, x), x @ dense, rtol=1e-6)
+
+
+def test_block_gru_with_zero_weights_keeps_sigmoid_of_one_of_the_state():
+    """Zero kernels: reset 0.5, candidate tanh(0) = 0, update sigmoid(0 - 1), so the new state is
+    (1 - sigmoid(-1)) = 0.7311 times the old one; actions enter divided by max(1, |a|)."""
+    from dreamer.core.nets import BlockGRU
+    gru = BlockGRU(features=8, hidden=4, blocks=2)
+    deter, stoch, action = jnp.linspace(-1, 1, 8)[None], jnp.ones((1, 3)), jnp.array([[3.0, -0.5]])
+    params = gru.init(jax.random.PRNGKey(0), deter, stoch, action)
+    zeros = jax.tree.map(lambda p: jnp.zeros_like(p) if p.ndim > 1 else p, params)
+    np.testing.assert_allclose(gru.apply(zeros, deter, stoch, action), 0.7310586 * deter, rtol=1e-6)
+    np.testing.assert_allclose(gru.apply(params, deter, stoch, action),
+                               gru.apply(params, deter, stoch, jnp.array([[1.0, -0.5]])), rtol=1e-6)
+    # Each block's gates read only its own slice of deter (besides the shared input layers and
+    # the normalisation over all blocks): with the shared layers' kernels zero and no
+    # normalisation, changing block 0's slice leaves block 1's output.
+    gru = BlockGRU(features=8, hidden=4, blocks=2, norm="none")
+    params = gru.init(jax.random.PRNGKey(0), deter, stoch, action)
+    shared_off = jax.tree.map(jnp.copy, params)
+    for name in ("Dense_0", "Dense_1", "Dense_2"):
+        shared_off["params"][name]["kernel"] = jnp.zeros_like(params["params"][name]["kernel"])
+    moved = deter.at[0, :4].add(1.0)
+    a, b = (gru.apply(shared_off, d, stoch, action) for d in (deter, moved))
+    np.testing.assert_allclose(a[0, 4:], b[0, 4:], rtol=1e-6)
+    assert not np.allclose(a[0, :4], b[0, :4])
+
+
+def test_conv_same_equals_lax_and_v3_cnn_shapes():
+    from dreamer.core.nets import ConvSame, DecoderV3, EncoderV3
+    conv = ConvSame(4, 5)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    params = conv.init(jax.random.PRNGKey(1), x)
+    p = params["params"]
+    expected = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]
+    np.testing.assert_allclose(conv.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+    encoder = EncoderV3(depth=2)
+    image = jnp.zeros((3, 64, 64, 3))
+    embed, enc_params = encoder.init_with_output(jax.random.PRNGKey(0), image)
+    assert embed.shape == (3, 4 * 4 * 8)  # 4 x 4 pixels of 4 depth channels
+    # Hand count: kernel-5 convs 3 -> 4 -> 6 -> 8 -> 8 with biases, one RMS scale per channel.
+    convs = [(3, 4), (4, 6), (6, 8), (8, 8)]
+    assert sum(x.size for x in jax.tree.leaves(enc_params)) == sum(25 * i * o + 2 * o for i, o in convs)
+    decoder = DecoderV3(deter=16, depth=2, units=4, blocks=8)
+    image, _ = decoder.init_with_output(jax.random.PRNGKey(0), jnp.ones((3, 16 + 6)))
+    assert image.shape == (3, 64, 64, 3)
+    assert float(image.min()) >= -0.5 and float(image.max()) <= 0.5  # a sigmoid, shifted
+
+
+def test_kernel_initialisers():
+    from dreamer.core.nets import kernel_init
+    key = jax.random.PRNGKey(0)
+    trunc = kernel_init("trunc_normal")(key, (400, 300))
+    assert float(trunc.std()) == pytest.approx(1 / math.sqrt(400), rel=0.03)  # variance 1 / fan-in
+    assert float(jnp.abs(trunc).max()) <= 2 / math.sqrt(400) * 1.14  # truncated at 2 std
+    glorot = kernel_init("glorot")(key, (400, 300))
+    assert float(glorot.std()) == pytest.approx(math.sqrt(2 / 700), rel=0.03)
+    assert float(kernel_init("trunc_normal", 0.01)(key, (400, 300)).std()) == pytest.approx(
+        0.01 / math.sqrt(400), rel=0.03)
+    assert not np.any(kernel_init("glorot", 0.0)(key, (3, 3)))
+
+
+# ---------------------------------------------------------------- DreamerV3's actor and returns
+
+def test_bounded_normal_policy():
+    """Mean tanh(x); std (max - min) sigmoid(x + 2) + min; entropy the Gaussian's."""
+    from dreamer.core.actor_critic import action_dist
+    cfg = tiny_config(**{"behavior.actor_dist": "bounded_normal", "behavior.min_std": 0.1}).behavior
+    out = jnp.array([[0.5, -100.0, -2.0, 100.0]])  # means (0.5, -100), raw stds (-2, 100)
+    dist = action_dist(cfg, out, discrete=False)
+    np.testing.assert_allclose(dist.mean(), [[math.tanh(0.5), -1.0]], rtol=1e-6)
+    np.testing.assert_allclose(dist.stddev(), [[0.1 + 0.9 * 0.5, 1.0]], rtol=1e-6)
+    gauss_entropy = lambda std: 0.5 * math.log(2 * math.pi * math.e) + math.log(std)  # noqa: E731
+    assert float(dist.entropy()[0]) == pytest.approx(gauss_entropy(0.55) + gauss_entropy(1.0), rel=1e-5)
+
+
+def _v3_actor_critic(**overrides):
+    cfg = tiny_config(**{"behavior.returns": "dreamerv3", "behavior.actor_dist": "bounded_normal",
+                         "behavior.min_std": 0.1, **overrides})
+    wm = WorldModel(cfg.model, A)
+    return cfg, wm, wm.init(jax.random.PRNGKey(0)), ActorCritic(cfg.behavior, wm, A, discrete=False)
+
+
+def test_dreamerv3_returns_and_weights_by_hand():
+    """H = 2, lambda 0.5, continuation c_t, rewards of arriving r_1, r_2, values v_0..v_2:
+    R_1 = r_2 + c_2 v_2;  R_0 = r_1 + c_1 (0.5 v_1 + 0.5 R_1);  weights c_0, c_0 c_1 (folded)."""
+    _, _, _, ac = _v3_actor_critic(**{"behavior.return_lambda": 0.5, "model.cont_head": True,
+                                      "model.cont_discount": 0.9, "behavior.discount": 0.9})
+    reward = jnp.array([[1.0, 2.0]])
+    value = jnp.array([[10.0, 20.0, 30.0]])
+    cont = jnp.array([[0.9, 0.8, 0.5]])
+    returns, weight, states = ac.returns(reward, value, cont)
+    r1 = 2.0 + 0.5 * 30.0
+    r0 = 1.0 + 0.8 * (0.5 * 20.0 + 0.5 * r1)
+    np.testing.assert_allclose(returns, [[r0, r1]], rtol=1e-6)
+    np.testing.assert_allclose(weight, [[0.9, 0.9 * 0.8]], rtol=1e-6)
+    assert states == slice(0, -1)
+
+
+def test_reinforce_actor_gradient_is_advantage_times_score():
+    """With rewards equal to the critic's own prediction of them nothing is learned: a zero
+    critic and zero rewards give zero advantages, so only the entropy bonus moves the actor."""
+    cfg, wm, wm_params, ac = _v3_actor_critic(**{"behavior.actor_grad": "reinforce", "behavior.critic": "twohot"})
+    state = ac.init(jax.random.PRNGKey(1))  # the two-hot critic starts at exactly 0
+    start = wm.rssm.initial(4)
+    zero_reward = lambda seq: jnp.zeros(seq["action"].shape[:2])  # noqa: E731
+    grads = jax.grad(lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),
+                                             zero_reward, jnp.zeros(2))[0])(state.actor)
+    assert all(not np.any(g) for g in jax.tree.leaves(grads))
+    reward = lambda seq: seq["action"][..., 0]  # noqa: E731 (reward the first action dimension)
+    loss_fn = lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),  # noqa: E731
+                                      reward, jnp.zeros(2))[0]
+    assert any(np.any(g) for g in jax.tree.leaves(jax.grad(loss_fn)(state.actor)))
+    # No gradient passes through the imagined dynamics (it does with 'dynamics').
+    feat_reward = lambda seq: seq["feat"][:, 1:].sum(-1)  # noqa: E731
+    for grad_kind, flows in (("reinforce", False), ("dynamics", True)):
+        _, _, _, other = _v3_actor_critic(**{"behavior.actor_grad": grad_kind, "behavior.critic": "twohot"})
+        wm_grads = jax.grad(lambda w: other.actor_loss(state.actor, state.value, w, start, jax.random.PRNGKey(2),
+                                                       feat_reward, jnp.zeros(2))[0])(wm_params)
+        assert any(np.any(g) for g in jax.tree.leaves(wm_grads["rssm"])) == flows, grad_kind
+
+
+def test_entropy_bonus_enters_the_actor_loss():
+    cfg, wm, wm_params, ac = _v3_actor_critic(**{"behavior.actor_grad": "reinforce", "behavior.critic": "twohot",
+                                                 "behavior.actor_entropy": 0.5})
+    state = ac.init(jax.random.PRNGKey(1))
+    start = wm.rssm.initial(4)
+    zero_reward = lambda seq: jnp.zeros(seq["action"].shape[:2])  # noqa: E731
+    loss, aux = ac.actor_loss(state.actor, state.value, wm_params, start, jax.random.PRNGKey(2), zero_reward,
+                              jnp.zeros(2))
+    entropy = ac.dist(state.actor, aux["feat"]).entropy()
+    assert float(loss) == pytest.approx(float(-(aux["weight"] * 0.5 * entropy).mean()), rel=1e-5)
+
+
+def test_replay_returns_by_hand():
+    """T = 3, discount 0.5, lambda 0.5, bootstraps b_t (the imagined returns of each replayed
+    state); step 1 ends the episode (is_last): R_0 = r_1 + 0.5 b_1 (no lambda past the end),
+    R_1 = r_2 + 0.5 b_2 (the last index bootstraps)."""
+    _, _, _, ac = _v3_actor_critic(**{"behavior.return_lambda": 0.5, "behavior.discount": 0.5})
+    replay = {"reward": jnp.array([[0.0, 1.0, 2.0]]), "is_terminal": jnp.zeros((1, 3), bool),
+              "is_last": jnp.array([[False, True, False]])}
+    boot = jnp.array([[10.0, 20.0, 30.0]])
+    np.testing.assert_allclose(ac.replay_returns(replay, boot), [[1.0 + 0.5 * 20.0, 2.0 + 0.5 * 30.0]], rtol=1e-6)
+    replay["is_last"] = jnp.zeros((1, 3), bool)
+    r1 = 2.0 + 0.5 * 30.0
+    np.testing.assert_allclose(ac.replay_returns(replay, boot)[0, 0], 1.0 + 0.5 * (0.5 * 20.0 + 0.5 * r1), rtol=1e-6)
+
+
+def test_continuation_target_and_squared_error_image_loss():
+    """cont_discount folds the discount into the continuation target; 'mse' is twice the
+    Gaussian's 0.5 x squared error."""
+    batch = random_batch()
+    losses = {}
+    for image_loss, disc in (("gaussian", 1.0), ("mse", 0.9)):
+        cfg = tiny_config(**{"model.cont_head": True, "model.cont_discount": disc, "behavior.discount": disc,
+                             "model.image_loss": image_loss})
+        wm = WorldModel(cfg.model, A)
+        params = wm.init(jax.random.PRNGKey(0))
+        losses[image_loss] = wm.loss(params, batch, jax.random.PRNGKey(1))[1][1]
+        logits = wm.cont_head.apply(params["cont"], wm.rssm.get_feat(wm.loss(params, batch, jax.random.PRNGKey(1))[1][0]))
+        p = jax.nn.sigmoid(logits[..., 0])
+        expected = -(disc * jnp.log(p) + (1 - disc) * jnp.log(1 - p)).mean()
+        assert float(losses[image_loss]["cont_loss"]) == pytest.approx(float(expected), rel=1e-4)
+    assert float(losses["mse"]["image_loss"]) == pytest.approx(2 * float(losses["gaussian"]["image_loss"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_upsample_conv_equals_nearest_upsampling_then_conv(kernel_size):
+    """Values and gradients of the phase form against repeat-then-`lax` convolution."""
+    from dreamer.core.nets import upsample_conv
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 5, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 3, 4))
+
+    def reference(x, kernel):
+        up = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
+        return jax.lax.conv_general_dilated(up, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    np.testing.assert_allclose(upsample_conv(x, kernel), reference(x, kernel), rtol=1e-5, atol=1e-4)
+    weights = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 10, 4))
+    grads = [jax.grad(lambda a, b: (f(a, b) * weights).sum(), (0, 1))(x, kernel) for f in (upsample_conv, reference)]
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
+
+
+# The official code's parameter counts (danijar/dreamerv3 e3f0224, dmc_vision, a 6-dimensional
+# action, every module but the slow critic), counted by running it: docs/dreamerv3.md.
+OFFICIAL_PARAMETERS = {
+    "size1m": {"rssm": 376704, "encoder": 14304, "decoder": 80595, "reward": 57663, "cont": 41153,
+               "actor": 50316, "critic": 66111},
+    "size12m": {"rssm": 5979648, "encoder": 220416, "decoder": 1272003, "reward": 721407, "cont": 656129,
+                "actor": 791052, "critic": 853503},
+}
+
+
+@pytest.mark.parametrize("size", list(OFFICIAL_PARAMETERS))
+def test_size_presets_have_the_official_parameter_counts(size):
+    from dreamer.agent import Dreamer
+    from dreamer.config import build_config
+    counts = Dreamer(build_config(["dreamerv3", size]), 6, False).parameter_counts()
+    ours = {name.removeprefix("world_model/"): n for name, n in counts.items()}
+    assert ours == OFFICIAL_PARAMETERS[size]

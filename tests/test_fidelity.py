@@ -182,13 +182,14 @@ KEY = re.compile(r"^`(?P<key>[a-z_]+\.[a-z_]+)`$")
 
 
 def table_rows(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """{agent: [(config key, ours as written)]} for every row whose last cell is a config key."""
+    """{'AGENT [PRESET ...]': [(config key, ours as written)]} for every row whose last cell is
+    a config key, under headings that end in (`--agent AGENT [--configs PRESET ...]`)."""
     tables: dict[str, list[tuple[str, str]]] = {}
     agent = None
     for line in path.read_text().splitlines():
-        heading = re.match(r"^## .*\(`--agent (\w+)`\)", line)
+        heading = re.match(r"^## .*\(`--agent (\w+)(?: --configs ([\w ]+))?`\)", line)
         if heading:
-            agent = heading.group(1)
+            agent = " ".join(filter(None, heading.groups()))
             tables[agent] = []
         match = ROW.match(line)
         if agent and match:
@@ -202,13 +203,14 @@ def table_rows(path: Path) -> dict[str, list[tuple[str, str]]]:
 def test_fidelity_tables_match_the_presets():
     """The 'ours' column of docs/fidelity.md is each agent's configuration as its preset
     builds it (`--agent A`, no other preset): the table cannot go stale."""
-    tables = table_rows(FIDELITY)
-    assert set(tables) == {"dreamer", "planet", "plan2explore"}
-    for agent, rows in tables.items():
-        config = build_config(agent=agent)
+    tables = {**table_rows(FIDELITY), **table_rows(ROOT / "docs" / "dreamerv3.md")}
+    assert set(tables) == {"dreamer", "planet", "plan2explore", "dreamer dreamerv3"}
+    for name, rows in tables.items():
+        agent, *presets = name.split()
+        config = build_config(presets, agent=agent)
         assert len(rows) >= 10, agent
         for key, written in rows:
             section, field = key.split(".")
             actual = getattr(getattr(config, section), field)
             value = yaml.safe_load(written.strip("`"))
-            assert value == actual, f"{agent}: {key} is {actual!r} in the preset, {written} in the table"
+            assert value == actual, f"{name}: {key} is {actual!r} in the preset, {written} in the table"

@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 
 from dreamer.logger import read_metrics
@@ -52,3 +53,22 @@ def test_planet_debug_run(tmp_path):
     config = yaml.safe_load((logdir / "config.yaml").read_text())
     assert config["agent"] == "planet"
     assert config["env"]["action_repeat"] == 8  # PlaNet's per-task setting for cartpole
+
+
+@pytest.mark.parametrize("agent", ["dreamer", "planet", "plan2explore"])
+def test_every_agent_runs_on_the_dreamerv3_world_model(tmp_path, agent):
+    """`--configs dreamerv3 debug`: DreamerV3's world model (and for Dreamer and Plan2Explore its
+    actor-critic) at debug size, end to end; the run prints its parameter count."""
+    logdir = tmp_path / "run"
+    result = run_train("--env", "dmc_cartpole_swingup", "--agent", agent, "--configs", "dreamerv3", "debug",
+                       "--steps", "1500", "--env.action_repeat", "2", "--logdir", str(logdir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "parameters: " in result.stderr and "world_model" in result.stderr
+    config = yaml.safe_load((logdir / "config.yaml").read_text())
+    assert (config["agent"], config["model"]["gru"], config["model"]["cnn"]) == (agent, "block", "dreamerv3")
+    metrics = read_metrics(logdir / "metrics.jsonl")
+    values = [value for m in metrics for key, value in m.items() if key != "step"]
+    assert values and all(math.isfinite(value) for value in values)
+    assert any("model/cont_loss" in m for m in metrics)
+    if agent != "planet":
+        assert any("behavior/actor_entropy" in m for m in metrics)

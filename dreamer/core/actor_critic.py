@@ -37,18 +37,26 @@ class Actor(nn.Module):
     discrete: bool
     act: str = "elu"
     norm: str = "none"
+    initializer: str = "glorot"
 
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
         size = self.action_size if self.discrete else 2 * self.action_size
-        return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act, norm=self.norm)(feat)
+        return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act, norm=self.norm, initializer=self.initializer,
+                   out_scale=self.cfg.actor_out_scale)(feat)
 
 
 def action_dist(cfg: ActorCriticConfig, out: jax.Array, discrete: bool) -> distrax.Distribution:
-    """Tanh-transformed diagonal Gaussian (continuous) or one-hot categorical (discrete)."""
+    """One-hot categorical (discrete actions); for continuous actions `actor_dist`: Dreamer's
+    tanh-transformed diagonal Gaussian, or DreamerV3's bounded normal, a diagonal Gaussian with
+    mean tanh(x) and std in [min_std, max_std] (its samples can leave [-1, 1]; the environment
+    clips them, and the model sees them divided by max(1, |a|))."""
     if discrete:
         return distrax.OneHotCategorical(logits=out)
     mean, raw_std = jnp.split(out, 2, -1)
+    if cfg.actor_dist == "bounded_normal":
+        std = (cfg.max_std - cfg.min_std) * jax.nn.sigmoid(raw_std + 2.0) + cfg.min_std
+        return distrax.MultivariateNormalDiag(jnp.tanh(mean), std)
     mean = cfg.mean_scale * jnp.tanh(mean / cfg.mean_scale)
     raw_init = jnp.log(jnp.exp(cfg.init_std) - 1.0)  # softplus(raw_init) == init_std
     std = jax.nn.softplus(raw_std + raw_init) + cfg.min_std
@@ -56,22 +64,24 @@ def action_dist(cfg: ActorCriticConfig, out: jax.Array, discrete: bool) -> distr
 
 
 def lambda_return(reward: jax.Array, value: jax.Array, discount: jax.Array, bootstrap: jax.Array,
-                  lambda_: float) -> jax.Array:
+                  lambda_: float | jax.Array) -> jax.Array:
     """TD(lambda) returns with a reverse scan over time (axis 1).
 
-    reward, value, discount [N, H]; bootstrap [N]. As in Dreamer, reward[t], value[t] and
-    discount[t] are all predicted from the same imagined state s_t:
-      R_t = r_t + d_t ((1 - lambda) V(s_{t+1}) + lambda R_{t+1}),  with V(s_H) = R_H = bootstrap.
+    reward, value, discount [N, H]; bootstrap [N]; lambda_ a scalar or [N, H]:
+      R_t = r_t + d_t ((1 - lambda_t) V_{t+1} + lambda_t R_{t+1}),  with V_H = R_H = bootstrap.
+    Dreamer predicts reward[t], value[t] and discount[t] from the same imagined state s_t;
+    DreamerV3 passes the reward and continuation of arriving at s_{t+1} (see `ActorCritic`).
     """
+    lambda_ = jnp.broadcast_to(lambda_, reward.shape)
     next_value = jnp.concatenate([value[:, 1:], bootstrap[:, None]], 1)
     inputs = reward + discount * next_value * (1.0 - lambda_)
 
     def step(ret, xs):
-        inp, disc = xs
-        ret = inp + disc * lambda_ * ret
+        inp, disc, lam = xs
+        ret = inp + disc * lam * ret
         return ret, ret
 
-    _, returns = jax.lax.scan(step, bootstrap, (inputs.T, discount.T), reverse=True)
+    _, returns = jax.lax.scan(step, bootstrap, (inputs.T, discount.T, lambda_.T), reverse=True)
     return returns.T
 
 
@@ -98,20 +108,22 @@ def return_scale(cfg: ActorCriticConfig, return_range: jax.Array) -> jax.Array:
 
 
 class ActorCritic:
-    """The actor and the critic; their layers use the world model's activation and
-    normalisation (`model.act`, `model.norm`)."""
+    """The actor and the critic; their layers use the world model's activation, normalisation
+    and initialiser (`model.act`, `model.norm`, `model.init`)."""
 
     def __init__(self, cfg: ActorCriticConfig, world_model: WorldModel, action_size: int, discrete: bool):
         self.cfg = cfg
         self.wm = world_model
         self.discrete = discrete
-        act, norm = world_model.cfg.act, world_model.cfg.norm
-        self.actor = Actor(cfg, action_size, discrete, act, norm)
+        act, norm, init = world_model.cfg.act, world_model.cfg.norm, world_model.cfg.init
+        self.actor = Actor(cfg, action_size, discrete, act, norm, init)
         self.value_out = ScalarOutput(cfg.critic, cfg.twohot_bins)
         self.value = MLP(cfg.value_layers, cfg.value_units, self.value_out.size, act,
-                         zero_out=self.value_out.zero_init, norm=norm)
+                         out_scale=self.value_out.out_scale, norm=norm, initializer=init)
         self.actor_opt = make_optimizer(cfg.optimizer, cfg.actor_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
         self.value_opt = make_optimizer(cfg.optimizer, cfg.value_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
+        # DreamerV3's contdisc: the continuation head already holds the discount.
+        self.folded_discount = world_model.cfg.cont_head and world_model.cfg.cont_discount < 1
 
     def init(self, key: jax.Array) -> ACState:
         feat = jnp.zeros((1, self.wm.feat_size))
@@ -135,15 +147,17 @@ class ActorCritic:
 
     def mode(self, actor_params: dict, feat: jax.Array, key: jax.Array) -> jax.Array:
         """Deterministic-in-spirit evaluation action [N, A]: the most likely discrete action;
-        for continuous actions Dreamer's estimate of the tanh-normal's mode, the likeliest of
-        `eval_samples` samples (Dreamer's code takes the first batch row's likeliest index
-        for every row; here each row takes its own), or with `eval_samples` 0 tanh(mean),
-        the distribution's median."""
+        for continuous actions the likeliest of `eval_samples` samples (Dreamer's estimate of
+        the tanh-normal's mode; Dreamer's code takes the first batch row's likeliest index for
+        every row, here each row takes its own; 1: a plain sample, as DreamerV3 evaluates), or
+        with `eval_samples` 0 the distribution's median: tanh(mean), or the bounded normal's mean."""
         out = self.actor.apply(actor_params, feat)
         if self.discrete:
             return jax.nn.one_hot(jnp.argmax(out, -1), out.shape[-1])
         if self.cfg.eval_samples == 0:
             mean, _ = jnp.split(out, 2, -1)
+            if self.cfg.actor_dist == "bounded_normal":
+                return jnp.tanh(mean)
             return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
         dist = action_dist(self.cfg, out, self.discrete)
         samples, log_prob = dist.sample_and_log_prob(seed=key, sample_shape=self.cfg.eval_samples)
@@ -156,7 +170,7 @@ class ActorCritic:
 
     def imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
         """Roll the actor out in the model from `start` [N, ...] for `horizon` steps:
-        {'feat' [N, H+1, F] (index 0 the start), 'action' [N, H, A]}."""
+        {'feat' [N, H+1, F] (index 0 the start), 'action' [N, H, A] (action t taken at feat t)}."""
         policy = lambda feat, k: self.sample(actor_params, feat, k)  # noqa: E731
         states, actions = self.wm.rssm.imagine(wm_params["rssm"], start, key,
                                                horizon=self.cfg.horizon, policy=policy)
@@ -165,31 +179,63 @@ class ActorCritic:
         return {"feat": feat, "action": actions}
 
     def _discount(self, wm_params, feat: jax.Array) -> jax.Array:
+        """Per-state discount [...]: `discount` times the continuation head's probability, or
+        the head alone where it holds the discount (model.cont_discount)."""
         cont = self.wm.continuation(wm_params, feat)
         if cont is None:
             return jnp.full(feat.shape[:-1], self.cfg.discount)
-        return self.cfg.discount * cont
+        return cont if self.folded_discount else self.cfg.discount * cont
+
+    def returns(self, reward: jax.Array, value: jax.Array, discount: jax.Array
+                ) -> tuple[jax.Array, jax.Array, slice]:
+        """Lambda-returns of an imagined rollout, their weights, and which states they belong to.
+
+        reward [N, H] (of arriving at feat[:, 1:]), value and discount [N, H+1] (every state).
+        'dreamer': R_t = r(s_t) + d_t(...) for states 1..H-1, weights the product of the
+        discounts before t. 'dreamerv3': R_t = r(s_{t+1}) + d_{t+1}(...) for states 0..H-1,
+        so that R_t - V(s_t) is the advantage of the action taken at s_t; weights the
+        product of the continuations up to and including t (DreamerV3's `weight`).
+        """
+        lam = self.cfg.return_lambda
+        if self.cfg.returns == "dreamer":
+            returns = lambda_return(reward[:, :-1], value[:, 1:-1], discount[:, 1:-1], value[:, -1], lam)
+            weight = jnp.cumprod(jnp.concatenate([jnp.ones_like(discount[:, :1]), discount[:, 1:-2]], 1), 1)
+            return returns, weight, slice(1, -1)
+        returns = lambda_return(reward, value[:, :-1], discount[:, 1:], value[:, -1], lam)
+        weight = jnp.cumprod(discount[:, :-1], 1) / (1.0 if self.folded_discount else self.cfg.discount)
+        return returns, weight, slice(0, -1)
 
     def actor_loss(self, actor_params, value_params, wm_params, start: State, key, reward_fn: RewardFn,
                    return_range: jax.Array):
-        seq = self.imagine(actor_params, wm_params, start, key)
+        cfg, sg = self.cfg, jax.lax.stop_gradient
+        # REINFORCE differentiates only the log-probabilities: no gradient through the rollout.
+        seq = self.imagine(sg(actor_params) if cfg.actor_grad == "reinforce" else actor_params, wm_params, start, key)
         reward = reward_fn(seq)  # [N, H]: reward for arriving at feat[:, 1:]
         value = self.value_of(value_params, seq["feat"])  # [N, H+1]
-        discount = self._discount(wm_params, seq["feat"][:, 1:])  # [N, H]
-        returns = lambda_return(reward[:, :-1], value[:, 1:-1], discount[:, :-1], value[:, -1],
-                                self.cfg.return_lambda)  # [N, H-1], for states 1..H-1
+        discount = self._discount(wm_params, seq["feat"])  # [N, H+1]
+        returns, weight, states = self.returns(reward, value, discount)
         # Later imagined steps count less where the model predicts the episode may have ended.
-        weight = jnp.cumprod(jnp.concatenate([jnp.ones_like(discount[:, :1]), discount[:, :-2]], 1), 1)
-        weight = jax.lax.stop_gradient(weight)
-        if self.cfg.return_norm != "none":
-            return_range = update_return_range(self.cfg, return_range, jax.lax.stop_gradient(returns))
-        loss = -(weight * returns).mean() / return_scale(self.cfg, return_range)
-        aux = {"feat": seq["feat"][:, 1:-1], "returns": returns, "weight": weight,
+        weight = sg(weight)
+        if cfg.return_norm != "none":
+            return_range = update_return_range(cfg, return_range, sg(returns))
+        scale = return_scale(cfg, return_range)
+        dist = self.dist(actor_params, sg(seq["feat"][:, states]))  # the policy at those states
+        if cfg.actor_grad == "reinforce":  # the score function of each action times its advantage
+            advantage = sg((returns - value[:, states]) / scale)
+            objective = dist.log_prob(sg(seq["action"][:, states.start:])) * advantage  # action t at state t
+        else:  # the returns' gradient through the imagined dynamics
+            objective = returns / scale
+        if cfg.actor_entropy > 0:
+            objective += cfg.actor_entropy * dist.entropy()
+        loss = -(weight * objective).mean()
+        aux = {"feat": seq["feat"][:, states], "returns": returns, "weight": weight,
                "reward": reward, "action": seq["action"], "return_range": return_range}
         return loss, aux
 
     def value_loss(self, value_params, slow_value_params, feat: jax.Array, returns: jax.Array,
                    weight: jax.Array) -> jax.Array:
+        """Weighted mean over [...] of the critic's loss at feat [..., F] towards returns [...]
+        (and towards the slow critic's predictions, if any)."""
         feat = jax.lax.stop_gradient(feat)
         out = self.value.apply(value_params, feat)
         loss = self.value_out.loss(out, returns)
@@ -197,15 +243,36 @@ class ActorCritic:
             loss += self.cfg.slow_critic_reg * self.value_out.loss(out, self.value_of(slow_value_params, feat))
         return (weight * loss).mean()
 
-    def update(self, state: ACState, wm_params, start: State, key: jax.Array,
-               reward_fn: RewardFn) -> tuple[ACState, dict]:
-        """One actor and one value step from imagined rollouts starting at `start` [N, ...]."""
+    def replay_returns(self, replay: dict, start_returns: jax.Array) -> jax.Array:
+        """DreamerV3's replay value targets: lambda-returns along the replayed sequences with
+        their real rewards and terminal flags, bootstrapped by the imagined returns of each
+        posterior state, cut where an episode ends. replay: feat [B, T, F], reward,
+        is_terminal, is_last [B, T]; start_returns [B, T]. Returns [B, T-1] (states 0..T-2)."""
+        live = (1.0 - replay["is_terminal"][:, 1:].astype(jnp.float32)) * self.cfg.discount
+        lam = (1.0 - replay["is_last"][:, 1:].astype(jnp.float32)) * self.cfg.return_lambda
+        return lambda_return(replay["reward"][:, 1:], start_returns[:, :-1], live, start_returns[:, -1], lam)
+
+    def update(self, state: ACState, wm_params, start: State, key: jax.Array, reward_fn: RewardFn,
+               replay: dict | None = None) -> tuple[ACState, dict]:
+        """One actor and one value step from imagined rollouts starting at `start` [N, ...].
+        With `replay_value_scale` > 0, `replay` (see `replay_returns`) holds the replayed
+        sequences whose posterior states are `start`, in order (N = B * T)."""
         start = jax.tree.map(jax.lax.stop_gradient, start)
         wm_params = jax.lax.stop_gradient(wm_params)
         (actor_loss, aux), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
             state.actor, state.value, wm_params, start, key, reward_fn, state.return_range)
-        value_loss, value_grads = jax.value_and_grad(self.value_loss)(
-            state.value, state.slow_value, aux["feat"], aux["returns"], aux["weight"])
+
+        def critic_loss(value_params):
+            loss = self.value_loss(value_params, state.slow_value, aux["feat"], aux["returns"], aux["weight"])
+            if self.cfg.replay_value_scale > 0:
+                batch, length = replay["reward"].shape
+                targets = self.replay_returns(replay, aux["returns"][:, 0].reshape(batch, length))
+                weight = 1.0 - replay["is_last"][:, :-1].astype(jnp.float32)
+                loss += self.cfg.replay_value_scale * self.value_loss(
+                    value_params, state.slow_value, replay["feat"][:, :-1], targets, weight)
+            return loss
+
+        value_loss, value_grads = jax.value_and_grad(critic_loss)(state.value)
         actor_updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor)
         value_updates, value_opt = self.value_opt.update(value_grads, state.value_opt, state.value)
         value = optax.apply_updates(state.value, value_updates)
@@ -221,4 +288,6 @@ class ActorCritic:
             "action_abs": jnp.abs(aux["action"]).mean(),
             "return_scale": return_scale(self.cfg, aux["return_range"]),
         }
+        if self.discrete or self.cfg.actor_dist == "bounded_normal":  # the tanh-normal has no closed form
+            metrics["actor_entropy"] = self.dist(state.actor, aux["feat"]).entropy().mean()
         return new_state, metrics

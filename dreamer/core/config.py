@@ -12,6 +12,7 @@ from typing import Any
 
 ACTIVATION_NAMES = ("elu", "relu", "silu", "tanh")
 NORM_NAMES = ("none", "layer", "rms")  # dreamer.core.nets.NormAct
+INIT_NAMES = ("glorot", "trunc_normal")  # dreamer.core.nets.kernel_init
 
 
 def option(default: Any, *, min: float | None = None, max: float | None = None,
@@ -31,14 +32,29 @@ class ModelConfig:
     classes: int = option(32, positive=True)  # classes per categorical variable
     hidden: int = option(200, positive=True)
     min_std: float = option(0.1, positive=True)
-    gru: str = option("standard", choices=("standard", "dreamerv2"))  # see dreamer.core.nets
+    # The recurrent core (dreamer.core.nets): Keras' GRU (Dreamer V1), DreamerV2's normalised
+    # GRU, or DreamerV3's block GRU with `gru_blocks` blocks and its own input layers.
+    gru: str = option("standard", choices=("standard", "dreamerv2", "block"))
+    gru_blocks: int = option(8, positive=True)
+    prior_layers: int = option(1, positive=True)  # hidden layers from deter to the prior (V3: 2)
+    # The CNNs: the Dreamer papers' strided encoder and transposed-convolution decoder, or
+    # DreamerV3's (stride-1 kernel-5 convolutions with max-pooling / nearest upsampling).
+    cnn: str = option("dreamer", choices=("dreamer", "dreamerv3"))
     depth: int = option(32, positive=True)  # conv encoder/decoder width multiplier
     act: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
     norm: str = option("none", choices=NORM_NAMES)  # before each of those activations
     cnn_act: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
+    init: str = option("glorot", choices=INIT_NAMES)  # kernels of the RSSM, heads, actor, critic
     head_layers: int = option(2, positive=True)
     head_units: int = option(400, positive=True)
     cont_head: bool = False  # predict episode continuation (discount)
+    # The continuation head's target is (1 - terminal) times this. Below 1 the discount is
+    # folded into the head (DreamerV3's contdisc, 1 - 1/333) and imagination discounts by the
+    # head alone; behavior.discount must then be the same value.
+    cont_discount: float = option(1.0, min=0.0, max=1.0)
+    # Image reconstruction: a unit Gaussian's negative log-likelihood, 0.5 x squared error
+    # (Dreamer V1, PlaNet), or the plain squared error (DreamerV3), summed over pixels.
+    image_loss: str = option("gaussian", choices=("gaussian", "mse"))
     image_bits: int = option(8, min=1, max=8)  # bit depth the images are quantised to (PlaNet: 5)
     image_noise: bool = False  # add uniform dequantisation noise of one bin (PlaNet, Plan2Explore)
     reward_scale: float = option(1.0, min=0.0)  # weight of the reward loss (PlaNet: 10)
@@ -71,6 +87,23 @@ class ActorCriticConfig:
     horizon: int = option(15, min=2)  # lambda-returns need at least two imagined steps
     discount: float = option(0.99, min=0.0, max=1.0)
     return_lambda: float = option(0.95, min=0.0, max=1.0)
+    # Actor: 'tanh_normal' (Dreamer: a Gaussian squashed by tanh, mean_scale, init_std) or
+    # 'bounded_normal' (DreamerV3: a Gaussian with mean tanh(x) and std in [min_std, max_std]).
+    actor_dist: str = option("tanh_normal", choices=("tanh_normal", "bounded_normal"))
+    max_std: float = option(1.0, positive=True)  # bounded_normal only
+    # Actor gradient: 'dynamics' (backpropagate returns through the model, Dreamer) or
+    # 'reinforce' (score function with advantages, DreamerV3), plus `actor_entropy` times the
+    # policy's entropy; `actor_out_scale` scales the output layer's initial kernel (V3: 0.01).
+    actor_grad: str = option("dynamics", choices=("dynamics", "reinforce"))
+    actor_entropy: float = option(0.0, min=0.0)
+    actor_out_scale: float = option(1.0, min=0.0)
+    # Whose lambda-returns: 'dreamer' (R_t counts the reward predicted at imagined state t,
+    # for states 1..H-1; Dreamer V1) or 'dreamerv3' (R_t counts the reward of arriving at
+    # t+1, for the start state and states 1..H-1, so an action's return holds its own reward).
+    returns: str = option("dreamer", choices=("dreamer", "dreamerv3"))
+    # DreamerV3's replay value loss: the critic also regresses lambda-returns computed along
+    # the replayed sequence (real rewards, imagined returns as bootstraps), with this weight.
+    replay_value_scale: float = option(0.0, min=0.0)
     actor_layers: int = option(4, positive=True)
     actor_units: int = option(400, positive=True)
     value_layers: int = option(3, positive=True)
@@ -103,4 +136,4 @@ class ActorCriticConfig:
     return_norm_high: float = option(95.0, min=0.0, max=100.0)
 
 
-__all__ = ["ActorCriticConfig", "ModelConfig", "option"]
+__all__ = ["ACTIVATION_NAMES", "ActorCriticConfig", "INIT_NAMES", "ModelConfig", "NORM_NAMES", "option"]

@@ -46,6 +46,22 @@ class NormAct(nn.Module):
 INIT = nn.initializers.glorot_uniform()
 
 
+def kernel_init(name: str = "glorot", scale: float = 1.0) -> Callable:
+    """A kernel initialiser by name, its values multiplied by `scale` (0: zeros).
+
+    'glorot': Keras' glorot-uniform (Dreamer V1, PlaNet, Plan2Explore, DreamerV2). 'trunc_normal':
+    DreamerV3's, a normal truncated at two standard deviations with variance 1 / fan-in. Fans
+    include a convolution's receptive field; a block-diagonal kernel [G, I, O] has fan-in I.
+    """
+    if scale == 0:
+        return nn.initializers.zeros
+    if name == "glorot":
+        return nn.initializers.variance_scaling(scale**2, "fan_avg", "uniform")
+    if name == "trunc_normal":
+        return nn.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal")
+    raise ValueError(f"unknown initialiser {name!r}")
+
+
 @jax.custom_vjp
 def _bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.matmul(x, w, preferred_element_type=jnp.float32)
@@ -131,24 +147,25 @@ def make_optimizer(kind: str, lr: float, eps: float, grad_clip: float, agc: floa
 
 class MLP(nn.Module):
     """`layers` hidden Dense layers of `units`, then a linear output of `out` (if given), whose
-    kernel starts at zero with `zero_out` (DreamerV3's reward and critic heads: their first
-    predictions are exactly 0)."""
+    initial kernel is scaled by `out_scale` (DreamerV3: 0 for the reward and critic heads, whose
+    first predictions are then exactly 0; 0.01 for the actor)."""
 
     layers: int
     units: int
     out: int | None = None
     act: str = "elu"
     dtype: jnp.dtype = jnp.float32
-    zero_out: bool = False
+    out_scale: float = 1.0
     norm: str = "none"  # after each hidden layer, before the activation
+    initializer: str = "glorot"  # see kernel_init
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for _ in range(self.layers):
-            x = NormAct(self.norm, self.act)(Dense(self.units, dtype=self.dtype)(x))
+            x = Dense(self.units, dtype=self.dtype, kernel_init=kernel_init(self.initializer))(x)
+            x = NormAct(self.norm, self.act)(x)
         if self.out is not None:
-            init = nn.initializers.zeros if self.zero_out else INIT
-            x = Dense(self.out, dtype=self.dtype, kernel_init=init)(x)
+            x = Dense(self.out, dtype=self.dtype, kernel_init=kernel_init(self.initializer, self.out_scale))(x)
         return x.astype(jnp.float32)
 
 
@@ -173,6 +190,66 @@ class GRU(nn.Module):
         return update * carry + (1.0 - update) * cand
 
 
+class BlockLinear(nn.Module):
+    """A block-diagonal Dense layer: the input's `blocks` equal slices each map to their slice
+    of the output. x [..., I] -> [..., features]; kernel [G, I/G, features/G], fan-in I/G."""
+
+    features: int
+    blocks: int
+    dtype: jnp.dtype = jnp.float32
+    initializer: str = "trunc_normal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        g = self.blocks
+        shape = (g, x.shape[-1] // g, self.features // g)
+        kernel = self.param("kernel", kernel_init(self.initializer), shape)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x = x.reshape(*x.shape[:-1], g, shape[1]).astype(self.dtype)
+        y = jnp.einsum("...gi,gio->...go", x, kernel.astype(self.dtype), preferred_element_type=jnp.float32)
+        return y.reshape(*y.shape[:-2], self.features) + bias
+
+
+class BlockGRU(nn.Module):
+    """DreamerV3's recurrent core: the next deterministic state from (deter [B, D], stoch [B, S],
+    action [B, A]) -> [B, D].
+
+    Deter, stoch and action each pass a normalised Dense layer of `hidden` units; their
+    concatenation joins each of the `blocks` slices of deter, and a block-diagonal hidden layer
+    and a block-diagonal gate layer follow, so each block's gates see only its own slice of the
+    state (8 blocks: an eighth of a dense GRU's recurrent weights for the same state size). The
+    gates are DreamerV2's (reset on the candidate, update biased by -1). Actions are first
+    divided by max(1, |a|) (unbounded samples)."""
+
+    features: int
+    hidden: int
+    blocks: int = 8
+    norm: str = "rms"
+    act: str = "silu"
+    dtype: jnp.dtype = jnp.float32
+    initializer: str = "trunc_normal"
+
+    @nn.compact
+    def __call__(self, deter: jax.Array, stoch: jax.Array, action: jax.Array) -> jax.Array:
+        g = self.blocks
+        action = action / jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(action)))
+        inputs = [NormAct(self.norm, self.act)(Dense(self.hidden, dtype=self.dtype,
+                                                     kernel_init=kernel_init(self.initializer))(x))
+                  for x in (deter, stoch, action)]
+        shared = jnp.concatenate(inputs, -1)[..., None, :]  # [B, 1, 3 hidden], joins every block
+        own = deter.reshape(*deter.shape[:-1], g, self.features // g)
+        x = jnp.concatenate([own, jnp.broadcast_to(shared, (*own.shape[:-1], shared.shape[-1]))], -1)
+        x = x.reshape(*x.shape[:-2], -1)
+        x = NormAct(self.norm, self.act)(BlockLinear(self.features, g, self.dtype, self.initializer)(x))
+        gates = BlockLinear(3 * self.features, g, self.dtype, self.initializer)(x)
+        gates = gates.reshape(*gates.shape[:-1], g, 3, self.features // g)  # per block: reset, cand, update
+        reset, cand, update = (gates[..., i, :].reshape(*deter.shape) for i in range(3))
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        update = jax.nn.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * deter
+
+
 class DreamerV2GRU(nn.Module):
     """DreamerV2's GRU: its three gates in one matmul over [inputs, carry], normalised with
     `norm` (DreamerV2: LayerNorm), the reset gate applied to the candidate's pre-activation,
@@ -182,11 +259,13 @@ class DreamerV2GRU(nn.Module):
     features: int
     dtype: jnp.dtype = jnp.float32
     norm: str = "none"
+    initializer: str = "glorot"
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> jax.Array:
         x = jnp.concatenate([inputs, carry], -1)
-        parts = NormAct(self.norm, "linear")(Dense(3 * self.features, dtype=self.dtype)(x))
+        x = Dense(3 * self.features, dtype=self.dtype, kernel_init=kernel_init(self.initializer))(x)
+        parts = NormAct(self.norm, "linear")(x)
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
@@ -365,4 +444,141 @@ class Decoder(nn.Module):
             x = ConvTranspose2x(width, kernel, dtype=self.dtype, name=f"deconv{i}")(x)
             if i < len(layers) - 1:
                 x = ACTIVATIONS[self.act](x)
+        return x.reshape(*lead, *x.shape[1:])
+
+
+class ConvSame(nn.Module):
+    """Stride-1 convolution with SAME padding and an odd kernel, through `conv_valid`:
+    [B, H, W, Cin] -> [B, H, W, features]."""
+
+    features: int
+    kernel_size: int = 5
+    dtype: jnp.dtype = jnp.float32
+    initializer: str = "trunc_normal"
+    scale: float = 1.0  # of the initial kernel
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", kernel_init(self.initializer, self.scale), (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        pad = k // 2
+        x = jnp.pad(x.astype(self.dtype), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        return conv_valid(x, kernel.astype(self.dtype)).astype(jnp.float32) + bias
+
+
+def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """2x nearest-neighbour upsampling, then a stride-1 SAME convolution with an odd kernel:
+    x [B, H, W, Cin], kernel [K, K, Cin, Cout] -> [B, 2H, 2W, Cout], computed without the
+    upsampled image (the tests compare it with the two steps).
+
+    Per axis, output pixel 2i + p reads upsampled pixels 2i + p + d for taps d in [-K//2, K//2],
+    which are input pixels (2i + p + d) // 2 = i + (p + d) // 2: each output phase p is a
+    convolution of the input itself whose taps are sums of the kernel's taps that land on the
+    same input pixel. The four phases' kernels are stacked as output channels of one stride-1
+    convolution over the input padded by R = (K//2 + 1) // 2, for 4 (2R + 1)^2 / (4 K^2) of the
+    products of convolving the upsampled image (K = 5: 9 / 25).
+    """
+    k, _, cin, cout = kernel.shape
+    half = k // 2
+    reach = (half + 1) // 2  # input pixels either side that an output phase reads
+    span = 2 * reach + 1
+    # combine[p][t, d]: tap d of the kernel lands on input offset t - reach in phase p.
+    combine = jnp.zeros((2, span, k), kernel.dtype)
+    for phase in range(2):
+        for d in range(k):
+            combine = combine.at[phase, (phase + d - half) // 2 + reach, d].set(1.0)
+    # [py, px, ty, tx, Cin, Cout] -> [ty, tx, Cin, (py, px, Cout)]
+    phased = jnp.einsum("ayk,bxl,klio->abyxio", combine, combine, kernel)
+    phased = jnp.transpose(phased, (2, 3, 4, 0, 1, 5)).reshape(span, span, cin, 4 * cout)
+    xp = jnp.pad(x, ((0, 0), (reach, reach), (reach, reach), (0, 0)))
+    b, h, w, _ = x.shape
+    y = conv_valid(xp, phased.astype(x.dtype)).reshape(b, h, w, 2, 2, cout)
+    return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, cout)
+
+
+class UpsampleConv(nn.Module):
+    """`upsample_conv` with a standard [K, K, Cin, Cout] kernel and a bias: [B, H, W, Cin] ->
+    [B, 2H, 2W, features], the same layer as nearest upsampling followed by `ConvSame`."""
+
+    features: int
+    kernel_size: int = 5
+    dtype: jnp.dtype = jnp.float32
+    initializer: str = "trunc_normal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", kernel_init(self.initializer), (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return upsample_conv(x.astype(self.dtype), kernel.astype(self.dtype)).astype(jnp.float32) + bias
+
+
+V3_MULTS = (2, 3, 4, 4)  # DreamerV3's CNN widths, in units of `depth`
+
+
+class EncoderV3(nn.Module):
+    """DreamerV3's image encoder: per stage a stride-1 kernel-5 convolution, 2 x 2 max-pooling,
+    then normalisation and activation; widths depth x (2, 3, 4, 4), 64 -> 4 pixels square.
+    images [..., 64, 64, 3] in [-0.5, 0.5] -> [..., 16 x 4 depth]."""
+
+    depth: int = 16
+    norm: str = "rms"
+    act: str = "silu"
+    dtype: jnp.dtype = jnp.float32
+    initializer: str = "trunc_normal"
+
+    @nn.compact
+    def __call__(self, image: jax.Array) -> jax.Array:
+        lead = image.shape[:-3]
+        x = image.reshape(-1, *image.shape[-3:]).astype(jnp.float32)
+        for i, mult in enumerate(V3_MULTS):
+            x = ConvSame(self.depth * mult, 5, self.dtype, self.initializer, name=f"conv{i}")(x)
+            b, h, w, c = x.shape
+            x = x.reshape(b, h // 2, 2, w // 2, 2, c).max((2, 4))
+            x = NormAct(self.norm, self.act, name=f"norm{i}")(x)
+        return x.reshape(*lead, -1)
+
+
+class DecoderV3(nn.Module):
+    """DreamerV3's image decoder: latent features [..., F] (deter first, `deter` units) ->
+    image means [..., size, size, 3] in [-0.5, 0.5] units.
+
+    The 4 x 4 x 4 depth starting grid is a block-diagonal projection of deter (`blocks`
+    blocks, each filling its own channels) plus a two-layer projection of stoch; then per
+    stage 2x nearest upsampling and a stride-1 kernel-5 convolution, normalised and activated
+    (widths depth x (4, 3, 2)), both in one `UpsampleConv`; the last stage outputs RGB through a
+    sigmoid."""
+
+    deter: int
+    depth: int = 16
+    units: int = 256
+    blocks: int = 8
+    size: int = 64
+    out_channels: int = 3
+    norm: str = "rms"
+    act: str = "silu"
+    dtype: jnp.dtype = jnp.float32
+    initializer: str = "trunc_normal"
+
+    @nn.compact
+    def __call__(self, feat: jax.Array) -> jax.Array:
+        lead = feat.shape[:-1]
+        feat = feat.reshape(-1, feat.shape[-1])
+        deter, stoch = feat[:, :self.deter], feat[:, self.deter:]
+        res, g = self.size // 2 ** len(V3_MULTS), self.blocks
+        channels = self.depth * V3_MULTS[-1]
+        grid = BlockLinear(res * res * channels, g, self.dtype, self.initializer, name="deter_grid")(deter)
+        grid = grid.reshape(-1, g, res, res, channels // g)  # each block owns channels // g
+        grid = jnp.moveaxis(grid, 1, 3).reshape(-1, res, res, channels)
+        x = Dense(2 * self.units, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name="stoch_hidden")(stoch)
+        x = NormAct(self.norm, self.act)(x)
+        x = Dense(res * res * channels, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name="stoch_grid")(x)
+        x = NormAct(self.norm, self.act)(grid + x.astype(jnp.float32).reshape(-1, res, res, channels))
+        widths = [self.depth * m for m in reversed(V3_MULTS[:-1])] + [self.out_channels]
+        for i, width in enumerate(widths):
+            x = UpsampleConv(width, 5, self.dtype, self.initializer, name=f"conv{i}")(x)
+            if i < len(widths) - 1:
+                x = NormAct(self.norm, self.act)(x)
+        x = jax.nn.sigmoid(x) - 0.5
         return x.reshape(*lead, *x.shape[1:])

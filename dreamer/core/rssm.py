@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from dreamer.core.config import ModelConfig
 from dreamer.core.latents import Latent, make_latent
-from dreamer.core.nets import GRU, Dense, DreamerV2GRU, NormAct
+from dreamer.core.nets import GRU, BlockGRU, Dense, DreamerV2GRU, NormAct, kernel_init
 
 State = dict[str, jax.Array]
 ActionFn = Callable[[jax.Array, jax.Array], jax.Array]  # (feat [N, F], key) -> action [N, A]
@@ -37,21 +37,34 @@ class RSSMCell(nn.Module):
         cfg, dt = self.cfg, self.dtype
         self.latent = make_latent(cfg)
         dist_size = self.latent.stats_size
-        self.img_in = Dense(cfg.hidden, dtype=dt)
-        # Keras' GRU has no normalisation inside; DreamerV2's normalises its gates.
-        self.gru = DreamerV2GRU(cfg.deter, dt, cfg.norm) if cfg.gru == "dreamerv2" else GRU(cfg.deter, dt)
-        self.img_hidden = Dense(cfg.hidden, dtype=dt)
-        self.img_dist = Dense(dist_size, dtype=dt)
-        self.obs_hidden = Dense(cfg.hidden, dtype=dt)
-        self.obs_dist = Dense(dist_size, dtype=dt)
+        dense = lambda size: Dense(size, dtype=dt, kernel_init=kernel_init(cfg.init))  # noqa: E731
+        if cfg.gru == "block":  # DreamerV3: its own input layers for deter, stoch and action
+            self.core = BlockGRU(cfg.deter, cfg.hidden, cfg.gru_blocks, cfg.norm, cfg.act, dt, cfg.init)
+        else:
+            self.img_in = dense(cfg.hidden)
+            self.img_in_act = NormAct(cfg.norm, cfg.act)
+            # Keras' GRU has no normalisation inside; DreamerV2's normalises its gates.
+            self.gru = (DreamerV2GRU(cfg.deter, dt, cfg.norm, cfg.init) if cfg.gru == "dreamerv2"
+                        else GRU(cfg.deter, dt))
+        self.img_hidden = [dense(cfg.hidden) for _ in range(cfg.prior_layers)]
+        self.img_dist = dense(dist_size)
+        self.obs_hidden = dense(cfg.hidden)
+        self.obs_dist = dense(dist_size)
         # Normalisation (model.norm) and activation after each hidden layer.
-        self.img_in_act, self.img_hidden_act, self.obs_hidden_act = (NormAct(cfg.norm, cfg.act) for _ in range(3))
+        self.img_hidden_act = [NormAct(cfg.norm, cfg.act) for _ in range(cfg.prior_layers)]
+        self.obs_hidden_act = NormAct(cfg.norm, cfg.act)
 
     def prior(self, state: State, action: jax.Array, key: jax.Array) -> State:
         """Prior p(s_t | s_{t-1}, a_{t-1}): [B, ...] -> [B, ...]."""
-        x = self.img_in_act(self.img_in(jnp.concatenate([state["stoch"], action], -1)))
-        deter = self.gru(state["deter"], x)
-        stats = self.img_dist(self.img_hidden_act(self.img_hidden(deter))).astype(jnp.float32)
+        if self.cfg.gru == "block":
+            deter = self.core(state["deter"], state["stoch"], action)
+        else:
+            x = self.img_in_act(self.img_in(jnp.concatenate([state["stoch"], action], -1)))
+            deter = self.gru(state["deter"], x)
+        x = deter
+        for layer, act in zip(self.img_hidden, self.img_hidden_act):
+            x = act(layer(x))
+        stats = self.img_dist(x).astype(jnp.float32)
         return {"deter": deter, **self._sample(stats, key)}
 
     def posterior(self, prior_deter: jax.Array, embed: jax.Array, key: jax.Array) -> State:

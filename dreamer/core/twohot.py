@@ -72,7 +72,7 @@ class ScalarOutput:
     def __init__(self, kind: str, bins: int):
         self.bins = symexp_bins(bins) if kind == "twohot" else None
         self.size = bins if kind == "twohot" else 1
-        self.zero_init = kind == "twohot"
+        self.out_scale = 0.0 if kind == "twohot" else 1.0  # of the output layer's initial kernel
 
     def mean(self, out: jax.Array) -> jax.Array:
         """[..., size] -> the predicted value [...]."""

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer.core.config import ModelConfig
-from dreamer.core.nets import MLP, Decoder, Encoder, make_optimizer
+from dreamer.core.nets import MLP, Decoder, DecoderV3, Encoder, EncoderV3, make_optimizer
 from dreamer.core.rssm import RSSM, State
 from dreamer.core.twohot import ScalarOutput
 
@@ -43,12 +43,18 @@ class WorldModel:
         self.cfg = cfg
         self.action_size = action_size
         self.rssm = RSSM(cfg, action_size, dtype)
-        self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
-        self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
+        if cfg.cnn == "dreamerv3":  # normalised like the rest of the model; decoder units: the heads'
+            self.encoder = EncoderV3(cfg.depth, cfg.norm, cfg.cnn_act, dtype, cfg.init)
+            self.decoder = DecoderV3(cfg.deter, cfg.depth, cfg.head_units, cfg.gru_blocks, norm=cfg.norm,
+                                     act=cfg.cnn_act, dtype=dtype, initializer=cfg.init)
+        else:
+            self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
+            self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
         self.reward_out = ScalarOutput(cfg.reward_head, cfg.twohot_bins)
         self.reward_head = MLP(cfg.head_layers, cfg.head_units, self.reward_out.size, cfg.act, dtype=dtype,
-                               zero_out=self.reward_out.zero_init, norm=cfg.norm)
-        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype, norm=cfg.norm)
+                               out_scale=self.reward_out.out_scale, norm=cfg.norm, initializer=cfg.init)
+        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype, norm=cfg.norm,
+                             initializer=cfg.init)
         self.optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
 
     @property
@@ -118,9 +124,11 @@ class WorldModel:
         embed = self.encoder.apply(params["encoder"], image)  # [B, T, E]
         post, prior = self.rssm.observe(params["rssm"], embed, batch["action"], batch["is_first"], k_latent)
         feat = self.rssm.get_feat(post)  # [B, T, F]
-        # Unit-variance Gaussian log-likelihoods, constants dropped.
+        # Unit-variance Gaussian log-likelihoods, constants dropped, or DreamerV3's squared error.
         image_err = self.decode(params, feat) - image
-        image_loss = 0.5 * jnp.square(image_err).sum((-3, -2, -1)).mean()
+        image_loss = jnp.square(image_err).sum((-3, -2, -1)).mean()
+        if self.cfg.image_loss == "gaussian":
+            image_loss = 0.5 * image_loss
         # Without reward_grad only the head learns the reward: task rewards cannot shape the
         # latent space (Plan2Explore's exploration must not see them).
         reward_grad = self.cfg.reward_grad if reward_grad is None else reward_grad
@@ -131,7 +139,7 @@ class WorldModel:
         metrics = {"image_loss": image_loss, "reward_loss": reward_loss, "kl": kl_value}
         if "cont" in params:
             logits = self.cont_head.apply(params["cont"], feat)[..., 0]
-            target = 1.0 - batch["is_terminal"].astype(jnp.float32)
+            target = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cfg.cont_discount
             cont_loss = optax.sigmoid_binary_cross_entropy(logits, target).mean()
             loss += cont_loss
             metrics["cont_loss"] = cont_loss
