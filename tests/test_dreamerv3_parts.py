@@ -75,10 +75,26 @@ def test_zero_initialised_twohot_heads_predict_exactly_zero():
     np.testing.assert_array_equal(ac.value_of(state.value, feat), np.zeros(6))
     # The two-hot reward loss trains: one update moves the prediction.
     batch = jax.tree.map(jnp.asarray, random_batch())
-    loss, (_, metrics) = wm.loss(params, batch, jax.random.PRNGKey(3))
+    loss, (_, metrics) = jax.jit(wm.loss)(params, batch, jax.random.PRNGKey(3))
     assert float(metrics["reward_loss"]) == pytest.approx(math.log(255), rel=1e-5)
-    new, _, _, _ = wm.update(params, wm.optimizer.init(params), batch, jax.random.PRNGKey(3))
+    new, _, _, _ = jax.jit(wm.update)(params, wm.optimizer.init(params), batch, jax.random.PRNGKey(3))
     assert float(jnp.abs(wm.reward(new, feat)).max()) > 0
+
+
+def test_twohot_mean_is_exact_at_uniform_probabilities_under_jit():
+    """Bins reach 4.9e8: summing separately computed probabilities times bins gave thousands
+    instead of 0 for a zero-initialised head under jit. The pairwise form gives exactly 0,
+    the float64 expectation elsewhere, and the softmax-expectation gradient b_k / K at 0."""
+    bins = symexp_bins(255)
+    mean = jax.jit(twohot_mean)
+    np.testing.assert_array_equal(mean(jnp.zeros((4, 255)), bins), np.zeros(4))
+    logits = 3 * jax.random.normal(jax.random.PRNGKey(0), (64, 255))
+    exact = (np.asarray(jax.nn.softmax(logits), np.float64) * np.asarray(bins, np.float64)).sum(-1)
+    np.testing.assert_allclose(mean(logits, bins), exact, rtol=0, atol=1e-6 * float(bins[-1]))
+    peaked = jnp.zeros((1, 255)).at[0, 200].set(300.0)  # gaps beyond sinh's float32 range
+    np.testing.assert_allclose(mean(peaked, bins), bins[200:201], rtol=1e-6)
+    grad = jax.jit(jax.grad(lambda x: twohot_mean(x, bins).sum()))(jnp.zeros((1, 255)))[0]
+    np.testing.assert_allclose(grad, bins / 255, rtol=1e-5, atol=1.0)
 
 
 def test_unimix_hand_values():
@@ -136,7 +152,8 @@ def test_slow_critic_ema_and_regulariser():
     expected = (weight * (0.5 * (v - returns) ** 2 + 0.5 * (v - v_slow) ** 2)).mean()
     assert float(ac.value_loss(state.value, slow, feat, returns, weight)) == pytest.approx(float(expected), rel=1e-5)
     # One update: slow <- 0.98 slow + 0.02 value (the value after its own step).
-    new, _ = ac.update(state, wm_params, wm.rssm.initial(4), jax.random.PRNGKey(3), lambda seq: seq["feat"][:, 1:, 0])
+    update = jax.jit(lambda s, w, start, k: ac.update(s, w, start, k, lambda seq: seq["feat"][:, 1:, 0]))
+    new, _ = update(state, wm_params, wm.rssm.initial(4), jax.random.PRNGKey(3))
     for s0, v1, s1 in zip(*(jax.tree.leaves(x) for x in (state.slow_value, new.value, new.slow_value))):
         np.testing.assert_allclose(s1, 0.98 * s0 + 0.02 * v1, rtol=1e-5, atol=1e-7)
     assert ac.init(jax.random.PRNGKey(1)).slow_value != {} and ActorCritic(
@@ -173,22 +190,18 @@ def test_norm_reaches_every_layer_of_model_and_actor_critic():
 
 
 def test_every_switch_together_trains():
-    """Dreamer's update with all of this file's switches on: finite metrics, every part moves."""
+    """Dreamer's update with the whole dreamerv3 preset at tiny sizes: finite metrics, every
+    part moves."""
     from dreamer.agent import Dreamer
-    overrides = {"model.latent": "categorical", "model.unimix": 0.01, "model.reward_head": "twohot",
-                 "model.kl_dyn_scale": 0.5, "model.kl_rep_scale": 0.1, "model.free_nats": 1.0,
-                 "model.free_nats_per_step": True, "model.cont_head": True, "behavior.critic": "twohot",
-                 "model.norm": "rms", "model.act": "silu", "model.gru": "dreamerv2",
-                 "model.optimizer": "laprop", "behavior.optimizer": "laprop", "model.warmup": 0,
-                 "behavior.warmup": 0,
-                 "behavior.slow_critic_rate": 0.02, "behavior.return_norm": "percentile"}
-    agent = Dreamer(tiny_config(**overrides), A, False)
+    from dreamer.config import build_config
+    from tests.support import TINY
+    agent = Dreamer(build_config(["dreamerv3"], {**TINY, "model.warmup": 0, "behavior.warmup": 0}), A, False)
     state = agent.init(jax.random.PRNGKey(0))
     new, metrics = agent.train(jax.tree.map(jnp.copy, state), random_batch())
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert float(metrics["behavior/return_scale"]) >= 1.0
-    for old_part, new_part in ((state.wm, new.wm), (state.agent.value, new.agent.value),
-                               (state.agent.slow_value, new.agent.slow_value)):
+    for old_part, new_part in ((state.wm, new.wm), (state.agent.actor, new.agent.actor),
+                               (state.agent.value, new.agent.value), (state.agent.slow_value, new.agent.slow_value)):
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old_part), jax.tree.leaves(new_part)))
 
 
@@ -272,13 +285,13 @@ def test_conv_same_equals_lax_and_v3_cnn_shapes():
     np.testing.assert_allclose(conv.apply(params, x), expected, rtol=1e-5, atol=1e-5)
     encoder = EncoderV3(depth=2)
     image = jnp.zeros((3, 64, 64, 3))
-    embed, enc_params = encoder.init_with_output(jax.random.PRNGKey(0), image)
+    embed, enc_params = jax.jit(encoder.init_with_output)(jax.random.PRNGKey(0), image)
     assert embed.shape == (3, 4 * 4 * 8)  # 4 x 4 pixels of 4 depth channels
     # Hand count: kernel-5 convs 3 -> 4 -> 6 -> 8 -> 8 with biases, one RMS scale per channel.
     convs = [(3, 4), (4, 6), (6, 8), (8, 8)]
     assert sum(x.size for x in jax.tree.leaves(enc_params)) == sum(25 * i * o + 2 * o for i, o in convs)
     decoder = DecoderV3(deter=16, depth=2, units=4, blocks=8)
-    image, _ = decoder.init_with_output(jax.random.PRNGKey(0), jnp.ones((3, 16 + 6)))
+    image, _ = jax.jit(decoder.init_with_output)(jax.random.PRNGKey(0), jnp.ones((3, 16 + 6)))
     assert image.shape == (3, 64, 64, 3)
     assert float(image.min()) >= -0.5 and float(image.max()) <= 0.5  # a sigmoid, shifted
 
@@ -340,19 +353,19 @@ def test_reinforce_actor_gradient_is_advantage_times_score():
     state = ac.init(jax.random.PRNGKey(1))  # the two-hot critic starts at exactly 0
     start = wm.rssm.initial(4)
     zero_reward = lambda seq: jnp.zeros(seq["action"].shape[:2])  # noqa: E731
-    grads = jax.grad(lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),
-                                             zero_reward, jnp.zeros(2))[0])(state.actor)
+    grads = jax.jit(jax.grad(lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),
+                                             zero_reward, jnp.zeros(2))[0]))(state.actor)
     assert all(not np.any(g) for g in jax.tree.leaves(grads))
     reward = lambda seq: seq["action"][..., 0]  # noqa: E731 (reward the first action dimension)
     loss_fn = lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),  # noqa: E731
                                       reward, jnp.zeros(2))[0]
-    assert any(np.any(g) for g in jax.tree.leaves(jax.grad(loss_fn)(state.actor)))
+    assert any(np.any(g) for g in jax.tree.leaves(jax.jit(jax.grad(loss_fn))(state.actor)))
     # No gradient passes through the imagined dynamics (it does with 'dynamics').
     feat_reward = lambda seq: seq["feat"][:, 1:].sum(-1)  # noqa: E731
     for grad_kind, flows in (("reinforce", False), ("dynamics", True)):
         _, _, _, other = _v3_actor_critic(**{"behavior.actor_grad": grad_kind, "behavior.critic": "twohot"})
-        wm_grads = jax.grad(lambda w: other.actor_loss(state.actor, state.value, w, start, jax.random.PRNGKey(2),
-                                                       feat_reward, jnp.zeros(2))[0])(wm_params)
+        wm_grads = jax.jit(jax.grad(lambda w: other.actor_loss(state.actor, state.value, w, start, jax.random.PRNGKey(2),
+                                                       feat_reward, jnp.zeros(2))[0]))(wm_params)
         assert any(np.any(g) for g in jax.tree.leaves(wm_grads["rssm"])) == flows, grad_kind
 
 
