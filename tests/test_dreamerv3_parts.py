@@ -274,15 +274,22 @@ def test_block_gru_with_zero_weights_keeps_sigmoid_of_one_of_the_state():
     assert not np.allclose(a[0, :4], b[0, :4])
 
 
-def test_conv_same_equals_lax_and_v3_cnn_shapes():
-    from dreamer.core.nets import ConvSame, DecoderV3, EncoderV3
-    conv = ConvSame(4, 5)
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-    params = conv.init(jax.random.PRNGKey(1), x)
-    p = params["params"]
-    expected = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]
-    np.testing.assert_allclose(conv.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+def test_conv_maxpool_equals_lax_and_v3_cnn_shapes():
+    """The encoder's block form of convolution plus max-pooling against `lax`, with gradients;
+    the V3 CNNs' shapes and parameter counts by hand."""
+    from dreamer.core.nets import DecoderV3, EncoderV3, conv_maxpool
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (5, 5, 3, 4))
+
+    def reference(x, kernel):
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(2, 4, 2, 3, 2, 4).max((2, 4))
+
+    np.testing.assert_allclose(conv_maxpool(x, kernel), reference(x, kernel), rtol=1e-5, atol=1e-4)
+    weights = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 3, 4))
+    grads = [jax.grad(lambda a, b: (f(a, b) * weights).sum(), (0, 1))(x, kernel) for f in (conv_maxpool, reference)]
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
     encoder = EncoderV3(depth=2)
     image = jnp.zeros((3, 64, 64, 3))
     embed, enc_params = jax.jit(encoder.init_with_output)(jax.random.PRNGKey(0), image)
