@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import optax
 
 from dreamer.core.config import ModelConfig
-from dreamer.core.nets import MLP, Decoder, DecoderV3, Encoder, EncoderV3, make_optimizer
+from dreamer.core.cnn_v3 import DecoderV3, EncoderV3
+from dreamer.core.nets import MLP, Decoder, Encoder, make_optimizer
 from dreamer.core.rssm import RSSM, State
 from dreamer.core.twohot import ScalarOutput
 
