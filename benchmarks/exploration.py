@@ -57,7 +57,7 @@ def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
                overrides: dict[str, str]) -> dict:
     """One run of the training loop; returns the visited physics states [n, nq + nv]."""
     from dreamer.config import build_config
-    from dreamer.trainer import Trainer
+    from dreamer.overlapped import make_trainer
 
     agent = "plan2explore" if method == "plan2explore" else "dreamer"
     with tempfile.TemporaryDirectory(prefix=f"explore-{method}-") as logdir:
@@ -68,7 +68,7 @@ def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
         config = build_config(presets, flat, agent=agent)
         start = time.time()
         recorder = StateRecorder(hide_reward=method == "dreamer_no_reward")
-        trainer = Trainer(config, Path(logdir), on_collect=recorder)
+        trainer = make_trainer(config, Path(logdir), on_collect=recorder)
         recorder.states.append(trainer.envs.physics_state())  # after the first reset
         trainer.run()
         states = np.concatenate(recorder.states)  # [steps / action repeat * N, nq + nv]

@@ -23,6 +23,7 @@ from benchmarks.aggregate import RunDir, eval_curve, run_records  # noqa: E402
 from benchmarks.reference import REFERENCE_DIR, reference_curves  # noqa: E402
 
 AGENT_COLORS = {"dreamer": "tab:blue", "planet": "tab:orange", "plan2explore": "tab:green"}
+OTHER_COLORS = ["tab:red", "tab:cyan", "black", "tab:olive"]  # our curves under other labels
 REFERENCE_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "tab:red",
                     "darkblue", "darkgreen", "goldenrod", "black", "teal"]
 
@@ -71,12 +72,12 @@ def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Seq
             has_std = any(r[2] is not None for r in rows)
             ax.errorbar(steps, mean, yerr=std if has_std else None, fmt="D", ms=4, color=color, capsize=2,
                         label=label)
-    for agent, seeds in curves.items():
+    for index, (agent, seeds) in enumerate(curves.items()):
         seeds = [c for c in seeds if c]
         if not seeds:
             continue
         steps, mean, std = seed_mean_curve(seeds)
-        color = AGENT_COLORS.get(agent, "black")
+        color = AGENT_COLORS.get(agent, OTHER_COLORS[index % len(OTHER_COLORS)])
         ax.plot(steps, mean, color=color, lw=2.2, marker="o", ms=3, label=f"{agent} (ours, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
         if len(seeds) > 1:
             ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25, lw=0)

@@ -75,6 +75,10 @@ class TrainConfig:
     checkpoint_minutes: float = option(10.0, min=0.0)  # wall-clock minutes between checkpoints; 0: off
     checkpoint_every: int = option(0, min=0)  # environment steps between checkpoints; 0: off
     checkpoint_keep: int = option(3, positive=True)  # newest checkpoints kept on disk
+    # 'sync': collect, then update, in turn; 'overlapped': an actor thread collects while the
+    # learner updates (dreamer/overlapped.py), same updates per environment step
+    loop: str = option("sync", choices=("sync", "overlapped"))
+    max_lag: int = option(1000, min=0)  # overlapped: env steps the policy may miss updates for
 
     def updates_after(self, env_steps: int) -> int:
         """Updates earned by `env_steps` environment steps of training (exact integers)."""
@@ -435,7 +439,7 @@ RESUME_SAFE_KEYS = frozenset({
     "logdir", "steps", "devices",
     "train.log_every", "train.eval_every", "train.eval_episodes", "train.video_every",
     "train.checkpoint_minutes", "train.checkpoint_every", "train.checkpoint_keep",
-    "train.max_nonfinite", "env.max_restarts", "env.parallel",
+    "train.max_nonfinite", "env.max_restarts", "env.parallel", "train.loop", "train.max_lag",
 })
 
 

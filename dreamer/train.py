@@ -30,7 +30,8 @@ from dreamer.errors import ConfigError, UserError
 from dreamer.logger import METRICS_FILE
 from dreamer.parallel import DataParallel, join_hosts
 from dreamer.registry import agent_class, agent_specs
-from dreamer.trainer import Interrupted, RunFinished, StopRequests, Trainer
+from dreamer.overlapped import make_trainer
+from dreamer.trainer import Interrupted, RunFinished, StopRequests
 
 
 def help_epilog() -> str:
@@ -128,7 +129,7 @@ def train(argv: list[str], stop: StopRequests) -> int:
     new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
     logdir = prepare_logdir(config, args.force)
     try:  # envs, agent and the resume checks run before anything is written into the logdir
-        trainer = Trainer(config, logdir, stop)
+        trainer = make_trainer(config, logdir, stop)
     except RunFinished as finished:  # nothing is written
         print(finished, file=sys.stderr)
         return 0

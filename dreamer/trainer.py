@@ -156,7 +156,7 @@ class Trainer:
         self.stop = stop or StopRequests()
         self.on_collect = on_collect
         host_seed = config.seed + 100_000 * jax.process_index()  # hosts collect different data
-        self.envs = make_vector_env(config, host_seed)
+        self.envs = self.make_train_envs(host_seed)
         try:
             self.eval_envs = make_vector_env(config, config.seed + 10_000, num_envs=1, parallel=False)
         except BaseException:
@@ -195,6 +195,9 @@ class Trainer:
     def step(self) -> int:
         """Environment steps collected for training so far."""
         return self.schedule.step
+
+    def make_train_envs(self, seed: int) -> VectorEnv:
+        return make_vector_env(self.config, seed)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -290,16 +293,19 @@ class Trainer:
             return
         start = time.time()
         for _ in range(owed):
-            try:
-                batch = self.replay.sample(self.config.train.batch_size)
-            except InsufficientDataError as error:  # e.g. episodes shorter than seq_len
-                raise TrainingError(str(error)) from None
-            batch = self.agent.parallel.shard_batch(batch)
+            batch = self.agent.parallel.shard_batch(self.sample_batch())
             self.state, metrics = self.agent.train(self.state, batch)
             self.metrics.add(self.agent.parallel.local(metrics))
         jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
         self.metrics.add({"perf/train_seconds": time.time() - start})
         self.check_finite(self.metrics.pending["train/nonfinite"][-owed:])
+
+    def sample_batch(self) -> dict:
+        """One training batch [B, T, ...] from the replay (host arrays)."""
+        try:
+            return self.replay.sample(self.config.train.batch_size)
+        except InsufficientDataError as error:  # e.g. episodes shorter than seq_len
+            raise TrainingError(str(error)) from None
 
     def check_finite(self, flags: list) -> None:
         """Warn about updates skipped for a non-finite loss or gradient; stop the run after
@@ -339,10 +345,14 @@ class Trainer:
         (last_step, last_time), now = self.fps_mark, time.time()
         self.fps_mark = (self.step, now)
         self.logger.scalars(self.metrics.means())
-        self.logger.scalars({"replay/steps": self.replay.num_steps, "replay/episodes": self.replay.num_episodes,
-                             "train/episodes": self.schedule.episodes, "env/restarts": self.envs.restarts,
+        self.logger.scalars({**self.collection_counts(),
                              "perf/env_steps_per_second": (self.step - last_step) / max(now - last_time, 1e-9)})
         self.logger.write(self.step)
+
+    def collection_counts(self) -> dict[str, int]:
+        """What the log line reports of the replay and the training environments."""
+        return {"replay/steps": self.replay.num_steps, "replay/episodes": self.replay.num_episodes,
+                "train/episodes": self.schedule.episodes, "env/restarts": self.envs.restarts}
 
     def report(self) -> None:
         if self.schedule.prefilling(self.replay.num_steps):

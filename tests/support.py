@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from dreamer import checkpoint
 from dreamer.config import Config, build_config
+from dreamer.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,3 +56,77 @@ def run_train(*args: str, timeout: int = 600, fault: str | None = None) -> subpr
         env["DREAMER_CRASH_AT"] = fault
     return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- training processes
+# Training runs in subprocesses that tests stop, crash and resume (test_resume, test_overlapped).
+
+TIMEOUT = 900  # per process; the machine may be shared
+
+
+def start(logdir: Path, *args: str, crash_at: str | None = None) -> tuple[subprocess.Popen, Path]:
+    """Start a training process; its stderr goes to a file (read while it runs)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DREAMER_CRASH_AT", None)
+    if crash_at:
+        env["DREAMER_CRASH_AT"] = crash_at
+    log = logdir.parent / f"{logdir.name}-{len(list(logdir.parent.glob(logdir.name + '-*.log')))}.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "dreamer.train", *args, "--logdir", str(logdir)],
+                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return process, log
+
+
+def run(logdir: Path, *args: str, crash_at: str | None = None) -> tuple[int, str]:
+    process, log = start(logdir, *args, crash_at=crash_at)
+    return process.wait(timeout=TIMEOUT), log.read_text()
+
+
+def wait_for(condition, process: subprocess.Popen, what: str) -> bool:
+    """Poll until `condition()`; False if the process ended first."""
+    deadline = time.time() + TIMEOUT
+    while not condition():
+        if process.poll() is not None:
+            return False
+        if time.time() > deadline:
+            process.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return True
+
+
+def logged_after(logdir: Path, step: int):
+    def condition() -> bool:
+        path = logdir / "metrics.jsonl"
+        return path.exists() and any(m["step"] > step for m in read_metrics(path))
+    return condition
+
+
+def episode_files(logdir: Path) -> set[str]:
+    return {p.name for p in (logdir / "replay").glob("*.npz")}
+
+
+def latest(logdir: Path) -> checkpoint.Checkpoint:
+    return checkpoint.find_latest(logdir / checkpoint.CHECKPOINT_DIR).checkpoint
+
+
+def steps_by_key(metrics: list[dict]) -> dict[str, list[int]]:
+    steps = defaultdict(list)
+    for record in metrics:
+        for key in record:
+            if key != "step":
+                steps[key].append(record["step"])
+    return steps
+
+
+def comparable(record: dict) -> dict:
+    """Everything but wall-clock measurements."""
+    return {k: v for k, v in record.items() if not k.startswith("perf/")}
+
+
+def at_step(metrics: list[dict], step: int) -> dict:
+    merged: dict = {}
+    for record in metrics:
+        if record["step"] == step:
+            merged.update(comparable(record))
+    return merged

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from dreamer.config import build_config, save_config
 from dreamer.evaluate import main as evaluate_main
 from dreamer.logger import read_metrics
 from dreamer.replay import read_episode
+from tests.support import TIMEOUT, at_step, episode_files, latest, logged_after, run, start, steps_by_key, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # Checkpoints by step count only, so that none depends on how busy the machine is.
@@ -43,53 +43,6 @@ CRASH = [*BASE, "--steps", "2000", "--env.time_limit", "500", "--train.checkpoin
          "--train.eval_every", "1000"]
 # Determinism pipelines: 1000-step episodes, so that step 1000 is an episode boundary.
 SAME = [*BASE, "--train.checkpoint_every", "1000"]
-TIMEOUT = 900  # per process; the machine may be shared
-
-
-def start(logdir: Path, *args: str, crash_at: str | None = None) -> tuple[subprocess.Popen, Path]:
-    """Start a training process; its stderr goes to a file (read while it runs)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DREAMER_CRASH_AT", None)
-    if crash_at:
-        env["DREAMER_CRASH_AT"] = crash_at
-    log = logdir.parent / f"{logdir.name}-{len(list(logdir.parent.glob(logdir.name + '-*.log')))}.log"
-    with open(log, "w") as err:
-        process = subprocess.Popen([sys.executable, "-m", "dreamer.train", *args, "--logdir", str(logdir)],
-                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    return process, log
-
-
-def run(logdir: Path, *args: str, crash_at: str | None = None) -> tuple[int, str]:
-    process, log = start(logdir, *args, crash_at=crash_at)
-    return process.wait(timeout=TIMEOUT), log.read_text()
-
-
-def wait_for(condition, process: subprocess.Popen, what: str) -> bool:
-    """Poll until `condition()`; False if the process ended first."""
-    deadline = time.time() + TIMEOUT
-    while not condition():
-        if process.poll() is not None:
-            return False
-        if time.time() > deadline:
-            process.kill()
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return True
-
-
-def logged_after(logdir: Path, step: int):
-    def condition() -> bool:
-        path = logdir / "metrics.jsonl"
-        return path.exists() and any(m["step"] > step for m in read_metrics(path))
-    return condition
-
-
-def episode_files(logdir: Path) -> set[str]:
-    return {p.name for p in (logdir / "replay").glob("*.npz")}
-
-
-def latest(logdir: Path) -> checkpoint.Checkpoint:
-    return checkpoint.find_latest(logdir / checkpoint.CHECKPOINT_DIR).checkpoint
 
 
 def crash_pipeline(logdir: Path) -> dict:
@@ -147,15 +100,6 @@ def runs(tmp_path_factory):
     pool.shutdown(wait=True)
 
 
-def steps_by_key(metrics: list[dict]) -> dict[str, list[int]]:
-    steps = defaultdict(list)
-    for record in metrics:
-        for key in record:
-            if key != "step":
-                steps[key].append(record["step"])
-    return steps
-
-
 # ----------------------------------------------------------------------------- crashes
 
 @pytest.mark.timeout(3600)
@@ -208,19 +152,6 @@ def test_crashes_at_every_point_still_reach_the_budget(runs):
 
 
 # ----------------------------------------------------------------------------- determinism
-
-def comparable(record: dict) -> dict:
-    """Everything but wall-clock measurements."""
-    return {k: v for k, v in record.items() if not k.startswith("perf/")}
-
-
-def at_step(metrics: list[dict], step: int) -> dict:
-    merged: dict = {}
-    for record in metrics:
-        if record["step"] == step:
-            merged.update(comparable(record))
-    return merged
-
 
 @pytest.mark.timeout(3600)
 def test_resumed_run_matches_uninterrupted_where_it_can(runs):

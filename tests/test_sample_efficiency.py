@@ -379,3 +379,25 @@ def test_random_baseline_is_measured_once_on_the_runs_settings(debug_sweep, monk
     (row,) = json.loads((out / "summary.json").read_text())["rows"]
     assert row["random"] == {"mean": 20.0, "std": 10.0, "episodes": 2, "action_repeat": config["env"]["action_repeat"]}
     assert "| 1/1 | 20 ± 10 |" in (out / "summary.md").read_text()
+
+
+# ----------------------------------------------------------------------------- comparing sweeps
+
+
+def test_compare_puts_sweeps_of_one_agent_side_by_side(tmp_path, monkeypatch, capsys):
+    from benchmarks import compare
+
+    env = "dmc_cartpole_swingup"
+    for sweep, returns in (("v3", [(25_000, 300.0), (50_000, 500.0)]), ("v1", [(25_000, 150.0), (50_000, 260.0)])):
+        write_metrics(tmp_path / sweep / "runs" / "dreamer" / env / "seed_0", returns)
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    argv = ["--sweep", f"V3 cpu={tmp_path / 'v3'}", "--sweep", f"V1 cpu={tmp_path / 'v1'}",
+            "--budgets", "25000", "50000", "--record", "pair"]
+    assert compare.main(argv) == 0
+    md = (tmp_path / "pair.md").read_text()
+    for row in ("| dmc_cartpole_swingup | 25k | V3 cpu | 300 | 1/1 |", "| dmc_cartpole_swingup | 50k | V3 cpu | 500 | 1/1 |",
+                "| dmc_cartpole_swingup | 25k | V1 cpu | 150 | 1/1 |", "| dmc_cartpole_swingup | 50k | V1 cpu | 260 | 1/1 |"):
+        assert row in md
+    assert (tmp_path / "pair.png").read_bytes()[:4] == b"\x89PNG"
+    assert compare.main(["--sweep", f"x={tmp_path / 'missing'}", "--budgets", "1"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: no runs with a metrics.jsonl")
