@@ -7,8 +7,8 @@ On whatever device JAX sees, within M minutes whatever happens:
   2. times the Dreamer update at batch 50 x 50, float32 and bfloat16 (`benchmarks.throughput`);
   3. trains Dreamer on ENV (default dmc_walker_walk) with `python -m dreamer.train` at the
      paper's settings (or the presets given) for the minutes left, evaluating every
-     `--eval-every` environment steps, with the overlapped loop (`--loop`; the synchronous one
-     with `--loop sync`), and stops it with SIGTERM before the deadline;
+     `--eval-every` environment steps, with the overlapped loop and its policy on the CPU
+     (`--loop`, `--actor-device`), and stops it with SIGTERM before the deadline;
   4. writes into DIR (at most 5 files, each far below 16 MB): summary.json and summary.md
      (device, versions, commit, every timing, the environment steps reached, the wall time,
      the hours per 1M steps this pace extrapolates to, the evaluation returns next to the
@@ -98,7 +98,8 @@ class Run:
         self.command = [sys.executable, "-m", "dreamer.train", "--env", args.env, "--agent", "dreamer",
                         *(["--configs", *args.configs] if args.configs else []),
                         "--steps", str(args.max_steps), "--train.eval_every", str(args.eval_every),
-                        "--train.checkpoint_minutes", "0", "--train.loop", args.loop, "--logdir", str(logdir)]
+                        "--train.checkpoint_minutes", "0", "--train.loop", args.loop,
+                        "--train.actor_device", args.actor_device, "--logdir", str(logdir)]
         self.process: subprocess.Popen | None = None
         self.start = self.end = None
 
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="the run stops here if time remains")
     parser.add_argument("--loop", choices=("sync", "overlapped"), default="overlapped",
                         help="the run's train.loop (default: overlapped, collection beside the updates)")
+    parser.add_argument("--actor-device", choices=("learner", "cpu"), default="cpu",
+                        help="the overlapped loop's policy device (default: cpu, off the updates' stream)")
     parser.add_argument("--commit", help="the commit to record (default: the checkout's HEAD)")
     parser.add_argument("--repeats", type=int, default=10, help="timed updates per precision (the median)")
     args = parser.parse_args(argv)

@@ -79,6 +79,9 @@ class TrainConfig:
     # learner updates (dreamer/overlapped.py), same updates per environment step
     loop: str = option("sync", choices=("sync", "overlapped"))
     max_lag: int = option(1000, min=0)  # overlapped: env steps the policy may miss updates for
+    # overlapped: where the collecting policy runs; 'cpu' keeps it off an accelerator's stream,
+    # where it would wait behind the updates
+    actor_device: str = option("learner", choices=("learner", "cpu"))
 
     def updates_after(self, env_steps: int) -> int:
         """Updates earned by `env_steps` environment steps of training (exact integers)."""
@@ -440,6 +443,7 @@ RESUME_SAFE_KEYS = frozenset({
     "train.log_every", "train.eval_every", "train.eval_episodes", "train.video_every",
     "train.checkpoint_minutes", "train.checkpoint_every", "train.checkpoint_keep",
     "train.max_nonfinite", "env.max_restarts", "env.parallel", "train.loop", "train.max_lag",
+    "train.actor_device",
 })
 
 

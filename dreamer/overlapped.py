@@ -26,6 +26,7 @@ this process's GIL, which the learner needs to dispatch updates.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from collections import deque
@@ -53,6 +54,7 @@ class Work:
     video: bool
     log: bool
     counts: dict[str, int]  # `Trainer.collection_counts` right after this step, for the log line
+    prefilling: bool  # still collecting random actions: no updates, no videos
     barrier: bool  # the actor waits until the learner has handled this item (checkpoint, end, stop)
 
 
@@ -78,7 +80,18 @@ class OverlappedTrainer(Trainer):
         self.actor_error: BaseException | None = None
         self.replay_lock = threading.Lock()  # the actor adds episodes, the learner samples
         self.work: Work | None = None  # the item the learner handles
-        self.acting_state = _copy(self.state)  # what the actor's policy reads
+        self.actor_device = (jax.devices("cpu")[0] if config.train.actor_device == "cpu"
+                             and jax.default_backend() != "cpu" else None)
+        self.acting_state = self.publish(self.state)  # what the actor's policy reads
+        if self.actor_device is not None:  # its key splits there too, not behind the updates
+            self.actor.key = jax.device_put(self.actor.key, self.actor_device)
+
+    def publish(self, state):
+        """The actor's own copy of a finished train state: on the CPU with
+        `train.actor_device cpu` (on an accelerator), else on the learner's device."""
+        local = self.agent.parallel.local(state)
+        copy = _copy(local) if self.actor_device is None else jax.device_put(local, self.actor_device)
+        return jax.block_until_ready(copy)
 
     def make_train_envs(self, seed: int) -> VectorEnv:
         return make_vector_env(self.config, seed, parallel=True)
@@ -117,7 +130,9 @@ class OverlappedTrainer(Trainer):
             return not self.closing
 
     def lagging(self) -> bool:
-        owed = next((work.step for work in self.queue if work.updates), None)
+        """Work owed `max_lag` steps ago is pending: updates, or a video (whose batch should
+        come from the replay of its step)."""
+        owed = next((work.step for work in self.queue if work.updates or work.video), None)
         return owed is not None and self.schedule.step - owed >= self.config.train.max_lag
 
     def act(self, obs: dict) -> np.ndarray:
@@ -144,6 +159,7 @@ class OverlappedTrainer(Trainer):
             episodes=tuple((float(ep["reward"].sum()), (len(ep["reward"]) - 1) * repeat) for ep in episodes),
             evaluate=schedule.eval_due(env_steps), video=schedule.video_due(env_steps),
             log=schedule.log_due(env_steps), counts=super().collection_counts(),
+            prefilling=schedule.prefilling(self.replay.num_steps),
             barrier=pause or schedule.checkpoint_due(env_steps) or schedule.step >= self.config.steps)
 
     # ------------------------------------------------------------------ the learner
@@ -181,15 +197,19 @@ class OverlappedTrainer(Trainer):
 
     def run_updates(self, owed: int) -> None:
         """`owed` updates, each next batch sampled and sent to the device while the previous
-        update runs; then the actor gets a copy of the new state."""
+        update runs; then the actor gets a copy of the new state. At most two updates are in
+        flight, so that the actor's policy steps on the same device wait for one update at
+        most, not for the whole burst."""
         start = time.time()
-        batch = self.sample_batch()
+        batch, in_flight = self.sample_batch(), None
         for index in range(owed):
             self.state, metrics = self.agent.train(self.state, batch)
             self.metrics.add(self.agent.parallel.local(metrics))
             if index + 1 < owed:
                 batch = self.sample_batch()
-        self.acting_state = jax.block_until_ready(_copy(self.state))
+            jax.block_until_ready(in_flight)
+            in_flight = metrics
+        self.acting_state = self.publish(self.state)
         self.metrics.add({"perf/train_seconds": time.time() - start})
         self.check_finite(self.metrics.pending["train/nonfinite"][-owed:])
 
@@ -203,8 +223,11 @@ class OverlappedTrainer(Trainer):
         return jax.device_put(batch) if self.agent.parallel.num_devices == 1 else batch
 
     def report(self) -> None:
-        with self.replay_lock:  # its batch comes from the replay the actor adds to
-            super().report()
+        if self.work.prefilling:
+            return
+        with self.replay_lock:  # the actor adds to it
+            batch = self.replay.sample(min(6, self.config.train.batch_size))
+        self.write_report(batch)
 
     def finish_barrier(self, work: Work) -> bool:
         """Save at a barrier; returns whether the run is over (raises Interrupted on a signal)."""
@@ -229,8 +252,10 @@ class OverlappedTrainer(Trainer):
         self.learner_step = self.schedule.step
         self.fps_mark = (self.step, time.time())
         actor = threading.Thread(target=self.actor_main, name="actor", daemon=True)
-        actor.start()
         try:
+            if self.stop.signum is not None:  # a signal during start-up: no step, nothing to save
+                raise Interrupted(self.stop.signum, self.step, self.last_checkpoint)
+            actor.start()
             while True:
                 work = self.next_work()
                 self.handle(work)
@@ -244,9 +269,16 @@ class OverlappedTrainer(Trainer):
             with self.cond:
                 self.closing = True
                 self.cond.notify_all()
-            actor.join(timeout=60)  # it finishes its current environment step
+            if actor.is_alive():
+                actor.join(timeout=60)  # it finishes its current environment step
             progress.close()
-            self.close()
+            if actor.is_alive():  # stuck in an environment: its workers end with this process
+                print("warning: the actor thread did not stop; its environments are left to exit "
+                      "with this process", file=sys.stderr)
+                self.logger.close()
+                self.eval_envs.close()
+            else:
+                self.close()
 
 
 def make_trainer(config: Config, logdir: Path, stop: StopRequests | None = None,

@@ -357,7 +357,10 @@ class Trainer:
     def report(self) -> None:
         if self.schedule.prefilling(self.replay.num_steps):
             return
-        batch = self.replay.sample(min(6, self.config.train.batch_size))
+        self.write_report(self.replay.sample(min(6, self.config.train.batch_size)))
+
+    def write_report(self, batch: dict) -> None:
+        """The agent's videos of `batch` (open-loop predictions) into the logs."""
         videos = self.agent.report(self.agent.parallel.local(self.state), batch)
         for name, video in jax.device_get(videos).items():
             self.logger.video(f"train/{name}", video)
