@@ -20,7 +20,9 @@ goes on. Resuming works as for the synchronous loop, from either loop's checkpoi
 
 The training environments run in worker processes (`env.parallel` is implied): MuJoCo's EGL
 context belongs to the thread that made it, and a worker steps and renders without holding
-this process's GIL, which the learner needs to dispatch updates.
+this process's GIL, which the learner needs to dispatch updates. On an accelerator the
+actor's policy steps would queue behind the updates on the device's stream; with
+`train.actor_device cpu` the actor acts on the host's CPU from a copy of each new state.
 """
 
 from __future__ import annotations
@@ -148,9 +150,10 @@ class OverlappedTrainer(Trainer):
             self.on_collect(self.envs, episodes)
         schedule, repeat = self.schedule, self.config.env.action_repeat
         schedule.step += env_steps
+        saved = [self.replay.save_episode(episode) for episode in episodes]  # file writes: unlocked
         with self.replay_lock:
-            for episode in episodes:
-                self.replay.add_episode(episode)
+            for arrays, path in saved:
+                self.replay.insert_episode(arrays, path)
         schedule.episodes += len(episodes)
         with self.cond:
             pause = self.pause_requested

@@ -225,6 +225,14 @@ class Replay:
 
         Returns the path of the saved file, or None for a memory-only replay.
         """
+        arrays, path = self.save_episode(episode)
+        self.insert_episode(arrays, path)
+        return path
+
+    def save_episode(self, episode: Mapping[str, Any]) -> tuple[Episode, Path | None]:
+        """The first half of `add_episode`: validate and write the file, without touching
+        what `sample` reads (a collecting thread does this outside the sampler's lock).
+        Returns the arrays and the path for `insert_episode`."""
         arrays = validate_episode(episode)
         if self._signature is not None and _signature(arrays) != self._signature:
             raise ValueError("episode does not match the stored episodes: "
@@ -233,9 +241,12 @@ class Replay:
         if self._directory is not None:
             path = self._directory / self._new_filename(len(arrays["image"]))
             _write_atomically(path, arrays)
+        return arrays, path
+
+    def insert_episode(self, arrays: Episode, path: Path | None) -> None:
+        """The second half of `add_episode`: make a saved episode sampleable."""
         episodes, paths = self._episodes + [arrays], self._paths + [path]
         self._set_contents(*self._drop_oldest(episodes, paths))
-        return path
 
     def load(self) -> int:
         """Replace the in-memory contents with the newest episodes in ``directory``.

@@ -219,6 +219,17 @@ def test_added_episode_is_copied() -> None:
     assert replay.sample(1)["image"].max() == 0
 
 
+def test_saved_episode_is_sampled_only_once_inserted(tmp_path: Path) -> None:
+    """The two halves of add_episode (the overlapped loop writes outside its lock)."""
+    replay = Replay(tmp_path, capacity=100, seq_len=2)
+    replay.add_episode(make_episode(1, 4))
+    arrays, path = replay.save_episode(make_episode(2, 4))
+    assert path.is_file() and read_episode(path)["reward"][0] == 2
+    assert kept_ids(replay) == [1.0] and replay.num_episodes == 1
+    replay.insert_episode(arrays, path)
+    assert kept_ids(replay) == [1.0, 2.0] and replay.num_steps == 8
+
+
 def test_constructor_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Replay(tmp_path, capacity=5, seq_len=10)
