@@ -69,7 +69,7 @@ def _copy(tree):
 class OverlappedTrainer(Trainer):
     """A `Trainer` whose collection runs in an actor thread, concurrently with the updates."""
 
-    learner_step: int | None = None  # the step of the item the learner handles (`step`)
+    work: Work | None = None  # the item the learner handles; None until the first (`step`)
 
     def __init__(self, config: Config, logdir: Path, stop: StopRequests | None = None,
                  on_collect: CollectHook | None = None):
@@ -81,7 +81,6 @@ class OverlappedTrainer(Trainer):
         self.closing = False
         self.actor_error: BaseException | None = None
         self.replay_lock = threading.Lock()  # the actor adds episodes, the learner samples
-        self.work: Work | None = None  # the item the learner handles
         self.actor_device = (jax.devices("cpu")[0] if config.train.actor_device == "cpu"
                              and jax.default_backend() != "cpu" else None)
         self.acting_state = self.publish(self.state)  # what the actor's policy reads
@@ -102,7 +101,7 @@ class OverlappedTrainer(Trainer):
     def step(self) -> int:
         """The learner's environment step (the actor's before the loop starts): what the
         evaluations, logs and checkpoints are labelled with."""
-        return self.schedule.step if self.learner_step is None else self.learner_step
+        return self.schedule.step if self.work is None else self.work.step
 
     # ------------------------------------------------------------------ the actor thread
 
@@ -182,7 +181,7 @@ class OverlappedTrainer(Trainer):
 
     def handle(self, work: Work) -> None:
         """What `Trainer.iteration` does after collecting, at the item's step."""
-        self.work, self.learner_step = work, work.step
+        self.work = work
         self.state = self.agent.on_env_steps(self.state, work.step)
         for episode_return, length in work.episodes:
             self.last_return = episode_return
@@ -252,7 +251,6 @@ class OverlappedTrainer(Trainer):
 
     def run(self) -> None:
         progress = Progress(self.config.steps, initial=min(self.step, self.config.steps))
-        self.learner_step = self.schedule.step
         self.fps_mark = (self.step, time.time())
         actor = threading.Thread(target=self.actor_main, name="actor", daemon=True)
         try:
