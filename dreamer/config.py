@@ -21,7 +21,6 @@ import functools
 import math
 import types
 import typing
-from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,12 @@ import yaml
 from dreamer.core.config import ActorCriticConfig, ModelConfig, option
 from dreamer.errors import ConfigError
 from dreamer.fileio import fsync_directory, write_synced
-from dreamer.registry import agent_spec, agent_specs
+from dreamer.presets import SHARED_PRESETS, agent_preset, load_preset, read_yaml
+from dreamer.registry import agent_specs
 
 # Environment seeds are the run's seed plus offsets below 2**20 (evaluation, hosts, envs), and
 # dm_control seeds NumPy's RandomState, which takes seeds below 2**32.
 MAX_SEED = 2**31 - 1
-
-# The presets every agent can use (debug, cpu, ...), shipped inside the package.
-SHARED_PRESETS: Traversable = resources.files("dreamer") / "configs"
-
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
@@ -262,73 +258,6 @@ def nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
-def preset_files(directory: Traversable = SHARED_PRESETS) -> dict[str, Traversable]:
-    """Every named preset: the shared ones, and each registered agent's own under its name."""
-    files = {p.name[:-len(".yaml")]: p for p in directory.iterdir() if p.name.endswith(".yaml")}
-    files.update({spec.name: spec.preset for spec in agent_specs().values() if spec.preset is not None})
-    return dict(sorted(files.items()))
-
-
-def available_presets(directory: Traversable = SHARED_PRESETS) -> list[str]:
-    return list(preset_files(directory))
-
-
-def preset_description(file: Traversable) -> str:
-    """The first line of a preset's leading comment, for --help."""
-    try:
-        for line in file.read_text(encoding="utf-8").splitlines():
-            if not line.startswith("#"):
-                break
-            if line.strip("# "):
-                return line.strip("# ")
-    except (OSError, UnicodeDecodeError):
-        pass
-    return ""
-
-
-def _read_yaml(file: Traversable | Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read {what} '{file}': it is not UTF-8 text") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {what} '{file}': {str(err).splitlines()[0]}") from None
-
-
-def load_preset(name: str, directory: Traversable = SHARED_PRESETS) -> dict:
-    """Read a named preset (or a path to a YAML file) safely."""
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"config file '{name}' does not exist")
-    else:
-        files = preset_files(directory)
-        if name not in files:
-            raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(files)}")
-        path = files[name]
-    return _preset_mapping(path)
-
-
-def _preset_mapping(path: Traversable | Path) -> dict:
-    data = _read_yaml(path, "config file")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def _agent_preset(agent: str) -> list[dict]:
-    """The agent's own preset, which must exist if the agent declares one."""
-    spec = agent_spec(agent)
-    if spec.preset is None:
-        return []
-    if not spec.preset.is_file():
-        raise ConfigError(f"the preset of agent '{agent}' is missing ('{spec.preset}'); "
-                          "the installation is incomplete, reinstall the package")
-    return [_preset_mapping(spec.preset)]
-
-
 def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = None,
                  agent: str | None = None, directory: Traversable = SHARED_PRESETS) -> Config:
     """Defaults -> agent preset -> named presets -> their `per_env` blocks -> dotted overrides.
@@ -342,7 +271,7 @@ def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = Non
     agent = str(agent or overrides.get("agent") or Config.agent)
     full = config_class()
     config = full(agent=agent)
-    named = [(f"agent '{agent}'", body) for body in _agent_preset(agent)]
+    named = [(f"agent '{agent}'", body) for body in agent_preset(agent)]
     named += [(name, load_preset(name, directory)) for name in presets]
     per_env_blocks = []
     for name, body in named:
@@ -476,7 +405,7 @@ def _required_keys(agent: Any) -> list[str]:
 
 def load_saved_config(path: Path) -> Config:
     """The resolved config a run saved in its logdir (`config.yaml`), validated."""
-    data = _read_yaml(path, "the saved config")
+    data = read_yaml(path, "the saved config")
     if not isinstance(data, dict):
         raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
                           "move it away or choose another --logdir")

@@ -304,7 +304,7 @@ def test_unknown_env_creates_no_logdir(capsys, tmp_path):
 
 
 def test_help_lists_agents_presets_and_keys(capsys):
-    from dreamer.config import preset_files
+    from dreamer.presets import preset_files
     from dreamer.registry import agent_specs
     from dreamer.train import main
 

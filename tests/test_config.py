@@ -1,4 +1,4 @@
-"""Tests for dreamer.config: defaults, presets, override parsing, validation errors, saving."""
+"""Tests for dreamer.config and dreamer.presets: defaults, presets, override parsing, validation errors, saving."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ import pytest
 import yaml
 
 from dreamer.config import (
-    SHARED_PRESETS,
-    config_class,
-    available_presets,
     build_config,
     coerce,
+    config_class,
     config_from_dict,
-    load_preset,
     nest,
     parse_overrides,
     save_config,
     valid_keys,
 )
+from dreamer.presets import SHARED_PRESETS, available_presets, load_preset
 from dreamer.errors import ConfigError, UserError
 
 
@@ -155,11 +153,11 @@ def test_agent_from_overrides():
 def test_unknown_agent_and_missing_agent_preset(monkeypatch, tmp_path):
     assert "unknown agent 'planett'; did you mean 'planet'?" in config_error(agent="planett")
     # A registered agent whose preset file is gone is an error, never a silent fallback.
-    import dreamer.config
+    import dreamer.presets
     from dreamer.registry import agent_spec
 
     broken = dataclasses.replace(agent_spec("planet"), preset=tmp_path / "planet.yaml")
-    monkeypatch.setattr(dreamer.config, "agent_spec", lambda name: broken)
+    monkeypatch.setattr(dreamer.presets, "agent_spec", lambda name: broken)
     message = config_error(agent="planet")
     assert "the preset of agent 'planet' is missing" in message and "reinstall" in message
 
