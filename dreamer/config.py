@@ -37,6 +37,7 @@ from dreamer.registry import agent_specs
 # dm_control seeds NumPy's RandomState, which takes seeds below 2**32.
 MAX_SEED = 2**31 - 1
 
+
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
     name: str = "dmc_walker_walk"
