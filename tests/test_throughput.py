@@ -1,4 +1,4 @@
-"""The throughput benchmark's FLOP counting and its JSON interface."""
+"""The throughput benchmark's FLOP counting and its JSON interface; the convolution-path table."""
 
 from __future__ import annotations
 
@@ -46,3 +46,17 @@ def test_quick_json_has_the_documented_keys(capsys, monkeypatch):
                 "imagine_steps_per_second", "cem_ms_per_action", "env_fps", "env_fps_baseline"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert result["update_gflop"] > 1.0  # the scans are counted step by step
+
+
+def test_conv_paths_prints_a_row_per_convolution_with_its_xla_path(capsys, monkeypatch):
+    from benchmarks import conv_paths
+
+    shapes = {"a 5x5 convolution": (5, 4, 2, 3), "another": (4, 3, 3, 2)}
+    monkeypatch.setattr(conv_paths, "SHAPES", shapes)
+    conv_paths.main(["--batch", "2", "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows[1:]] == list(shapes)
+    for row in rows[1:]:
+        cells = row.strip("| ").split(" | ")
+        assert len(cells) == 2 + len(conv_paths.METHODS) and cells[-1] in ("ynn", "eigen")
+        assert all(len(cell.split(" / ")) == 3 for cell in cells[1:-1])
