@@ -6,10 +6,11 @@ convolution, forward, gradient to the input and gradient to the kernel separatel
 
 The shapes are the paper-size model's at batch 16 x 50: the decoder's phase convolutions (see
 `nets.conv_transpose_2x`, 'phases') and the encoder's space-to-depth convolutions (`nets.Conv2s`).
-The `lax` column also says which XLA CPU path ran it: `ynn` (the YNNPACK library, XLA's default
-for convolutions in jaxlib 0.10) or `eigen`. Set XLA_FLAGS to compare, e.g.
-`--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce` keeps YNNPACK for matmuls and
-reductions but not convolutions. Prints milliseconds, median of `--repeats`.
+The last column says which XLA CPU path ran `lax`: `ynn` (the YNNPACK library, XLA's default
+for convolutions in jaxlib 0.10) or `eigen`; on other backends, the backend's name. Set
+XLA_FLAGS to compare, e.g. `--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce` keeps
+YNNPACK for matmuls and reductions but not convolutions. Prints milliseconds, median of
+`--repeats`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def time_parts(conv, x: jax.Array, kernel: jax.Array, dy: jax.Array, repeats: in
 
 
 def xla_path(x: jax.Array, kernel: jax.Array) -> str:
+    """On CPU, the library XLA runs the convolution with; elsewhere the backend's name."""
+    if jax.default_backend() != "cpu":
+        return jax.default_backend()
     text = jax.jit(lax_conv).lower(x, kernel).compile().as_text()
     return "ynn" if "ynn_fusion" in text else "eigen"
 
