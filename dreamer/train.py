@@ -26,12 +26,12 @@ import yaml
 from dreamer.checkpoint import CHECKPOINT_DIR
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config, parse_overrides, save_config
-from dreamer.presets import preset_description, preset_files
 from dreamer.errors import ConfigError, UserError
 from dreamer.logger import METRICS_FILE
-from dreamer.parallel import DataParallel, join_hosts
-from dreamer.registry import agent_class, agent_specs
 from dreamer.overlapped import make_trainer
+from dreamer.parallel import DataParallel, join_hosts
+from dreamer.presets import preset_description, preset_files
+from dreamer.registry import agent_class, agent_specs
 from dreamer.trainer import Interrupted, RunFinished, StopRequests
 
 

@@ -17,8 +17,8 @@ from dreamer.config import (
     save_config,
     valid_keys,
 )
-from dreamer.presets import SHARED_PRESETS, available_presets, load_preset
 from dreamer.errors import ConfigError, UserError
+from dreamer.presets import SHARED_PRESETS, available_presets, load_preset
 
 
 def write(directory, name, text):
