@@ -1,4 +1,5 @@
-"""What every benchmark records: the commit, the machine and the matmul ceiling."""
+"""What every benchmark records: the commit, the machine and the matmul ceiling; and how
+the timing benchmarks time a call."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def git_commit() -> str:
@@ -48,3 +50,13 @@ def xla_flops(fn, *args) -> float:
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", 0.0))
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """The median wall time of `repeats` calls of `fn`, each waited for (`block_until_ready`)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import jax
-import numpy as np
 from jax import lax
 
+from benchmarks.common import median_seconds
 from dreamer.core import nets
 
 # name: (input height = width, Cin, kernel, Cout), the padded inputs the layers convolve.
@@ -44,14 +43,10 @@ METHODS = {"patches": functools.partial(nets.conv_valid, method="patches"),
 
 
 def median_ms(fn, args, repeats: int) -> float:
+    """`fn(*args)` jitted: the median milliseconds of a call after a warm-up call."""
     compiled = jax.jit(fn)
     jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(lambda: compiled(*args), repeats)
 
 
 def time_parts(conv, x: jax.Array, kernel: jax.Array, dy: jax.Array, repeats: int) -> tuple[float, ...]:

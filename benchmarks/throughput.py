@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import git_commit, machine, matmul_ceiling_gflops
+from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, median_seconds
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config
 from dreamer.registry import agent_class
@@ -79,15 +79,6 @@ def fake_batch(config: Config, batch: int, length: int, action_size: int) -> dic
     })
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
                    action_size: int = 6) -> dict:
     """The Dreamer update as the train loop runs it (jitted, state donated)."""
@@ -105,7 +96,7 @@ def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
         holder["state"], metrics = compiled(holder["state"], batch)
         return holder["state"], metrics
 
-    seconds = _median_seconds(step, repeats)
+    seconds = median_seconds(step, repeats)
     return {"update_seconds": seconds, "compile_seconds": compile_seconds, "update_gflop": flops / 1e9,
             "batch": list(batch_shape)}
 
@@ -118,7 +109,7 @@ def measure_imagination(config: Config, starts: int, repeats: int, action_size: 
     imagine = jax.jit(lambda actor, wm, start, key: agent.ac.imagine(actor, wm, start, key)["feat"])
     args = (state.agent.actor, state.wm, start_states, jax.random.PRNGKey(1))
     jax.block_until_ready(imagine(*args))
-    seconds = _median_seconds(lambda: imagine(*args), repeats)
+    seconds = median_seconds(lambda: imagine(*args), repeats)
     steps = starts * config.behavior.horizon
     return {"imagine_steps_per_second": steps / seconds, "imagine_seconds": seconds,
             "imagine_starts": starts, "imagine_horizon": config.behavior.horizon}
