@@ -330,8 +330,7 @@ def _check_dreamerv3_parts(config: Config) -> None:
                               f"must be a multiple of 16")
         if model.decoder_chunk:
             raise ConfigError(f"model.decoder_chunk ({model.decoder_chunk}) chunks the output layer of "
-                              f"model.cnn dreamer's decoder; model.cnn is 'dreamerv3' (the cpu preset sets "
-                              f"8: for DreamerV3 on a CPU use --configs dreamerv3 dreamerv3_cpu)")
+                              f"model.cnn dreamer's decoder; model.cnn is 'dreamerv3'")
     if model.cont_discount < 1 and not model.cont_head:
         raise ConfigError(f"model.cont_discount ({model.cont_discount}) is the continuation head's target "
                           f"discount, but model.cont_head is false")
