@@ -328,9 +328,6 @@ def _check_dreamerv3_parts(config: Config) -> None:
         if config.env.size % 16:
             raise ConfigError(f"model.cnn dreamerv3 halves the image four times: env.size ({config.env.size}) "
                               f"must be a multiple of 16")
-        if model.decoder_chunk:
-            raise ConfigError(f"model.decoder_chunk ({model.decoder_chunk}) chunks the output layer of "
-                              f"model.cnn dreamer's decoder; model.cnn is 'dreamerv3'")
     if model.cont_discount < 1 and not model.cont_head:
         raise ConfigError(f"model.cont_discount ({model.cont_discount}) is the continuation head's target "
                           f"discount, but model.cont_head is false")
@@ -369,15 +366,14 @@ def config_from_dict(data: dict) -> Config:
 # ----------------------------------------------------------------------------- resuming
 
 # Keys a rerun on an existing logdir may change: how long to run, how often to log, evaluate
-# and checkpoint, where, on how many devices, how many images a layer computes at a time.
-# Every other key changes what the saved state means (network shapes, the data, the schedule
-# of updates), so changing it is an error.
+# and checkpoint, where and on how many devices. Every other key changes what the saved
+# state means (network shapes, the data, the schedule of updates), so changing it is an error.
 RESUME_SAFE_KEYS = frozenset({
     "logdir", "steps", "devices",
     "train.log_every", "train.eval_every", "train.eval_episodes", "train.video_every",
     "train.checkpoint_minutes", "train.checkpoint_every", "train.checkpoint_keep",
     "train.max_nonfinite", "env.max_restarts", "env.parallel", "train.loop", "train.max_lag",
-    "train.actor_device", "model.decoder_chunk",
+    "train.actor_device",
 })
 
 

@@ -90,8 +90,6 @@ CASES = {
     "cont-discount-without-head": (["--model.cont_discount", "0.99"], ["model.cont_discount", "model.cont_head"]),
     "cont-discount-not-the-discount": (["--configs", "dreamerv3", "--behavior.discount", "0.99"],
                                        ["model.cont_discount (0.996997)", "behavior.discount (0.99)"]),
-    "decoder-chunk-of-v3-cnn": (["--configs", "dreamerv3", "--model.decoder_chunk", "8"],
-                                ["model.decoder_chunk (8)", "model.cnn"]),
     "blocks-not-dividing-deter": (["--configs", "dreamerv3", "--model.deter", "100"],
                                   ["model.deter (100)", "model.gru_blocks (8)"]),
     "debug": (["--debug", "--model.detr", "64"], []),  # shows the traceback instead

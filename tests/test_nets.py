@@ -4,8 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from dreamer.core.nets import (Conv2s, ConvTranspose2x, Decoder, Encoder, conv_transpose_2x, conv_valid,
-                              map_batch_chunks, space_to_depth)
+from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder, conv_transpose_2x, conv_valid, space_to_depth
 
 
 def reference_conv_transpose(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -162,30 +161,3 @@ def test_dense_through_matmul_equals_flax_dense():
     plain, ours = nn.Dense(4), nn.Dense(4, dot_general=dense_dot_general)
     params = plain.init(jax.random.PRNGKey(0), x)
     np.testing.assert_array_equal(ours.apply(params, x), plain.apply(params, x))
-
-
-def test_map_batch_chunks_pads_and_drops_the_padding():
-    x = jnp.arange(7.0).reshape(7, 1)
-    seen = []
-    y = map_batch_chunks(lambda c: seen.append(c.shape) or c * 10 + c.shape[0], x, 3)
-    assert seen == [(3, 1)]  # one traced step over chunks of 3 (7 padded to 9)
-    np.testing.assert_array_equal(y[:, 0], [3, 13, 23, 33, 43, 53, 63])
-
-
-def test_decoder_output_chunks_change_nothing_including_gradients():
-    """`out_chunk` only changes how many images the last layer computes at a time."""
-    rng = np.random.default_rng(4)
-    feat = jnp.asarray(rng.normal(size=(7, 10)), jnp.float32)  # 7: not a multiple of the chunk
-    target = jnp.asarray(rng.normal(size=(7, 64, 64, 3)), jnp.float32)
-    whole, chunked = Decoder(depth=2), Decoder(depth=2, out_chunk=3)
-    params = whole.init(jax.random.PRNGKey(0), feat)
-    assert jax.tree.structure(chunked.init(jax.random.PRNGKey(0), feat)) == jax.tree.structure(params)
-
-    def grads(decoder):
-        loss = lambda p, f: jnp.sum(jnp.square(decoder.apply(p, f) - target))  # noqa: E731
-        return decoder.apply(params, feat), jax.grad(loss, (0, 1))(params, feat)
-
-    (out1, g1), (out2, g2) = grads(whole), grads(chunked)
-    np.testing.assert_allclose(out2, out1, rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(g2), jax.tree.leaves(g1)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -44,10 +44,6 @@ class ModelConfig:
     act: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
     norm: str = option("none", choices=NORM_NAMES)  # before each of those activations
     cnn_act: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
-    # Images per step of the decoder's output layer (0: the whole batch at once; Dreamer's
-    # CNN only). Same values; on a CPU, chunks of 8 keep the layer's tap products in cache
-    # (the `cpu` preset's update about 17% faster); on an accelerator, 0.
-    decoder_chunk: int = option(0, min=0)
     init: str = option("glorot", choices=INIT_NAMES)  # kernels of the RSSM, heads, actor, critic
     head_layers: int = option(2, positive=True)
     head_units: int = option(400, positive=True)

@@ -361,37 +361,20 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array, method: str | None = None
     return y[:, :2 * h + k - 2, :2 * w + k - 2]  # odd K: the last row and column are zero taps
 
 
-def map_batch_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk: int) -> jax.Array:
-    """`fn` over chunks of `chunk` images of x [B, ...] in turn -> [B, ...]: the same values as
-    `fn(x)` for a per-image `fn`, with each step's temporaries `chunk` images large. B is padded
-    up to a multiple of `chunk`; the padding's outputs are dropped. A `lax.scan` (what `lax.map`
-    runs), so that `benchmarks.throughput` can unroll it to count its FLOPs."""
-    b = x.shape[0]
-    padded = jnp.pad(x, ((0, -b % chunk),) + ((0, 0),) * (x.ndim - 1))
-    _, y = jax.lax.scan(lambda carry, xs: (carry, fn(xs)), None, padded.reshape(-1, chunk, *x.shape[1:]))
-    return y.reshape(-1, *y.shape[2:])[:b]
-
-
 class ConvTranspose2x(nn.Module):
     """Stride-2 VALID transposed convolution with a standard [K, K, Cin, Cout] kernel:
-    [B, H, W, Cin] -> [B, 2H + K - 2, 2W + K - 2, Cout] (see `conv_transpose_2x`).
-    `batch_chunk` > 0 computes it over that many images at a time (`map_batch_chunks`)."""
+    [B, H, W, Cin] -> [B, 2H + K - 2, 2W + K - 2, Cout] (see `conv_transpose_2x`)."""
 
     features: int
     kernel_size: int
     dtype: jnp.dtype = jnp.float32
-    batch_chunk: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", INIT, shape).astype(self.dtype)
+        kernel = self.param("kernel", INIT, shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        x = x.astype(self.dtype)
-        if 0 < self.batch_chunk < x.shape[0]:
-            y = map_batch_chunks(lambda chunk: conv_transpose_2x(chunk, kernel), x, self.batch_chunk)
-        else:
-            y = conv_transpose_2x(x, kernel)
+        y = conv_transpose_2x(x.astype(self.dtype), kernel.astype(self.dtype))
         return y.astype(jnp.float32) + bias
 
 
@@ -443,17 +426,12 @@ class Decoder(nn.Module):
     The Dreamer and PlaNet papers' decoder: Dense to 32 depth as a 1 x 1 image, then stride-2
     VALID transposed convolutions of kernels 5, 5, 6, 6 (4, 2, 1 depth, then RGB): sizes
     1 -> 5 -> 13 -> 30 -> 64.
-
-    `out_chunk` > 0 computes the output layer over that many images at a time: its tap
-    products (4 T^2 Cout per input pixel, see `conv_transpose_2x`) then stay in the CPU's
-    caches instead of streaming through memory (`model.decoder_chunk`).
     """
 
     depth: int = 32
     act: str = "relu"
     out_channels: int = 3
     dtype: jnp.dtype = jnp.float32
-    out_chunk: int = 0
 
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
@@ -463,9 +441,7 @@ class Decoder(nn.Module):
         layers: Sequence[tuple[int, int]] = ((4 * self.depth, 5), (2 * self.depth, 5), (self.depth, 6),
                                              (self.out_channels, 6))
         for i, (width, kernel) in enumerate(layers):
-            last = i == len(layers) - 1
-            x = ConvTranspose2x(width, kernel, dtype=self.dtype, batch_chunk=self.out_chunk if last else 0,
-                                name=f"deconv{i}")(x)
-            if not last:
+            x = ConvTranspose2x(width, kernel, dtype=self.dtype, name=f"deconv{i}")(x)
+            if i < len(layers) - 1:
                 x = ACTIVATIONS[self.act](x)
         return x.reshape(*lead, *x.shape[1:])

@@ -50,7 +50,7 @@ class WorldModel:
                                      act=cfg.cnn_act, dtype=dtype, initializer=cfg.init)
         else:
             self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
-            self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype, out_chunk=cfg.decoder_chunk)
+            self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
         self.reward_out = ScalarOutput(cfg.reward_head, cfg.twohot_bins)
         self.reward_head = MLP(cfg.head_layers, cfg.head_units, self.reward_out.size, cfg.act, dtype=dtype,
                                out_scale=self.reward_out.out_scale, norm=cfg.norm, initializer=cfg.init)
