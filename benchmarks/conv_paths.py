@@ -26,8 +26,8 @@ from dreamer.core import nets
 
 # name: (input height = width, Cin, kernel, Cout), the padded inputs the layers convolve.
 SHAPES = {
-    "decoder 5->13 (phases)": (17, 64, 3, 128),
-    "decoder 13->30 (phases)": (34, 32, 3, 12),
+    "decoder 13->30 (phases)": (17, 64, 3, 128),
+    "decoder 30->64 (phases)": (34, 32, 3, 12),
     "encoder 64->31 (s2d)": (32, 12, 2, 32),
     "encoder 31->14 (s2d)": (15, 128, 2, 64),
     "encoder 14->6 (s2d)": (7, 256, 2, 128),
