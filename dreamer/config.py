@@ -410,8 +410,10 @@ def load_saved_config(path: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
                           "move it away or choose another --logdir")
-    missing = sorted(set(_required_keys(data.get("agent"))) - set(flatten(data)))
-    if missing:  # a truncated file would otherwise be read with defaults filled in
+    # A truncated file would otherwise be read with defaults filled in. Keys a rerun may change
+    # anyway are filled in: a run saved before one of them existed can still resume.
+    missing = sorted(set(_required_keys(data.get("agent"))) - set(flatten(data)) - RESUME_SAFE_KEYS)
+    if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ConfigError(f"the saved config '{path}' lacks {shown}: it is truncated or from another "
                           "version; restore it, delete it (the checkpoint holds the run's config), "

@@ -14,7 +14,7 @@ import pytest
 
 from dreamer import checkpoint
 from dreamer.agent import Dreamer
-from dreamer.config import RESUME_SAFE_KEYS, build_config, differing_keys, save_config
+from dreamer.config import RESUME_SAFE_KEYS, build_config, differing_keys, load_saved_config, save_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.logger import Logger, read_metrics, truncate_metrics
 from tests.support import A, random_batch, tiny_config
@@ -193,6 +193,19 @@ def test_safe_keys_may_change(tmp_path):
     assert set(safe) <= RESUME_SAFE_KEYS
     new = build_config(["debug"], {"env.name": "dmc_cartpole_balance", **safe})
     assert differing_keys(saved, new) == []
+    assert checkpoint.prepare_resume(new, tmp_path).checkpoint is None
+
+
+def test_saved_config_without_a_safe_key_loads_with_its_default(tmp_path):
+    """A run saved before a resume-safe key existed (here train.loop) can still resume."""
+    saved = build_config(["debug"], {"env.name": "dmc_cartpole_balance", "train.loop": "overlapped"})
+    save_config(saved, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    lines = [line for line in text.splitlines() if not line.strip().startswith("loop:")]
+    assert len(lines) == len(text.splitlines()) - 1
+    (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
+    assert load_saved_config(tmp_path / "config.yaml").train.loop == "sync"
+    new = build_config(["debug"], {"env.name": "dmc_cartpole_balance"})
     assert checkpoint.prepare_resume(new, tmp_path).checkpoint is None
 
 
