@@ -124,7 +124,7 @@ def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequenc
         plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, random_returns=levels(task))
         fig.tight_layout()
         path = out / f"{task}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
         plt.close(fig)
         paths.append(path)
     cols = min(3, len(tasks)) or 1
@@ -149,6 +149,6 @@ def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequenc
         legend_inches = 0.17 * math.ceil(len(handles) / 4) + 0.2
         fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
     path = out / "grid.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # a wide legend may overhang the figure
     plt.close(fig)
     return paths + [path]
