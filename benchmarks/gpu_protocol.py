@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     timer.daemon = True
     timer.start()
     try:
-        # The updates may take a quarter of the budget; the run gets the rest.
+        # The updates take about a quarter of the budget; the run gets the rest.
         summary["throughput"] = throughput(args.configs, args.env, start + 15 * args.minutes, args.repeats,
                                            tuple(args.batch))
         print(json.dumps(summary["throughput"]), flush=True)

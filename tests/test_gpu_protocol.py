@@ -41,16 +41,16 @@ def test_protocol_runs_inside_its_budget_and_writes_its_files(tmp_path):
 def test_a_precision_that_would_end_after_the_deadline_is_skipped(monkeypatch):
     from benchmarks import gpu_protocol, throughput
 
-    def measure_update(config, batch_shape, repeats):  # each precision takes 0.2 s
-        time.sleep(0.2)
+    def measure_update(config, batch_shape, repeats):  # each precision takes 1 s
+        time.sleep(1.0)
         return {"update_seconds": 0.01, "precision": config.train.precision}
 
     monkeypatch.setattr(throughput, "measure_update", measure_update)
-    # float32 ends at 0.2 s; bfloat16 would end at 0.4 s, after the deadline at 0.3 s.
-    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 0.3, repeats=1)
+    # float32 ends after 1 s; bfloat16 would end after 2 s, past the deadline at 1.5 s.
+    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 1.5, repeats=1)
     assert rows == {"float32": {"update_seconds": 0.01, "precision": "float32"},
                     "bfloat16": {"skipped": "no time left"}}
-    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 0.5, repeats=1)
+    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 60, repeats=1)
     assert rows["bfloat16"] == {"update_seconds": 0.01, "precision": "bfloat16"}
 
 
