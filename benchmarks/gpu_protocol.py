@@ -51,6 +51,7 @@ from dreamer.cli import ArgumentParser, run_command  # noqa: E402
 from dreamer.errors import UserError  # noqa: E402
 from dreamer.logger import read_metrics  # noqa: E402
 
+PAPER_BATCH = (50, 50)  # sequences x length: the timed update's default batch
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "distrax", "mujoco", "dm_control", "numpy", "dreamer-jax")
 # Seconds before the deadline the run is asked to stop (it checkpoints, then our files are
 # written): 45 s, or less on a short budget.
@@ -75,8 +76,7 @@ def device() -> str:
     return f"{jax.default_backend()}: {len(jax.devices())} x {', '.join(kinds)}"
 
 
-def throughput(presets: list[str], env: str, deadline: float, repeats: int,
-               batch: tuple[int, int] = (50, 50)) -> dict:
+def throughput(presets: list[str], env: str, deadline: float, repeats: int, batch: tuple[int, int]) -> dict:
     """The update at `batch` (sequences x length) in float32 and bfloat16.
 
     A precision is skipped when the one before it says it would end after `deadline` (each
@@ -208,7 +208,7 @@ def to_markdown(s: dict) -> str:
              f"- versions: {', '.join(f'{k} {v}' for k, v in s.get('versions', {}).items())}",
              f"- budget: {s.get('minutes')} min; wall time {s.get('wall_seconds')} s"
              + ("; **cut by the watchdog**" if s.get("watchdog") else ""), "",
-             f"## Update, batch {' x '.join(map(str, s.get('batch', (50, 50))))}", "",
+             f"## Update, batch {' x '.join(map(str, s.get('batch', PAPER_BATCH)))}", "",
              "| precision | seconds per update | compile s | GFLOP |", "| --- | --- | --- | --- |"]
     for precision, row in s.get("throughput", {}).items():
         if "update_seconds" in row:
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the overlapped loop's policy device (default: cpu, off the updates' stream)")
     parser.add_argument("--commit", help="the commit to record (default: the checkout's HEAD)")
     parser.add_argument("--repeats", type=int, default=10, help="timed updates per precision (the median)")
-    parser.add_argument("--batch", type=int, nargs=2, default=(50, 50), metavar=("SEQUENCES", "LENGTH"),
+    parser.add_argument("--batch", type=int, nargs=2, default=PAPER_BATCH, metavar=("SEQUENCES", "LENGTH"),
                         help="the timed update's batch (default: the paper's 50 x 50)")
     args = parser.parse_args(argv)
     if min(args.batch) < 1:

@@ -47,10 +47,12 @@ def test_a_precision_that_would_end_after_the_deadline_is_skipped(monkeypatch):
 
     monkeypatch.setattr(throughput, "measure_update", measure_update)
     # float32 ends after 1 s; bfloat16 would end after 2 s, past the deadline at 1.5 s.
-    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 1.5, repeats=1)
+    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 1.5, repeats=1,
+                                   batch=(4, 12))
     assert rows == {"float32": {"update_seconds": 0.01, "precision": "float32"},
                     "bfloat16": {"skipped": "no time left"}}
-    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 60, repeats=1)
+    rows = gpu_protocol.throughput(["debug"], "dmc_walker_walk", time.time() + 60, repeats=1,
+                                   batch=(4, 12))
     assert rows["bfloat16"] == {"update_seconds": 0.01, "precision": "bfloat16"}
 
 
