@@ -95,13 +95,15 @@ class WorldModelAgent:
 
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         """One update (pure; `train` is this, jitted): the world model on the batch [B, T, ...],
-        then the agent's own parts from the posterior states. A non-finite loss or gradient
-        leaves the state as it was (see `skip_nonfinite`)."""
+        and the agent's own parts from its posterior states. Every loss sees the world model's
+        parameters from before this update, as in the Dreamer, DreamerV3 and Plan2Explore
+        reference code, which computes all losses first and then applies the optimisers.
+        A non-finite loss or gradient leaves the state as it was (see `skip_nonfinite`)."""
         key, k_wm, k_agent = jax.random.split(state.key, 3)
         wm, wm_opt, post, metrics = self.wm.update(state.wm, state.wm_opt, batch, k_wm,
                                                    self.reward_grad(state.agent))
         metrics = {f"model/{k}": v for k, v in metrics.items()}
-        agent, agent_metrics = self.update_agent_state(state.agent, wm, post, batch, k_agent)
+        agent, agent_metrics = self.update_agent_state(state.agent, state.wm, post, batch, k_agent)
         metrics.update(agent_metrics)
         new_state = TrainState(wm, wm_opt, agent, key, state.applied_updates + 1)
         new_state, metrics = skip_nonfinite(state, new_state, metrics)
@@ -118,9 +120,9 @@ class WorldModelAgent:
 
     def update_agent_state(self, agent_state: Any, wm_params: dict, post: State, batch: Batch,
                            key: jax.Array) -> tuple[Any, dict]:
-        """Train the agent's own parts after the world-model step: `post` are the posterior
-        states of the batch [B, T, ...] under the updated `wm_params`. Returns (new agent
-        state, metrics with their prefixes)."""
+        """Train the agent's own parts: `post` are the posterior states of the batch
+        [B, T, ...] under `wm_params`, the world model's parameters before this update's
+        step. Returns (new agent state, metrics with their prefixes)."""
         return agent_state, {}
 
     def on_env_steps(self, state: TrainState, env_steps: int) -> TrainState:

@@ -237,6 +237,22 @@ def test_behaviour_update_leaves_world_model_untouched(agent_and_state):
     assert all(np.isfinite(float(v)) for v in metrics.values())
 
 
+def test_behaviour_losses_see_the_world_model_before_its_step(agent_and_state):
+    """As the reference code, which computes every loss before applying any optimiser: the
+    actor-critic imagines with the world model's parameters from before the update."""
+    agent, state = agent_and_state
+    batch = jax.tree.map(jnp.asarray, random_batch())
+    _, k_wm, k_agent = jax.random.split(state.key, 3)
+    stepped_wm, _, post, _ = jax.jit(agent.wm.update)(state.wm, state.wm_opt, batch, k_wm)
+    behaviour = jax.jit(agent.update_agent_state)
+    _, before = behaviour(state.agent, state.wm, post, batch, k_agent)
+    _, after = behaviour(state.agent, stepped_wm, post, batch, k_agent)
+    _, metrics = agent.train(jax.tree.map(jnp.copy, state), batch)
+    name = "behavior/imagined_return"
+    assert abs(float(before[name]) - float(after[name])) > 1e-4 * abs(float(before[name]))  # the test can tell
+    assert float(metrics[name]) == pytest.approx(float(before[name]), rel=1e-5)
+
+
 def test_update_traced_once_and_loss_decreases():
     with count_traces(Dreamer, "update") as traces:
         agent = Dreamer(tiny_config(), A, False)

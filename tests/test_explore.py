@@ -150,13 +150,18 @@ def test_train_step_metrics_and_single_trace(agent_and_state, traced_agent):
 
 @pytest.mark.parametrize("reward_grad", [False, True])
 def test_exploration_update_ignores_environment_rewards(reward_grad, agent_and_state):
-    """One train step on two batches that differ only in their rewards (random vs constant)."""
+    """Two train steps on two batches that differ only in their rewards (random vs constant):
+    the second step's actor-critics imagine with the world model the first step trained."""
     agent, state = agent_and_state  # the plan2explore preset: model.reward_grad false
     assert not agent.config.model.reward_grad
     if reward_grad:
         agent = tiny_agent(**{"model.reward_grad": True})
         state = agent.init(jax.random.PRNGKey(0))
-    new = [agent.train(jax.tree.map(jnp.copy, state), random_batch(reward=r))[0] for r in (None, 1.0)]
+    def two_steps(batch):
+        once, _ = agent.train(jax.tree.map(jnp.copy, state), batch)
+        return agent.train(once, batch)[0]
+
+    new = [two_steps(random_batch(reward=r)) for r in (None, 1.0)]
     a, b = (s.agent for s in new)
     assert not leaves_equal(a.task.actor, b.task.actor)  # the rewards did matter somewhere
     assert not leaves_equal(new[0].wm["reward"], new[1].wm["reward"])
