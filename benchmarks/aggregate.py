@@ -4,7 +4,8 @@ For every agent x task x budget: the mean and standard deviation over seeds of e
 evaluation return at the budget (its latest evaluation at or before the budget, and no more
 than `tolerance` x budget before it), the seeds that have no such point and why, and the
 published results for the same task near the same budget (`benchmarks.reference`).
-Written as OUT/summary.json and OUT/summary.md.
+Written as OUT/summary.json and OUT/summary.md; the JSON keeps each run's evaluation curve, so
+a recorded sweep can be compared again after its run folders are gone (`RecordedRun`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ class RunDir:
     logdir: Path
 
 
+@dataclass(frozen=True)
+class RecordedRun:
+    """A run known only from a recorded summary JSON: its evaluation curve and last step."""
+    agent: str
+    env: str
+    seed: int
+    curve: tuple[tuple[int, float], ...]
+    last_step: int
+    record: Path
+
+
+Run = RunDir | RecordedRun
+
+
 def default_budgets(steps: int) -> list[int]:
     """100k, 500k and 1M where the runs reach them, and the runs' own length."""
     budgets = [b for b in DEFAULT_BUDGETS if b <= steps]
@@ -56,6 +71,13 @@ def current_records(records: Iterable[dict]) -> list[dict]:
 def run_records(logdir: Path) -> list[dict]:
     path = Path(logdir) / METRICS_FILE
     return current_records(read_metrics(path)) if path.is_file() else []
+
+
+def run_history(run: Run) -> list[dict]:
+    """The run's metric records: read from its logdir, or rebuilt from a record's curve."""
+    if isinstance(run, RecordedRun):
+        return [{"step": step, "eval/return": value} for step, value in run.curve] + [{"step": run.last_step}]
+    return run_records(run.logdir)
 
 
 def eval_curve(records: list[dict]) -> list[tuple[int, float]]:
@@ -91,14 +113,14 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def aggregate(runs: Sequence[RunDir], budgets: Sequence[int], *, tolerance: float = TOLERANCE,
+def aggregate(runs: Sequence[Run], budgets: Sequence[int], *, tolerance: float = TOLERANCE,
               reference_dir: str | Path = REFERENCE_DIR,
               random_returns: dict[tuple[str, str], dict] | None = None) -> dict:
     """The summary of `runs` at `budgets` (see the module docstring); JSON-serialisable.
     `random_returns` maps (agent, env) to the uniform random policy's {mean, std, episodes}
     on that run's environment settings, shown next to ours when given."""
-    records = {run: run_records(run.logdir) for run in runs}
-    groups: dict[tuple[str, str], list[RunDir]] = {}
+    records = {run: run_history(run) for run in runs}
+    groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.agent, run.env), []).append(run)
     rows, sources = [], {}
@@ -125,10 +147,15 @@ def aggregate(runs: Sequence[RunDir], budgets: Sequence[int], *, tolerance: floa
     return {
         "budgets": list(budgets), "tolerance": tolerance, "std": "population std over seeds",
         "rows": rows, "sources": dict(sorted(sources.items())),
-        "runs": [{"agent": r.agent, "env": r.env, "seed": r.seed, "logdir": str(r.logdir),
-                  "last_step": last_step(records[r]), "evaluations": len(eval_curve(records[r]))}
-                 for r in runs],
+        "runs": [_run_entry(run, records[run]) for run in runs],
     }
+
+
+def _run_entry(run: Run, records: list[dict]) -> dict:
+    where = {"record": str(run.record)} if isinstance(run, RecordedRun) else {"logdir": str(run.logdir)}
+    curve = eval_curve(records)
+    return {"agent": run.agent, "env": run.env, "seed": run.seed, **where, "last_step": last_step(records),
+            "evaluations": len(curve), "curve": [[step, round(value, 2)] for step, value in curve]}
 
 
 def _short(point: dict) -> dict:

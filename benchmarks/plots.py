@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.aggregate import RunDir, eval_curve, run_records  # noqa: E402
+from benchmarks.aggregate import Run, eval_curve, run_history  # noqa: E402
 from benchmarks.reference import REFERENCE_DIR, reference_curves  # noqa: E402
 
 AGENT_COLORS = {"dreamer": "tab:blue", "planet": "tab:orange", "plan2explore": "tab:green"}
@@ -100,7 +100,7 @@ def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Seq
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
 
 
-def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequence[int] = (),
+def plot_sweep(runs: Sequence[Run], out: Path, horizon: int, budgets: Sequence[int] = (),
                reference_dir: str | Path = REFERENCE_DIR,
                random_returns: dict[tuple[str, str], dict] | None = None) -> list[Path]:
     """OUT/<task>.png for every task of `runs`, and OUT/grid.png with all of them.
@@ -109,7 +109,7 @@ def plot_sweep(runs: Sequence[RunDir], out: Path, horizon: int, budgets: Sequenc
     out.mkdir(parents=True, exist_ok=True)
     tasks: dict[str, dict[str, list]] = {}
     for run in runs:
-        tasks.setdefault(run.env, {}).setdefault(run.agent, []).append(eval_curve(run_records(run.logdir)))
+        tasks.setdefault(run.env, {}).setdefault(run.agent, []).append(eval_curve(run_history(run)))
     ids = []
     for task in tasks:
         ids += [s.id for s, _ in reference_curves(task, reference_dir) if s.id not in ids]

@@ -149,6 +149,9 @@ def test_aggregate_over_seeds_and_budgets_with_missing_points(tmp_path):
     assert {"dreamer_v1", "curl_table_dreamer"} <= same
     assert all(p["id"] not in same for p in at_100k["published_other"])
     assert {p["id"] for p in rows["planet", 500_000]["published_same_method"]} == {"curl_table_planet"}
+    assert [r["curve"] for r in summary["runs"]] == [
+        [[50_000, 100.0], [100_000, 300.0], [500_000, 800.0]], [[100_000, 500.0], [480_000, 900.0]],
+        [[200_000, 600.0]], []]
     json.dumps(summary)
 
     md = aggregate.to_markdown(summary)
@@ -157,6 +160,20 @@ def test_aggregate_over_seeds_and_budgets_with_missing_points(tmp_path):
     assert "seed 2 at 500k: budget not reached (last step 300000)" in md
     assert "Laskin et al. 2020" in md and "../shared/reference/" in md
     assert "uniform random" not in md  # no column unless measured
+
+
+def test_a_recorded_summary_aggregates_as_its_run_folders_did(tmp_path):
+    env = "dmc_walker_walk"
+    runs = [RunDir("dreamer", env, 0, write_metrics(tmp_path / "s0", [(50_000, 100.0), (100_000, 300.0)])),
+            RunDir("dreamer", env, 1, write_metrics(tmp_path / "s1", [(100_000, 500.0)], [300_000]))]
+    summary = aggregate.aggregate(runs, [100_000, 300_000])
+    recorded = [aggregate.RecordedRun(r["agent"], r["env"], r["seed"], tuple(map(tuple, r["curve"])),
+                                      r["last_step"], tmp_path / "record.json") for r in summary["runs"]]
+    again = aggregate.aggregate(recorded, [100_000, 300_000])
+    assert again["rows"] == summary["rows"]
+    assert [r["last_step"] for r in again["runs"]] == [100_000, 300_000]
+    assert again["rows"][1]["missing"] == [{"seed": 0, "reason": "budget not reached (last step 100000)"},
+                                           {"seed": 1, "reason": "no evaluation within 10% before the budget"}]
 
 
 def test_random_baseline_is_a_column_per_agent_and_task(tmp_path):
@@ -401,3 +418,35 @@ def test_compare_puts_sweeps_of_one_agent_side_by_side(tmp_path, monkeypatch, ca
     assert (tmp_path / "pair.png").read_bytes()[:4] == b"\x89PNG"
     assert compare.main(["--sweep", f"x={tmp_path / 'missing'}", "--budgets", "1"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: no runs with a metrics.jsonl")
+
+
+def test_compare_reads_a_recorded_sweep_with_its_random_level(tmp_path, monkeypatch, capsys):
+    """A record's JSON stands in for its run folders, which do not outlive the machine."""
+    from benchmarks import compare
+
+    env = "dmc_reacher_easy"
+    run = RunDir("dreamer", env, 0, write_metrics(tmp_path / "v3", [(20_000, 140.0), (25_000, 85.0), (50_000, 49.5)]))
+    random = {"mean": 82.4, "std": 57.1, "episodes": 10, "action_repeat": 4}
+    summary = aggregate.aggregate([run], [25_000, 50_000], random_returns={("dreamer", env): random})
+    (tmp_path / "v3.json").write_text(json.dumps({"provenance": {}, "summary": summary}))
+    write_metrics(tmp_path / "v1" / "runs" / "dreamer" / env / "seed_0", [(25_000, 300.0), (50_000, 600.0)])
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    argv = ["--sweep", f"V3 cpu={tmp_path / 'v3.json'}", "--sweep", f"V1 cpu={tmp_path / 'v1'}",
+            "--budgets", "25000", "50000", "--record", "pair"]
+    assert compare.main(argv) == 0
+    md = (tmp_path / "pair.md").read_text()
+    assert "| dmc_reacher_easy | 50k | V3 cpu | 50 | 1/1 | 82 ± 57 |" in md
+    assert "| dmc_reacher_easy | 50k | V1 cpu | 600 | 1/1 | — |" in md
+    assert "--sweep 'V3 cpu=" in md  # the command as a shell takes it
+    (v3,) = [r for r in json.loads((tmp_path / "pair.json").read_text())["summary"]["runs"] if r["agent"] == "V3 cpu"]
+    assert v3["curve"] == [[20_000, 140.0], [25_000, 85.0], [50_000, 49.5]] and v3["record"] == str(tmp_path / "v3.json")
+
+    capsys.readouterr()
+    del summary["runs"][0]["curve"]  # a record from before curves were kept
+    (tmp_path / "old.json").write_text(json.dumps({"summary": summary}))
+    for bad in ("old.json", "missing.json"):
+        before = sorted(tmp_path.iterdir())
+        assert compare.main(["--sweep", f"x={tmp_path / bad}", "--budgets", "1", "--record", "again"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and bad in err
+        assert sorted(tmp_path.iterdir()) == before
