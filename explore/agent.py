@@ -89,9 +89,11 @@ class Plan2Explore(WorldModelAgent):
         """seq = {'feat' [N, H+1, F], 'action' [N, H, A]} -> [N, H]: the disagreement about
         arriving at feat[:, t+1] by action[:, t], predicted from that state's deterministic
         part and the action. A function of the ensemble and the imagined sequence only: no
-        environment reward."""
-        preds = self.ensemble.predict(ensemble_params, self._deter(seq["feat"][:, 1:]), self._action(seq["action"]))
-        return disagreement(preds) / normaliser
+        environment reward. It passes no gradient to the sequence, as the reference's one-step
+        models stop it at their inputs: the actor learns the disagreement through the
+        exploration critic, and cannot chase the predictors' slopes directly."""
+        deter, action = jax.lax.stop_gradient((self._deter(seq["feat"][:, 1:]), self._action(seq["action"])))
+        return disagreement(self.ensemble.predict(ensemble_params, deter, action)) / normaliser
 
     # ------------------------------------------------------------------ training
 
@@ -101,7 +103,7 @@ class Plan2Explore(WorldModelAgent):
         starts carry no dynamics (the state was reset) and are masked."""
         if self.cfg.target == "stoch":
             target = post["stoch"]
-        else:  # the encoder's embedding (after this step's world-model update)
+        else:  # the encoder's embedding, by the world model before its step (its own image noise)
             target = self.wm.embed(wm_params, batch["image"], key)
         data = {"state": post["deter"], "action": self._action(batch["action"]), "target": target,
                 "mask": 1.0 - batch["is_first"].astype(jnp.float32)}
@@ -117,7 +119,8 @@ class Plan2Explore(WorldModelAgent):
             return self.wm.reward(wm_params, seq["feat"][:, 1:])
 
         normaliser = self.normaliser(p2e)
-        intrinsic = lambda seq: self.intrinsic_reward(ensemble.params, normaliser, seq)  # noqa: E731
+        # The ensemble before its step, as the reference computes every loss before any update.
+        intrinsic = lambda seq: self.intrinsic_reward(p2e.ensemble.params, normaliser, seq)  # noqa: E731
         task_replay = explore_replay = None
         if self.config.behavior.replay_value_scale > 0:  # DreamerV3's replay value loss, per reward
             feat = self.wm.rssm.get_feat(post)

@@ -189,6 +189,36 @@ def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_
     np.testing.assert_allclose(agent.intrinsic_reward(agree, jnp.float32(1e-4), seq), 0.0, atol=1e-9)
 
 
+def test_intrinsic_reward_passes_no_gradient_to_the_imagined_sequence(agent_and_state):
+    """As the reference's one-step models (stop-gradient on state and action): the actor
+    learns the disagreement only through the exploration critic."""
+    agent, state = agent_and_state
+    rng = np.random.default_rng(1)
+    seq = {"feat": jnp.asarray(rng.normal(size=(2, 4, agent.wm.feat_size)), jnp.float32),
+           "action": jnp.asarray(rng.uniform(-1, 1, (2, 3, A)), jnp.float32)}
+    total = lambda s: jnp.sum(agent.intrinsic_reward(state.agent.ensemble.params, jnp.float32(1e-4), s))  # noqa: E731
+    assert float(total(seq)) > 0
+    grads = jax.grad(total)(seq)
+    assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_exploration_reward_comes_from_the_ensemble_before_its_step():
+    """The step's exploration reward does not depend on how far the ensemble's own optimiser
+    moves it in that step, while the stepped ensembles do disagree differently."""
+    runs = {}
+    for lr in (1e-9, 1e-2):
+        agent = tiny_agent(**{"explore.lr": lr})
+        state, metrics = agent.train(agent.init(jax.random.PRNGKey(0)), random_batch(seed=3))
+        runs[lr] = agent, state, metrics
+    (agent, slow, m_slow), (_, fast, m_fast) = runs.values()
+    rng = np.random.default_rng(2)
+    seq = {"feat": jnp.asarray(rng.normal(size=(2, 4, agent.wm.feat_size)), jnp.float32),
+           "action": jnp.asarray(rng.uniform(-1, 1, (2, 3, A)), jnp.float32)}
+    stepped = [agent.intrinsic_reward(s.agent.ensemble.params, jnp.float32(1e-4), seq) for s in (slow, fast)]
+    assert float(jnp.max(jnp.abs(stepped[0] - stepped[1]))) > 1e-3 * float(jnp.max(stepped[0]))  # the test can tell
+    assert float(m_fast["explore/intrinsic_reward"]) == pytest.approx(float(m_slow["explore/intrinsic_reward"]), rel=1e-6)
+
+
 def test_running_normaliser_is_debiased_mean():
     agent = tiny_agent(**{"explore.normalise": "running", "explore.momentum": 0.9})
     state = agent.init(jax.random.PRNGKey(0))
