@@ -19,6 +19,13 @@ def leaves_equal(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def imagined_sequence(agent: Plan2Explore, seed: int, batch: int, horizon: int) -> dict:
+    """A random imagined sequence: feat [batch, horizon + 1, F], action [batch, horizon, A]."""
+    rng = np.random.default_rng(seed)
+    return {"feat": jnp.asarray(rng.normal(size=(batch, horizon + 1, agent.wm.feat_size)), jnp.float32),
+            "action": jnp.asarray(rng.uniform(-1, 1, (batch, horizon, A)), jnp.float32)}
+
+
 # ----------------------------------------------------------------------------- the ensemble
 
 def test_disagreement_hand_computed():
@@ -176,9 +183,7 @@ def test_exploration_update_ignores_environment_rewards(reward_grad, agent_and_s
 
 def test_intrinsic_reward_ignores_rewards_and_grows_with_disagreement(agent_and_state):
     agent, state = agent_and_state
-    rng = np.random.default_rng(0)
-    seq = {"feat": jnp.asarray(rng.normal(size=(3, 5, agent.wm.feat_size)), jnp.float32),
-           "action": jnp.asarray(rng.uniform(-1, 1, (3, 4, A)), jnp.float32)}
+    seq = imagined_sequence(agent, seed=0, batch=3, horizon=4)
     params = state.agent.ensemble.params
     reward = agent.intrinsic_reward(params, jnp.float32(1e-4), seq)  # [N, H]
     assert reward.shape == (3, 4)
@@ -193,9 +198,7 @@ def test_intrinsic_reward_passes_no_gradient_to_the_imagined_sequence(agent_and_
     """As the reference's one-step models (stop-gradient on state and action): the actor
     learns the disagreement only through the exploration critic."""
     agent, state = agent_and_state
-    rng = np.random.default_rng(1)
-    seq = {"feat": jnp.asarray(rng.normal(size=(2, 4, agent.wm.feat_size)), jnp.float32),
-           "action": jnp.asarray(rng.uniform(-1, 1, (2, 3, A)), jnp.float32)}
+    seq = imagined_sequence(agent, seed=1, batch=2, horizon=3)
     total = lambda s: jnp.sum(agent.intrinsic_reward(state.agent.ensemble.params, jnp.float32(1e-4), s))  # noqa: E731
     assert float(total(seq)) > 0
     grads = jax.grad(total)(seq)
@@ -211,9 +214,7 @@ def test_exploration_reward_comes_from_the_ensemble_before_its_step():
         state, metrics = agent.train(agent.init(jax.random.PRNGKey(0)), random_batch(seed=3))
         runs[lr] = agent, state, metrics
     (agent, slow, m_slow), (_, fast, m_fast) = runs.values()
-    rng = np.random.default_rng(2)
-    seq = {"feat": jnp.asarray(rng.normal(size=(2, 4, agent.wm.feat_size)), jnp.float32),
-           "action": jnp.asarray(rng.uniform(-1, 1, (2, 3, A)), jnp.float32)}
+    seq = imagined_sequence(agent, seed=2, batch=2, horizon=3)
     stepped = [agent.intrinsic_reward(s.agent.ensemble.params, jnp.float32(1e-4), seq) for s in (slow, fast)]
     assert float(jnp.max(jnp.abs(stepped[0] - stepped[1]))) > 1e-3 * float(jnp.max(stepped[0]))  # the test can tell
     assert float(m_fast["explore/intrinsic_reward"]) == pytest.approx(float(m_slow["explore/intrinsic_reward"]), rel=1e-6)
