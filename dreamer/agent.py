@@ -10,8 +10,8 @@ from dreamer.core.rssm import merge_batch_time
 
 
 class Dreamer(WorldModelAgent):
-    def __init__(self, config, action_size: int, discrete: bool):
-        super().__init__(config, action_size, discrete)
+    def __init__(self, config, action_size: int, discrete: bool, obs_space: dict | None = None):
+        super().__init__(config, action_size, discrete, obs_space)
         self.ac = ActorCritic(config.behavior, self.wm, action_size, discrete)
 
     def init_agent_state(self, key: jax.Array) -> ACState:

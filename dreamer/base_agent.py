@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dreamer.core.rssm import State
 from dreamer.core.world_model import WorldModel
@@ -46,12 +47,20 @@ class WorldModelAgent:
     `choose_action`, and if they learn more than the world model, `init_agent_state` and
     `update_agent_state`."""
 
-    def __init__(self, config: Config, action_size: int, discrete: bool):
+    def __init__(self, config: Config, action_size: int, discrete: bool, obs_space: dict | None = None):
+        """`obs_space`: the observations' named inputs, key -> (shape, dtype), as the run's
+        environments give them (`Env.obs_space`); None: an image of `env.size`, which needs
+        `env.obs` image."""
         self.config = config
         self.action_size = action_size
         self.discrete = discrete
+        if obs_space is None:
+            if config.env.obs != "image":
+                raise ValueError(f"env.obs is {config.env.obs!r}: pass the environments' obs_space")
+            obs_space = {"image": ((config.env.size, config.env.size, 3), np.dtype(np.uint8))}
+        self.obs_space = dict(obs_space)
         dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
-        self.wm = WorldModel(config.model, action_size, dtype=dtype)
+        self.wm = WorldModel(config.model, action_size, self.obs_space, dtype=dtype)
         self.parallel = DataParallel(config.devices, config.train.batch_size)
         self.train = jax.jit(self.update, donate_argnums=0)
         self.policy = jax.jit(self.act, static_argnames="mode")
@@ -70,7 +79,7 @@ class WorldModelAgent:
     def initial_state(self, key: jax.Array) -> TrainState:
         """The freshly initialised train state (pure; `init` jits and places it)."""
         k_wm, k_agent, k_state = jax.random.split(key, 3)
-        wm = self.wm.init(k_wm, (self.config.env.size, self.config.env.size, 3))
+        wm = self.wm.init(k_wm)
         return TrainState(wm, self.wm.optimizer.init(wm), self.init_agent_state(k_agent), k_state,
                           jnp.zeros((), jnp.int32))
 
@@ -135,10 +144,11 @@ class WorldModelAgent:
 
     def act(self, state: TrainState, obs: dict, pstate: dict, key: jax.Array, mode: str):
         """One policy step (pure; `policy` is this, jitted per mode): filter the observation
-        into the latent state, then choose actions. obs: image uint8 [N, H, W, 3], is_first
-        [N]; mode 'train' (explore) or 'eval'. Returns (actions [N, A], new policy state)."""
+        into the latent state, then choose actions. obs: the inputs of `obs_space` [N, ...]
+        (e.g. image uint8 [N, H, W, 3]) and is_first [N]; mode 'train' (explore) or 'eval'.
+        Returns (actions [N, A], new policy state)."""
         k_filter, k_act = jax.random.split(key)
-        latent = self.wm.filter_step(state.wm, pstate["latent"], pstate["action"], obs["image"],
+        latent = self.wm.filter_step(state.wm, pstate["latent"], pstate["action"], obs,
                                      obs["is_first"], k_filter)
         action, pstate = self.choose_action(state, {**pstate, "latent": latent}, obs["is_first"], k_act, mode)
         return action, {**pstate, "action": action}
@@ -159,7 +169,10 @@ class WorldModelAgent:
     # ------------------------------------------------------------------ reports
 
     def report(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-        """Videos for the logger: the open-loop prediction (truth / model / error)."""
+        """Videos for the logger: the open-loop prediction (truth / model / error); none
+        without an image input."""
+        if self.wm.image_key is None:
+            return {}
         key = jax.random.fold_in(state.key, 1)
         return {"openloop": self._report(state.wm, batch, key)}
 

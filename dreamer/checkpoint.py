@@ -163,10 +163,19 @@ RUN_SCHEMA: dict[str, Callable[[Any], bool]] = {
     "actor_key": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
     "replay": lambda v: isinstance(v, dict) and isinstance(v.get("rng"), dict),
     "agent_spec": lambda v: (isinstance(v, dict) and isinstance(v.get("name"), str)
-                             and _is_int(v.get("action_size")) and isinstance(v.get("discrete"), bool)),
+                             and _is_int(v.get("action_size")) and isinstance(v.get("discrete"), bool)
+                             and _is_space(v.get("obs_space", []))),
     "metrics_bytes": lambda v: _is_int(v) and v >= 0,
     "config": lambda v: isinstance(v, dict),
 }
+
+
+def _is_space(value: Any) -> bool:
+    """The JSON form of an observation space: [[key, [dims...], dtype string], ...]."""
+    return isinstance(value, list) and all(
+        isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+        and isinstance(item[1], list) and all(_is_int(n) and n > 0 for n in item[1])
+        and item[2] in ("|u1", "<f4") for item in value)
 
 
 def check_schema(host: Any, schema: dict[str, Callable[[Any], bool]]) -> None:

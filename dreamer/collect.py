@@ -24,7 +24,7 @@ def env_factory(config: Config, seed: int) -> partial:
     env = config.env
     return partial(make_env, env.name, seed=seed, action_repeat=env.action_repeat, size=env.size,
                    time_limit=env.time_limit, camera=None if env.camera < 0 else env.camera,
-                   fast_render=env.fast_render)
+                   fast_render=env.fast_render, obs=env.obs)
 
 
 def make_vector_env(config: Config, seed: int, num_envs: int | None = None,
@@ -72,7 +72,7 @@ def episode_signature(envs: VectorEnv) -> dict[str, tuple[tuple[int, ...], np.dt
     """The step shape and dtype of every key of the episodes the collector assembles from
     `envs`: what the run's replay accepts."""
     flag = ((), np.dtype(bool))
-    return {"image": (tuple(envs.obs_shape), np.dtype(np.uint8)), "reward": ((), np.dtype(np.float32)),
+    return {**envs.obs_space, "reward": ((), np.dtype(np.float32)),
             "is_first": flag, "is_last": flag, "is_terminal": flag,
             "action": ((envs.action_size,), np.dtype(np.float32))}
 
@@ -90,12 +90,13 @@ class AgentActor:
 
     def __init__(self, agent, num_envs: int, seed: int, mode: str):
         self.agent, self.mode = agent, mode
+        self.keys = (*agent.obs_space, "is_first")  # what the policy reads of an observation
         self.pstate = agent.initial_policy_state(num_envs)
         self.key = jax.random.PRNGKey(seed)
 
     def __call__(self, train_state, obs: dict) -> np.ndarray:
         self.key, key = jax.random.split(self.key)
-        inputs = {"image": obs["image"], "is_first": obs["is_first"]}
+        inputs = {key: obs[key] for key in self.keys}
         action, self.pstate = self.agent.policy(train_state, inputs, self.pstate, key, self.mode)
         return np.asarray(action)
 

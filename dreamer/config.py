@@ -43,6 +43,9 @@ class EnvConfig:
     name: str = "dmc_walker_walk"
     action_repeat: int = option(2, positive=True)
     size: int = option(64, choices=(64,))
+    # What the observations carry: 'image' (pixels), 'vector' (the env's own observations as
+    # float32 vectors, e.g. DMC's proprioceptive entries; nothing is rendered) or 'both'.
+    obs: str = option("image", choices=("image", "vector", "both"))
     time_limit: int = option(1000, positive=True)  # environment steps per episode
     camera: int = option(-1, min=-1)  # -1: the task's standard camera
     fast_render: bool = False  # no shadows/reflections/skybox: changes the observations
@@ -377,6 +380,12 @@ RESUME_SAFE_KEYS = frozenset({
 })
 
 
+# Keys added after runs were saved, whose defaults are what those runs did (image observations):
+# a saved config without them takes the defaults instead of being refused as truncated.
+LATER_KEYS = frozenset({"env.obs", "model.mlp_layers", "model.mlp_units", "model.symlog_inputs",
+                        "model.vector_loss"})
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{'model': {'deter': 8}} -> {'model.deter': 8}."""
     flat = {}
@@ -411,8 +420,10 @@ def load_saved_config(path: Path) -> Config:
         raise ConfigError(f"the saved config '{path}' must hold a mapping of keys; "
                           "move it away or choose another --logdir")
     # A truncated file would otherwise be read with defaults filled in. Keys a rerun may change
-    # anyway are filled in: a run saved before one of them existed can still resume.
-    missing = sorted(set(_required_keys(data.get("agent"))) - set(flatten(data)) - RESUME_SAFE_KEYS)
+    # anyway, and keys added since, are filled in: a run saved before one of them existed can
+    # still resume.
+    missing = sorted(set(_required_keys(data.get("agent"))) - set(flatten(data)) - RESUME_SAFE_KEYS
+                     - LATER_KEYS)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ConfigError(f"the saved config '{path}' lacks {shown}: it is truncated or from another "

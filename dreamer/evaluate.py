@@ -37,6 +37,7 @@ from dreamer import checkpoint
 from dreamer.collect import env_factory
 from dreamer.config import MAX_SEED, Config
 from dreamer.envs import Env
+from dreamer.envs.base import IMAGE_KEY, space_from_key
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.errors import CheckpointError, UserError
 from dreamer.logger import encode_gif, to_uint8_frames
@@ -49,7 +50,8 @@ class Policy:
     """A trained agent's evaluation policy for one environment, one observation at a time.
 
     `policy(observation, state) -> (action, state)`: `observation` is an environment's
-    observation dict (image uint8 [H, W, 3], is_first) or just the image; `state` is what the
+    observation dict (its inputs, e.g. image uint8 [H, W, 3], and is_first), or just the
+    image where the image is the only input; `state` is what the
     previous call returned, or None at the start of an episode. The action is float32 [A] in
     [-1, 1] (one-hot for discrete actions). One call of the agent's jitted policy per step.
     """
@@ -70,28 +72,35 @@ class Policy:
         return {"agent": self.agent.initial_policy_state(1), "key": key}
 
     def __call__(self, observation: dict | np.ndarray, state: dict | None = None) -> tuple[np.ndarray, dict]:
-        image, is_first = self._inputs(observation, state is None)
+        inputs = self._inputs(observation, state is None)
         if state is None:
             state = self.initial_state()
         # The same calls as the training loop's evaluation (`AgentActor`): the agent's jitted
         # policy on a batch of one, a key split per step.
         key, sub = jax.random.split(state["key"])
-        obs = {"image": image[None], "is_first": is_first[None]}
+        obs = {key_: value[None] for key_, value in inputs.items()}
         action, agent_state = self.agent.policy(self.train_state, obs, state["agent"], sub, "eval")
         return np.asarray(action)[0], {"agent": agent_state, "key": key}
 
-    def _inputs(self, observation: dict | np.ndarray, new_episode: bool) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(observation, dict):
-            image = observation["image"]
-            is_first = new_episode or bool(observation.get("is_first", False))
-        else:
-            image, is_first = observation, new_episode
-        image = np.asarray(image)
-        size = self.config.env.size
-        if image.shape != (size, size, 3) or image.dtype != np.uint8:
-            raise ValueError(f"expected one observation image uint8 [{size}, {size}, 3], got "
-                             f"{image.dtype} {list(image.shape)}")
-        return image, np.asarray(is_first)
+    def _inputs(self, observation: dict | np.ndarray, new_episode: bool) -> dict[str, np.ndarray]:
+        """The policy's inputs of one observation, checked against the run's observations."""
+        space = self.agent.obs_space
+        if not isinstance(observation, dict):
+            if list(space) != [IMAGE_KEY]:
+                raise ValueError(f"this agent reads the observations {sorted(space)}: pass the "
+                                 "observation dict")
+            observation = {IMAGE_KEY: observation}
+        inputs = {}
+        for key, (shape, dtype) in space.items():
+            if key not in observation:
+                raise ValueError(f"the observation lacks {key!r}: this agent reads {sorted(space)}")
+            value = np.asarray(observation[key])
+            if value.shape != tuple(shape) or (value.dtype != dtype and dtype == np.uint8):
+                raise ValueError(f"expected one observation {key!r} {np.dtype(dtype)} {list(shape)}, "
+                                 f"got {value.dtype} {list(value.shape)}")
+            inputs[key] = value.astype(dtype)
+        inputs["is_first"] = np.asarray(new_episode or bool(observation.get("is_first", False)))
+        return inputs
 
     def make_env(self, seed: int | None = None) -> Env:
         """A new environment with the run's settings (name, action repeat, size, ...)."""
@@ -117,7 +126,8 @@ def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
     # The checkpoint's own config: what its parameters were trained with, config.yaml or not.
     config = dataclasses.replace(checkpoint.checkpoint_config(ckpt), devices=1)
     spec = ckpt.host["agent_spec"]
-    agent = agent_class(config.agent)(config, int(spec["action_size"]), bool(spec["discrete"]))
+    space = space_from_key(spec["obs_space"]) if "obs_space" in spec else None  # None: an older run's image
+    agent = agent_class(config.agent)(config, int(spec["action_size"]), bool(spec["discrete"]), space)
     state = checkpoint.restore_state(agent.state_template(), ckpt)
     seed = config.seed + ckpt.step if seed is None else seed
     return Policy(agent, jax.device_put(state), config, ckpt.step, seed)
@@ -127,14 +137,15 @@ def run_episode(policy: Policy, env: Env, state: dict | None = None,
                 record: bool = False) -> tuple[float, int, list[np.ndarray], dict]:
     """One episode: (return, environment steps, frames if `record`, the policy state)."""
     obs, total, steps = env.reset(), 0.0, 0
-    frames = [obs["image"]] if record else []
+    record = record and IMAGE_KEY in obs
+    frames = [obs[IMAGE_KEY]] if record else []
     while not obs["is_last"]:
         action, state = policy(obs, state)
         obs = env.step(action)
         total += float(obs["reward"])
         steps += policy.config.env.action_repeat
         if record:
-            frames.append(obs["image"])
+            frames.append(obs[IMAGE_KEY])
     return total, steps, frames, state
 
 
@@ -196,6 +207,9 @@ def video_directory(logdir: Path) -> Path:
 
 def evaluate(logdir: Path, episodes: int, video: bool, seed: int | None) -> list[float]:
     policy = load(logdir)
+    if video and IMAGE_KEY not in policy.agent.obs_space:
+        raise UserError(f"the run in '{logdir}' observes {', '.join(sorted(policy.agent.obs_space))}, "
+                        "no image: run without --video")
     directory = video_directory(logdir) if video else None
     print(f"checkpoint at env step {policy.step}", file=sys.stderr)
     env = policy.make_env(seed)

@@ -2,7 +2,7 @@
 
 An episode is a dict of numpy arrays that share a leading time dimension ``T``::
 
-    image        uint8   [T, H, W, C]
+    image        uint8   [T, H, W, C]  and/or vector observations, float32 [T, D] each
     action       float32 [T, A]   action[t] led to observation t (zeros at t=0)
     reward       float32 [T]
     is_first     bool    [T]      True at t=0
@@ -38,7 +38,7 @@ from dreamer.fileio import fsync_directory, write_synced
 Episode = dict[str, np.ndarray]
 Signature = dict[str, tuple[tuple[int, ...], np.dtype]]
 
-REQUIRED_KEYS = ("image", "action", "reward", "is_first", "is_last", "is_terminal")
+REQUIRED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 FLAG_KEYS = ("is_first", "is_last", "is_terminal")
 # Keys that would clash with the keyword arguments of np.savez_compressed.
 _RESERVED_KEYS = frozenset({"file", "allow_pickle"})
@@ -89,15 +89,15 @@ def validate_episode(episode: Mapping[str, Any], *, copy_arrays: bool = True) ->
 
 def _check_lengths_and_types(episode: Episode) -> None:
     """Validate the common length, dtypes and ranks of an episode's arrays."""
-    length = len(episode["image"])
+    length = len(episode["reward"])
     if length == 0:
         raise ValueError("episode is empty (T=0)")
     mismatched = {key: len(value) for key, value in episode.items() if len(value) != length}
     if mismatched:
-        raise ValueError(f"all arrays must share the time dimension T={length} of 'image'; "
+        raise ValueError(f"all arrays must share the time dimension T={length} of 'reward'; "
                          f"got lengths {mismatched}")
-    image = episode["image"]
-    if image.dtype != np.uint8 or image.ndim != 4:
+    image = episode.get("image")
+    if image is not None and (image.dtype != np.uint8 or image.ndim != 4):
         raise ValueError(f"episode['image'] must be uint8 [T, H, W, C], got {image.dtype} "
                          f"{image.shape}")
     for key in FLAG_KEYS:
@@ -239,7 +239,7 @@ class Replay:
                              + _describe_mismatch(self._signature, _signature(arrays)))
         path = None
         if self._directory is not None:
-            path = self._directory / self._new_filename(len(arrays["image"]))
+            path = self._directory / self._new_filename(len(arrays["reward"]))
             _write_atomically(path, arrays)
         return arrays, path
 
@@ -269,7 +269,7 @@ class Replay:
             episode = read_episode(path) if path.is_file() else None
             if episode is None or not self._compatible(episode, episodes, path):
                 continue
-            length = len(episode["image"])
+            length = len(episode["reward"])
             if episodes and total + length > self._capacity:
                 break
             episodes.append(episode)
@@ -348,17 +348,17 @@ class Replay:
         self._paths = paths
         self._signature: Signature | None = (
             self._expected if self._expected is not None else _signature(episodes[0]) if episodes else None)
-        self._lengths = np.array([len(ep["image"]) for ep in episodes], np.int64)  # [E]
+        self._lengths = np.array([len(ep["reward"]) for ep in episodes], np.int64)  # [E]
         self._ends = np.cumsum(self._lengths)  # [E] exclusive end of each episode
         self._begins = self._ends - self._lengths  # [E] first global step of each episode
 
     def _drop_oldest(self, episodes: list[Episode], paths: list[Path | None]
                      ) -> tuple[list[Episode], list[Path | None]]:
         """Drop the oldest episodes while over capacity, keeping at least the newest."""
-        total = sum(len(ep["image"]) for ep in episodes)
+        total = sum(len(ep["reward"]) for ep in episodes)
         drop = 0
         while total > self._capacity and drop < len(episodes) - 1:
-            total -= len(episodes[drop]["image"])
+            total -= len(episodes[drop]["reward"])
             drop += 1
         return episodes[drop:], paths[drop:]
 

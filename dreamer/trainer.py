@@ -28,6 +28,7 @@ from dreamer import checkpoint
 from dreamer.collect import AgentActor, Collector, episode_signature, make_vector_env, random_actions, run_episodes
 from dreamer.config import Config
 from dreamer.envs import VectorEnv
+from dreamer.envs.base import IMAGE_KEY, space_key
 from dreamer.errors import CheckpointError, ConfigError, TrainingError, UserError
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.registry import agent_class
@@ -163,7 +164,8 @@ class Trainer:
             self.envs.close()
             raise
         try:
-            self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete)
+            self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete,
+                                                   self.envs.obs_space)
             # Everything that can reject the logdir runs before anything in it is written.
             resume = checkpoint.prepare_resume(config, logdir)
             check_hosts_agree(config, resume)
@@ -239,7 +241,8 @@ class Trainer:
             "replay": {**self.replay.state_dict(), "steps": self.replay.num_steps,
                        "episodes": self.replay.num_episodes},
             "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
-                           "discrete": bool(self.envs.discrete)},
+                           "discrete": bool(self.envs.discrete),
+                           "obs_space": [list(item) for item in space_key(self.envs.obs_space)]},
             "metrics_bytes": self.logger.metrics_size(),
             "config": self.config.to_dict(),  # the checkpoint describes its own run
         }
@@ -338,7 +341,8 @@ class Trainer:
         self.logger.scalar("eval/return", float(np.mean(returns)))
         self.logger.scalar("eval/return_std", float(np.std(returns)))
         self.logger.scalar("eval/length", float(len(done[0]["reward"]) - 1) * self.config.env.action_repeat)
-        self.logger.video("eval/policy", done[0]["image"])
+        if IMAGE_KEY in done[0]:
+            self.logger.video("eval/policy", done[0][IMAGE_KEY])
         self.logger.write(self.step)
 
     def log(self) -> None:

@@ -38,8 +38,8 @@ class P2EState(NamedTuple):
 
 
 class Plan2Explore(WorldModelAgent):
-    def __init__(self, config, action_size: int, discrete: bool):
-        super().__init__(config, action_size, discrete)
+    def __init__(self, config, action_size: int, discrete: bool, obs_space: dict | None = None):
+        super().__init__(config, action_size, discrete, obs_space)
         self.cfg = config.explore
         make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete)  # noqa: E731
         self.task_ac, self.explore_ac = make_ac(), make_ac()
@@ -49,8 +49,7 @@ class Plan2Explore(WorldModelAgent):
     def _target_size(self) -> int:
         if self.cfg.target == "stoch":
             return self.wm.rssm.stoch_size
-        size = self.config.env.size
-        return self.wm.embed_size((size, size, 3))
+        return self.wm.embed_size()
 
     def init_agent_state(self, key: jax.Array) -> P2EState:
         k_task, k_expl, k_ens = jax.random.split(key, 3)
@@ -104,7 +103,7 @@ class Plan2Explore(WorldModelAgent):
         if self.cfg.target == "stoch":
             target = post["stoch"]
         else:  # the encoder's embedding, by the world model before its step (its own image noise)
-            target = self.wm.embed(wm_params, batch["image"], key)
+            target = self.wm.embed(wm_params, batch, key)
         data = {"state": post["deter"], "action": self._action(batch["action"]), "target": target,
                 "mask": 1.0 - batch["is_first"].astype(jnp.float32)}
         return jax.lax.stop_gradient(jax.tree.map(lambda x: x.astype(jnp.float32), data))

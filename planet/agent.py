@@ -16,14 +16,14 @@ from planet.planner import Plan, cem, initial_plan, shift_plan
 
 
 class PlaNet(WorldModelAgent):
-    def __init__(self, config, action_size: int, discrete: bool):
+    def __init__(self, config, action_size: int, discrete: bool, obs_space: dict | None = None):
         if discrete:
             raise ConfigError("agent 'planet' plans continuous actions; this environment has "
                               "discrete actions (use --agent dreamer)")
         if config.planet.top_k > config.planet.candidates:
             raise ConfigError(f"planet.top_k ({config.planet.top_k}) must not exceed "
                               f"planet.candidates ({config.planet.candidates})")
-        super().__init__(config, action_size, discrete)
+        super().__init__(config, action_size, discrete, obs_space)
         self.planner_cfg = config.planet
 
     def initial_policy_state(self, batch: int) -> dict:

@@ -96,7 +96,7 @@ def test_bad_settings():
 @pytest.mark.parametrize('name', ['dmc_ball_in_cup_catch', 'dmc_point_mass_easy'])
 def test_dmc_observations(name):
     with make_env(name, seed=0, fast_render=True) as env:
-        assert env.obs_shape == (64, 64, 3) and env.action_size == 2 and not env.discrete
+        assert env.obs_space == {'image': ((64, 64, 3), np.dtype(np.uint8))} and env.action_size == 2 and not env.discrete
         obs = env.reset()
         check_obs(obs)
         assert obs['is_first'] and not obs['is_last'] and obs['reward'] == 0
@@ -212,7 +212,7 @@ def test_gym_own_time_limit_counts_env_steps():
 
 def test_gym_image_observation_is_resized():
     with make_env(fake('FakeEndless-v0'), seed=0, action_repeat=2, size=32) as env:
-        assert env.obs_shape == (32, 32, 3)
+        assert env.obs_space['image'][0] == (32, 32, 3)
         check_obs(env.reset(), size=32)
         assert (env.step(onehot(0))['image'] == 2).all()  # image encodes t
 
@@ -299,7 +299,7 @@ def run_vector(vec: VectorEnv, steps: int) -> list[dict[str, np.ndarray]]:
 def test_vector_env_auto_reset():
     with VectorEnv(vector_fns()) as vec:
         assert (vec.num_envs, vec.action_size, vec.discrete) == (2, 3, True)
-        assert vec.obs_shape == (64, 64, 3)
+        assert vec.obs_space['image'][0] == (64, 64, 3)
         out = run_vector(vec, 8)
     assert out[0]['image'].shape == (2, 64, 64, 3) and out[0]['reward'].dtype == np.float32
     first = np.array([o['is_first'] for o in out])  # [T, N]

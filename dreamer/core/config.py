@@ -55,6 +55,14 @@ class ModelConfig:
     # Image reconstruction: a unit Gaussian's negative log-likelihood, 0.5 x squared error
     # (Dreamer V1, PlaNet), or the plain squared error (DreamerV3), summed over pixels.
     image_loss: str = option("gaussian", choices=("gaussian", "mse"))
+    # Vector observations: an MLP encoder and decoder of `mlp_layers` x `mlp_units` (with `act`,
+    # `norm` and `init`), inputs squashed by symlog if `symlog_inputs`; reconstruction as a unit
+    # Gaussian's NLL (0.5 x squared error, summed over the vector) or DreamerV3's squared error
+    # against the symlog of the target.
+    mlp_layers: int = option(4, min=0)
+    mlp_units: int = option(400, positive=True)
+    symlog_inputs: bool = False
+    vector_loss: str = option("gaussian", choices=("gaussian", "symlog_mse"))
     image_bits: int = option(8, min=1, max=8)  # bit depth the images are quantised to (PlaNet: 5)
     image_noise: bool = False  # add uniform dequantisation noise of one bin (PlaNet, Plan2Explore)
     reward_scale: float = option(1.0, min=0.0)  # weight of the reward loss (PlaNet: 10)

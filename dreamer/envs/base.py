@@ -1,8 +1,14 @@
-"""The environment interface shared by all pixel environments (host-side numpy only)."""
+"""The environment interface shared by all environments (host-side numpy only).
+
+An environment's observations are a dict of named arrays, the model's inputs: an image
+(uint8 [H, W, 3], key 'image') and/or vectors (float32 [D], one key each), plus the reward and
+the episode flags. `Env.obs_space` describes the named arrays.
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -10,16 +16,24 @@ import numpy as np
 from dreamer.errors import EnvError
 
 Obs = dict[str, Any]
-"""Observation dict: image uint8 [H, W, 3], reward np.float32, is_first/is_last/is_terminal bool."""
+"""Observation dict: the named inputs of `obs_space` (e.g. image uint8 [H, W, 3], position
+float32 [D]), reward np.float32, is_first/is_last/is_terminal bool."""
 
-OBS_KEYS = ('image', 'reward', 'is_first', 'is_last', 'is_terminal')
+ObsSpace = dict[str, tuple[tuple[int, ...], np.dtype]]
+"""The named inputs of an environment's observations: key -> (shape, dtype)."""
+
+IMAGE_KEY = 'image'
+OBS_MODES = ('image', 'vector', 'both')  # `env.obs`: what the observations carry
+STEP_KEYS = ('reward', 'is_first', 'is_last', 'is_terminal')
+# Names an input cannot have: the step's own keys, the stored action, and replay file names.
+RESERVED_KEYS = frozenset({*STEP_KEYS, 'action', 'file', 'allow_pickle'})
 
 
-def make_obs(image: np.ndarray, reward: float = 0.0, *, is_first: bool = False,
+def make_obs(inputs: dict[str, np.ndarray], reward: float = 0.0, *, is_first: bool = False,
              is_last: bool = False, is_terminal: bool = False) -> Obs:
-    """Builds an observation dict with the standard keys and dtypes."""
+    """Builds an observation dict: the named inputs plus the standard step keys."""
     return {
-        'image': image,
+        **inputs,
         'reward': np.float32(reward),
         'is_first': bool(is_first),
         'is_last': bool(is_last),
@@ -27,8 +41,38 @@ def make_obs(image: np.ndarray, reward: float = 0.0, *, is_first: bool = False,
     }
 
 
+def image_space(size: int) -> ObsSpace:
+    """The space of a square RGB image observation."""
+    return {IMAGE_KEY: ((size, size, 3), np.dtype(np.uint8))}
+
+
+def is_image(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether an input of this shape and dtype is an image (uint8 [H, W, 3])."""
+    return len(shape) == 3 and shape[-1] == 3 and np.dtype(dtype) == np.uint8
+
+
+def space_key(space: ObsSpace) -> tuple:
+    """A hashable, picklable form of `space` (sorted by key): for comparing and sending."""
+    return tuple((key, tuple(shape), np.dtype(dtype).str) for key, (shape, dtype) in sorted(space.items()))
+
+
+def space_from_key(items: tuple | list) -> ObsSpace:
+    """The inverse of `space_key` (also reads its JSON form, lists for tuples)."""
+    return {key: (tuple(int(n) for n in shape), np.dtype(dtype)) for key, shape, dtype in items}
+
+
+def check_vectors(name: str, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Returns `vectors` unchanged if every value is finite, else raises an EnvError naming
+    the first key with a NaN or infinite value (it would poison every update)."""
+    for key, value in vectors.items():
+        if not np.all(np.isfinite(value)):
+            raise EnvError(f'{name}: observation {key!r} holds a NaN or infinite value '
+                           f'({value.tolist()})')
+    return vectors
+
+
 class Env(abc.ABC):
-    """A pixel environment with actions in [-1, 1] and episodic time limits.
+    """An environment with named observations, actions in [-1, 1] and episodic time limits.
 
     `reset()` and `step()` return an `Obs` dict. `is_last` marks the end of an
     episode (termination or time limit); `is_terminal` only a true termination.
@@ -36,14 +80,14 @@ class Env(abc.ABC):
 
     `step` repeats the action `action_repeat` times within the time limit; a simulator
     wrapper implements `_env_action` (the agent's action in the simulator's terms),
-    `_step_once` (one simulator step) and `_frame` (the current image), and calls
-    `_start_episode` from its `reset`.
+    `_step_once` (one simulator step) and `_observe` (the current named inputs), sets
+    `obs_space`, and calls `_start_episode` from its `reset`.
     """
 
     name: str
     action_size: int
     discrete: bool
-    obs_shape: tuple[int, int, int]
+    obs_space: ObsSpace
 
     @abc.abstractmethod
     def reset(self) -> Obs:
@@ -51,7 +95,6 @@ class Env(abc.ABC):
 
     def __init__(self, action_repeat: int, size: int, time_limit: int):
         check_settings(action_repeat, size, time_limit)
-        self.obs_shape = (size, size, 3)
         self._size, self._repeat, self._limit = size, action_repeat, time_limit
         self._steps = 0
         self._done = True
@@ -74,7 +117,7 @@ class Env(abc.ABC):
             if last:
                 break
         self._done = last
-        return make_obs(self._frame(), reward, is_last=last, is_terminal=terminal)
+        return make_obs(self._observe(), reward, is_last=last, is_terminal=terminal)
 
     @abc.abstractmethod
     def _env_action(self, action: np.ndarray) -> Any:
@@ -85,8 +128,8 @@ class Env(abc.ABC):
         """One simulator step -> (reward, terminal, episode ended)."""
 
     @abc.abstractmethod
-    def _frame(self) -> np.ndarray:
-        """The current image, uint8 [size, size, 3]."""
+    def _observe(self) -> dict[str, np.ndarray]:
+        """The current named inputs, as `obs_space` describes them."""
 
     def close(self) -> None:
         """Releases the simulator and renderer."""
@@ -121,3 +164,26 @@ def check_settings(action_repeat: int, size: int, time_limit: int) -> None:
     for key, value in settings.items():
         if int(value) != value or value < 1:
             raise EnvError(f'{key} must be a positive integer, got {value!r}')
+
+
+def check_obs_mode(name: str, obs: str) -> None:
+    """Rejects an `env.obs` value other than image, vector or both."""
+    if obs not in OBS_MODES:
+        raise EnvError(f'{name}: observations must be one of {", ".join(OBS_MODES)}, got {obs!r}')
+
+
+def check_vector_names(name: str, keys: Iterable[str]) -> None:
+    """Refuses a vector observation named like the image or a step's own entries."""
+    taken = RESERVED_KEYS | {IMAGE_KEY}
+    for key in keys:
+        if key in taken or not key.isidentifier():
+            raise EnvError(f'{name}: observation key {key!r} is not usable as an input name (a Python '
+                           f'identifier other than {", ".join(sorted(taken))})')
+
+
+def vector_inputs(name: str, values: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Named observation values -> float32 [D] each (flattened; a scalar becomes [1]),
+    checked to be finite."""
+    check_vector_names(name, values)
+    vectors = {key: np.asarray(value, np.float32).reshape(-1) for key, value in values.items()}
+    return check_vectors(name, vectors)

@@ -1,4 +1,5 @@
-"""DeepMind Control Suite tasks rendered to pixels with a cached MuJoCo camera.
+"""DeepMind Control Suite tasks: pixels rendered with a cached MuJoCo camera, the suite's
+proprioceptive observations as vectors, or both.
 
 dm_control is imported lazily so that `MUJOCO_GL` (set in `dreamer.envs`)
 is in place before its renderer is chosen.
@@ -14,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dreamer.envs.base import Env, Obs, make_obs, rescale
+from dreamer.envs.base import (IMAGE_KEY, Env, Obs, check_obs_mode, check_vector_names, image_space,
+                               make_obs, rescale, vector_inputs)
 from dreamer.errors import EnvError
 
 PREFIX = 'dmc_'
@@ -93,18 +95,29 @@ def default_camera(domain: str) -> int:
 
 
 class DMCEnv(Env):
-    """A dm_control suite task with pixel observations and our own time limit."""
+    """A dm_control suite task with our own time limit. `obs`: 'image' (pixels), 'vector'
+    (each entry of the suite's observation dict flattened to float32 [D], under its own
+    name; nothing is rendered) or 'both'."""
 
     discrete = False
 
     def __init__(self, domain: str, task: str, *, seed: int, action_repeat: int = 2,
                  size: int = 64, time_limit: int = 1000, camera: int | None = None,
-                 fast_render: bool = False):
+                 fast_render: bool = False, obs: str = 'image'):
         super().__init__(action_repeat, size, time_limit)
         self.name = task_name(domain, task)
+        check_obs_mode(self.name, obs)
         # dm_control's own limit is disabled: `time_limit` (env steps) is the only one.
         task_kwargs = {'random': seed, 'time_limit': float('inf')}
         self._env = _suite().load(domain, task, task_kwargs=task_kwargs)
+        self._images, self._vectors = obs in ('image', 'both'), obs in ('vector', 'both')
+        self.obs_space = image_space(size) if self._images else {}
+        if self._vectors:
+            spec = self._env.observation_spec()
+            check_vector_names(self.name, spec)
+            self.obs_space.update({key: ((int(np.prod(value.shape)),), np.dtype(np.float32))
+                                   for key, value in spec.items()})
+        self._observation: Any = None  # the suite's latest observation dict
         spec = self._env.action_spec()
         self._low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)  # [A]
         self._high = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)  # [A]
@@ -119,20 +132,24 @@ class DMCEnv(Env):
         return self._env.physics
 
     def reset(self) -> Obs:
-        self._env.reset()
+        self._observation = self._env.reset().observation
         self._start_episode()
-        return make_obs(self.render(), is_first=True)
+        return make_obs(self._observe(), is_first=True)
 
     def _env_action(self, action: np.ndarray) -> np.ndarray:
         return rescale(action, self._low, self._high)
 
     def _step_once(self, env_action: np.ndarray) -> tuple[float, bool, bool]:
         time_step = self._env.step(env_action)
+        self._observation = time_step.observation
         terminal = time_step.last() and time_step.discount == 0.0
         return time_step.reward or 0.0, terminal, time_step.last()
 
-    def _frame(self) -> np.ndarray:
-        return self.render()
+    def _observe(self) -> dict[str, np.ndarray]:
+        inputs = {IMAGE_KEY: self.render()} if self._images else {}
+        if self._vectors:
+            inputs.update(vector_inputs(self.name, self._observation))
+        return inputs
 
     def render(self) -> np.ndarray:
         """uint8 [size, size, 3] view from the cached camera."""

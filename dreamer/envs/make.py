@@ -14,11 +14,13 @@ def env_names() -> list[str]:
 
 def make_env(name: str, *, seed: int, action_repeat: int = 2, size: int = 64,
              time_limit: int = 1000, camera: int | None = None,
-             fast_render: bool = False) -> Env:
-    """Builds the pixel environment `name` (uint8 [size, size, 3] observations).
+             fast_render: bool = False, obs: str = 'image') -> Env:
+    """Builds the environment `name`.
 
-    `time_limit` counts environment steps, action repeat included. `camera` and
-    `fast_render` (no shadows, reflections or skybox) apply to DMC only.
+    `obs`: 'image' (uint8 [size, size, 3] under 'image'), 'vector' (the env's own
+    observations as float32 vectors) or 'both'. `time_limit` counts environment steps, action
+    repeat included. `camera` and `fast_render` (no shadows, reflections or skybox) apply
+    to DMC only.
     """
     if not isinstance(name, str):
         raise EnvError(f'environment name must be a string, got {name!r}')
@@ -27,11 +29,11 @@ def make_env(name: str, *, seed: int, action_repeat: int = 2, size: int = 64,
         if not env_id:
             raise EnvError(f"Empty gymnasium id in {name!r}: use 'gym:<id>', e.g. gym:CartPole-v1")
         return gym_env.GymEnv(env_id, seed=seed, action_repeat=action_repeat, size=size,
-                              time_limit=time_limit)
+                              time_limit=time_limit, obs=obs)
     if name.startswith(dmc.PREFIX):
         domain, task = dmc.parse_dmc_name(name)
         return dmc.DMCEnv(domain, task, seed=seed, action_repeat=action_repeat, size=size,
-                          time_limit=time_limit, camera=camera, fast_render=fast_render)
+                          time_limit=time_limit, camera=camera, fast_render=fast_render, obs=obs)
     raise dmc.unknown_name_error(name, _names_for_hint())
 
 

@@ -12,8 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from dreamer.envs.base import Env, Obs
+from dreamer.envs.base import Env, Obs, space_from_key, space_key
 from dreamer.errors import EnvError, UserError
+
+
+def env_spec(env: Env) -> tuple[int, bool, tuple]:
+    """(action_size, discrete, observation space as `space_key`): what every env of a
+    VectorEnv must agree on, in a form that crosses a pipe."""
+    return env.action_size, env.discrete, space_key(env.obs_space)
 
 
 class _LocalEnv:
@@ -23,8 +29,8 @@ class _LocalEnv:
         self.env = env_fn()
         self._result: Any = None
 
-    def spec(self) -> tuple[int, bool, tuple[int, ...]]:
-        return self.env.action_size, self.env.discrete, tuple(self.env.obs_shape)
+    def spec(self) -> tuple[int, bool, tuple]:
+        return env_spec(self.env)
 
     def call(self, method: str, *args: Any) -> None:
         self._error: Exception | None = None
@@ -52,7 +58,7 @@ def _worker(conn: Any, env_fn: Callable[[], Env]) -> None:
     env = None
     try:
         env = env_fn()
-        conn.send(('ok', (env.action_size, env.discrete, tuple(env.obs_shape))))
+        conn.send(('ok', env_spec(env)))
         while True:
             method, args = conn.recv()
             if method == 'close':
@@ -112,7 +118,7 @@ class _ProcessEnv:
             child.close()  # the worker sees EOF if this process dies
         self._alive = True
 
-    def spec(self) -> tuple[int, bool, tuple[int, ...]]:
+    def spec(self) -> tuple[int, bool, tuple]:
         return self.result()
 
     def call(self, method: str, *args: Any) -> None:
@@ -190,9 +196,10 @@ class VectorEnv:
             raise
         if len(set(specs)) != 1:
             self.close()
-            raise ValueError('VectorEnv envs differ in (action_size, discrete, obs_shape): '
+            raise ValueError('VectorEnv envs differ in (action_size, discrete, observation space): '
                              f'{specs}')
-        self.action_size, self.discrete, self.obs_shape = specs[0]
+        self.action_size, self.discrete, space = specs[0]
+        self.obs_space = space_from_key(space)  # the named inputs: key -> (shape, dtype)
         self.num_envs = len(self._envs)
         self._needs_reset = np.ones(self.num_envs, bool)  # [N]
 
