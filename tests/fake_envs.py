@@ -123,6 +123,45 @@ class NoPixelEnv(gymnasium.Env):
         return np.zeros(2, np.float32), 0.0, False, False, {}
 
 
+class DictObsEnv(gymnasium.Env):
+    """A Dict observation: a 3-vector 'pos' (the step count, then 1, -2), a Discrete(3) 'mode'
+    (the step count mod 3) and an 8x8 image 'camera'; Box actions in [-1, 1]^2. With
+    `nan_at`, 'pos' holds a NaN from that step on."""
+
+    metadata = {'render_modes': []}
+
+    def __init__(self, nan_at: int | None = None, render_mode: str | None = None):
+        self.observation_space = spaces.Dict({
+            'pos': spaces.Box(-np.inf, np.inf, (3,), np.float64),
+            'mode': spaces.Discrete(3),
+            'camera': spaces.Box(0, 255, (8, 8, 3), np.uint8)})
+        self.action_space = spaces.Box(-1, 1, (2,), np.float32)
+        self.nan_at, self.t = nan_at, 0
+
+    def _obs(self) -> dict:
+        pos = np.array([self.t, 1.0, -2.0])
+        if self.nan_at is not None and self.t >= self.nan_at:
+            pos[0] = np.nan
+        return {'pos': pos, 'mode': self.t % 3, 'camera': np.full((8, 8, 3), self.t % 256, np.uint8)}
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.t += 1
+        return self._obs(), float(np.sum(action)), False, False, {}
+
+
+class TextObsEnv(NoPixelEnv):
+    """Text observations, which no encoder reads."""
+
+    def __init__(self, render_mode: str | None = None):
+        super().__init__(render_mode)
+        self.observation_space = spaces.Text(8)
+
+
 def _register(env_id: str, entry_point: type, **kwargs: Any) -> None:
     if env_id not in gymnasium.registry:
         gymnasium.register(id=env_id, entry_point=entry_point, **kwargs)
@@ -136,3 +175,6 @@ _register('FakeRender-v0', RenderEnv)
 _register('FakeCrashOnce-v0', CrashOnceEnv)
 _register('FakeNaNReward-v0', NaNRewardEnv, max_episode_steps=200)
 _register('FakeNoPixels-v0', NoPixelEnv)
+_register('FakeDict-v0', DictObsEnv, max_episode_steps=50)
+_register('FakeNaNObs-v0', DictObsEnv, kwargs={'nan_at': 3})
+_register('FakeText-v0', TextObsEnv)
