@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from benchmarks.reference import REFERENCE_DIR, load_reference
 from dreamer.logger import METRICS_FILE, read_metrics
@@ -33,6 +34,15 @@ class RunDir:
     seed: int
     logdir: Path
 
+    @property
+    def obs(self) -> str:
+        """What the run observed (`env.obs` of its config.yaml; image for a run without one)."""
+        path = Path(self.logdir) / "config.yaml"
+        if not path.is_file():
+            return "image"
+        config = yaml.safe_load(path.read_text())
+        return str(config.get("env", {}).get("obs", "image")) if isinstance(config, dict) else "image"
+
 
 @dataclass(frozen=True)
 class RecordedRun:
@@ -43,6 +53,7 @@ class RecordedRun:
     curve: tuple[tuple[int, float], ...]
     last_step: int
     record: Path
+    obs: str = "image"
 
 
 Run = RunDir | RecordedRun
@@ -134,7 +145,8 @@ def aggregate(runs: Sequence[Run], budgets: Sequence[int], *, tolerance: float =
                 else:
                     values.append({"seed": run.seed, "step": point[0], "return": round(point[1], 2)})
             mean, std = mean_std([v["return"] for v in values])
-            published = load_reference(env, budget, tolerance=tolerance, directory=reference_dir)
+            published = load_reference(env, budget, tolerance=tolerance, directory=reference_dir,
+                                       obs=members[0].obs)
             for p in published:
                 sources[p["id"]] = {k: p[k] for k in ("label", "short", "agent", "citation", "source")}
             rows.append({
@@ -154,7 +166,8 @@ def aggregate(runs: Sequence[Run], budgets: Sequence[int], *, tolerance: float =
 def _run_entry(run: Run, records: list[dict]) -> dict:
     where = {"record": str(run.record)} if isinstance(run, RecordedRun) else {"logdir": str(run.logdir)}
     curve = eval_curve(records)
-    return {"agent": run.agent, "env": run.env, "seed": run.seed, **where, "last_step": last_step(records),
+    return {"agent": run.agent, "env": run.env, "seed": run.seed, "obs": run.obs, **where,
+            "last_step": last_step(records),
             "evaluations": len(curve), "curve": [[step, round(value, 2)] for step, value in curve]}
 
 

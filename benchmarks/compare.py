@@ -46,7 +46,8 @@ def recorded_runs(label: str, record: Path) -> tuple[list[RecordedRun], dict[tup
         data = json.loads(record.read_text())
         summary = data["summary"] if "summary" in data else data
         runs = [RecordedRun(label, str(r["env"]), int(r["seed"]),
-                            tuple((int(step), float(value)) for step, value in r["curve"]), int(r["last_step"]), record)
+                            tuple((int(step), float(value)) for step, value in r["curve"]), int(r["last_step"]), record,
+                            str(r.get("obs", "image")))
                 for r in summary["runs"]]
         randoms = {(label, str(row["env"])): dict(row["random"]) for row in summary["rows"] if row.get("random")}
     except OSError as error:

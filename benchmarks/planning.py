@@ -49,11 +49,11 @@ def planner_flops(agent, state) -> dict[str, float]:
                    iterations=1, candidates=n, top_k=cfg.top_k)
 
     one = agent.wm.rssm.initial(1)
-    image = jnp.zeros((1, 64, 64, 3), jnp.uint8)
+    obs = {"image": jnp.zeros((1, 64, 64, 3), jnp.uint8)}
     first = jnp.ones(1, bool)
     parts = {
         "filter_step": xla_flops(lambda *a: wm.filter_step(state.wm, *a), one, jnp.zeros((1, agent.action_size)),
-                                 image, first, key),
+                                 obs, first, key),
         "latent_step_all_candidates": xla_flops(latent_step, latent, actions, key),
         "cem_iteration_overhead": xla_flops(cem_overhead, key),
     }
@@ -65,7 +65,8 @@ def planner_flops(agent, state) -> dict[str, float]:
 def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict:
     """Latency and FLOPs per action of the planner of `PRESETS[preset]` (or of `presets`)."""
     presets = PRESETS[preset] if presets is None else presets
-    config = build_config(presets, {"env.name": "dmc_cartpole_balance"}, agent="planet")
+    # The planner's cost on images, whatever observations the presets choose.
+    config = build_config(presets, {"env.name": "dmc_cartpole_balance", "env.obs": "image"}, agent="planet")
     agent = agent_class("planet")(config, action_size=1, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
     pstate = agent.initial_policy_state(1)

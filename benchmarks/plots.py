@@ -52,11 +52,12 @@ def _reference_style(series_ids: list[str]) -> dict[str, str]:
 
 def plot_task(ax, task: str, curves: dict[str, list], horizon: int, budgets: Sequence[int] = (),
               colors: dict[str, str] | None = None, reference_dir: str | Path = REFERENCE_DIR,
-              legend: bool = True, random_returns: dict[str, float] | None = None) -> None:
+              legend: bool = True, random_returns: dict[str, float] | None = None, obs: str = "image") -> None:
     """One task: `curves` maps agent -> per-seed [(step, return), ...]; `random_returns` maps
-    agent -> the uniform random policy's mean return on that agent's settings (a level line)."""
+    agent -> the uniform random policy's mean return on that agent's settings (a level line);
+    the published curves are those from `obs` observations."""
     limit = horizon * 1.05
-    for series, rows in reference_curves(task, reference_dir):
+    for series, rows in reference_curves(task, reference_dir, obs):
         rows = [r for r in rows if r[0] <= limit]
         if not rows:
             continue
@@ -108,11 +109,12 @@ def plot_sweep(runs: Sequence[Run], out: Path, horizon: int, budgets: Sequence[i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks: dict[str, dict[str, list]] = {}
+    observed = {run.env: run.obs for run in runs}  # a task's published curves: its runs' observations
     for run in runs:
         tasks.setdefault(run.env, {}).setdefault(run.agent, []).append(eval_curve(run_history(run)))
     ids = []
     for task in tasks:
-        ids += [s.id for s, _ in reference_curves(task, reference_dir) if s.id not in ids]
+        ids += [s.id for s, _ in reference_curves(task, reference_dir, observed[task]) if s.id not in ids]
     colors = _reference_style(ids)
 
     def levels(task: str) -> dict[str, float]:
@@ -121,7 +123,8 @@ def plot_sweep(runs: Sequence[Run], out: Path, horizon: int, budgets: Sequence[i
     paths = []
     for task, curves in tasks.items():
         fig, ax = plt.subplots(figsize=(9.0, 4.4))
-        plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, random_returns=levels(task))
+        plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, random_returns=levels(task),
+                  obs=observed[task])
         fig.tight_layout()
         path = out / f"{task}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
@@ -132,7 +135,7 @@ def plot_sweep(runs: Sequence[Run], out: Path, horizon: int, budgets: Sequence[i
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
     for ax, (task, curves) in zip(axes.flat, tasks.items()):
         plot_task(ax, task, curves, horizon, budgets, colors, reference_dir, legend=False,
-                  random_returns=levels(task))
+                  random_returns=levels(task), obs=observed[task])
     spare = list(axes.flat)[len(tasks):]
     for ax in spare:
         ax.axis("off")

@@ -1,4 +1,5 @@
-"""Published DMC-from-pixels results, compacted from ../shared/reference into benchmarks/reference/.
+"""Published DMC results (from pixels, and DreamerV3 from proprioceptive vectors), compacted from
+../shared/reference into benchmarks/reference/.
 
     python -m benchmarks.reference [--source ../shared/reference] [--out benchmarks/reference]
 
@@ -7,7 +8,9 @@ file it came from. Curves (score files, many seeds) are reduced to the mean and 
 deviation over seeds at each evaluation step (episode-level files are first averaged per seed
 in bins); tables become points at their step budget. Rows are `[step, mean, std, seeds]`
 (`std`, `seeds` null when the source does not give them). Task names are this library's
-(`dmc_<domain>_<task>`, so the cup task is `dmc_ball_in_cup_catch`).
+(`dmc_<domain>_<task>`, so the cup task is `dmc_ball_in_cup_catch`). Each series says what its
+agents observed (`obs`: image or vector, as `--env.obs`); a run is compared with the series of
+its own observations only.
 
 `load_reference(task, budget)` and `reference_curves(task)` read the shipped files; aggregation
 and plots use them.
@@ -52,6 +55,10 @@ CURVES = [
          file="curves/dreamer_v3_dmc_vision.json.gz", bin=20_000,
          citation="Hafner et al. 2023, Mastering Diverse Domains through World Models",
          origin="official score file, danijar/dreamerv3 scores/"),
+    dict(id="dreamer_v3_proprio", label="DreamerV3 from proprio (score file)", short="DreamerV3 proprio",
+         agent=None, file="curves/dreamer_v3_dmc_proprio.json.gz", bin=None, obs="vector",
+         citation="Hafner et al. 2023, Mastering Diverse Domains through World Models",
+         origin="official score file, danijar/dreamerv3 scores/ (config dmc_proprio at 2411f7d)"),
     dict(id="plan2explore_zeroshot", label="Plan2Explore zero-shot (score file)", short="Plan2Explore 0-shot",
          agent="plan2explore", file="curves/plan2explore_zeroshot_dmc_vision.json", bin=50_000,
          citation="Sekar et al. 2020, Planning to Explore via Self-Supervised World Models (ICML)",
@@ -133,7 +140,7 @@ def seed_curves_to_rows(curves: list[tuple[list[float], list[float]]], bin_steps
 
 def _series(spec: dict, kind: str, source: str, tasks: dict, note: str = "", citation: str = "") -> dict:
     return {"id": spec["id"], "label": spec["label"], "short": spec["short"], "agent": spec["agent"],
-            "kind": kind, "citation": spec.get("citation") or citation,
+            "obs": spec.get("obs", "image"), "kind": kind, "citation": spec.get("citation") or citation,
             "source": source, "note": note, "columns": COLUMNS, "tasks": dict(sorted(tasks.items()))}
 
 
@@ -262,6 +269,7 @@ class Series:
     label: str
     short: str
     agent: str | None  # the library's agent this series is the published counterpart of
+    obs: str  # what its agents observed: "image" or "vector"
     kind: str  # "curve" or "points"
     citation: str
     source: str
@@ -296,13 +304,13 @@ def load_references(directory: str | Path = REFERENCE_DIR) -> tuple[Series, ...]
 
 
 def load_reference(task: str, budget: int, *, agent: str | None = None, tolerance: float = 0.1,
-                   directory: str | Path = REFERENCE_DIR) -> list[dict]:
-    """Published results for `task` near `budget` environment steps, one dict per series
-    (`label`, `mean`, `std`, `seeds`, the `step` they were measured at, `citation`, `source`);
-    only the series that are `agent`'s counterpart when `agent` is given."""
+                   directory: str | Path = REFERENCE_DIR, obs: str = "image") -> list[dict]:
+    """Published results for `task` near `budget` environment steps from `obs` observations,
+    one dict per series (`label`, `mean`, `std`, `seeds`, the `step` they were measured at,
+    `citation`, `source`); only the series that are `agent`'s counterpart when `agent` is given."""
     found = []
     for series in load_references(directory):
-        if agent is not None and series.agent != agent:
+        if series.obs != obs or (agent is not None and series.agent != agent):
             continue
         point = series.at(task, budget, tolerance)
         if point is not None:
@@ -310,9 +318,10 @@ def load_reference(task: str, budget: int, *, agent: str | None = None, toleranc
     return found
 
 
-def reference_curves(task: str, directory: str | Path = REFERENCE_DIR) -> list[tuple[Series, list[list]]]:
-    """(series, rows) for every series that has `task`."""
-    return [(s, s.rows(task)) for s in load_references(directory) if s.rows(task)]
+def reference_curves(task: str, directory: str | Path = REFERENCE_DIR,
+                     obs: str = "image") -> list[tuple[Series, list[list]]]:
+    """(series, rows) for every series from `obs` observations that has `task`."""
+    return [(s, s.rows(task)) for s in load_references(directory) if s.obs == obs and s.rows(task)]
 
 
 def main(argv: list[str] | None = None) -> int:

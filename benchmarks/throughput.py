@@ -1,6 +1,6 @@
 """Throughput of every hot path, against the machine's matmul ceiling.
 
-    python -m benchmarks.throughput [--quick] [--json] [--configs PRESET ...] [--out DIR]
+    python -m benchmarks.throughput [--quick] [--json] [--configs PRESET ...] [--env NAME] [--out DIR]
 
 Measures, with the paper's model sizes unless presets say otherwise:
 - the full update (world model + Dreamer behaviour) on a replay-shaped batch, 16 x 50 on CPU and
@@ -65,12 +65,25 @@ def unrolled_flops(fn, *args) -> float:
     return float(cost["flops"])
 
 
-def fake_batch(config: Config, batch: int, length: int, action_size: int) -> dict:
-    """Replay-shaped random data: the update's cost does not depend on the pixel values."""
+def env_spec(config: Config) -> tuple[dict, int]:
+    """(observation space, action size) of the configured environment (built once, not stepped)."""
+    from dreamer.collect import env_factory
+
+    env = env_factory(config, seed=0)()
+    try:
+        return dict(env.obs_space), env.action_size
+    finally:
+        env.close()
+
+
+def fake_batch(obs_space: dict, batch: int, length: int, action_size: int) -> dict:
+    """Replay-shaped random data: the update's cost does not depend on the values."""
     rng = np.random.default_rng(0)
-    size = config.env.size
+    inputs = {key: (rng.integers(0, 256, (batch, length, *shape), dtype=np.uint8) if dtype == np.uint8
+                    else rng.normal(size=(batch, length, *shape)).astype(dtype))
+              for key, (shape, dtype) in obs_space.items()}
     return jax.device_put({
-        "image": rng.integers(0, 256, (batch, length, size, size, 3), dtype=np.uint8),
+        **inputs,
         "action": rng.uniform(-1, 1, (batch, length, action_size)).astype(np.float32),
         "reward": rng.normal(size=(batch, length)).astype(np.float32),
         "is_first": np.zeros((batch, length), bool),
@@ -79,12 +92,12 @@ def fake_batch(config: Config, batch: int, length: int, action_size: int) -> dic
     })
 
 
-def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
-                   action_size: int = 6) -> dict:
+def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int) -> dict:
     """The Dreamer update as the train loop runs it (jitted, state donated)."""
-    agent = agent_class("dreamer")(config, action_size, discrete=False)
+    obs_space, action_size = env_spec(config)
+    agent = agent_class("dreamer")(config, action_size, False, obs_space)
     state = agent.init(jax.random.PRNGKey(0))
-    batch = fake_batch(config, *batch_shape, action_size)
+    batch = fake_batch(obs_space, *batch_shape, action_size)
     start = time.perf_counter()
     compiled = agent.train.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
@@ -101,9 +114,10 @@ def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int,
             "batch": list(batch_shape)}
 
 
-def measure_imagination(config: Config, starts: int, repeats: int, action_size: int = 6) -> dict:
+def measure_imagination(config: Config, starts: int, repeats: int) -> dict:
     """Forward imagination from `starts` states for the behaviour horizon, actor in the loop."""
-    agent = agent_class("dreamer")(config, action_size, discrete=False)
+    obs_space, action_size = env_spec(config)
+    agent = agent_class("dreamer")(config, action_size, False, obs_space)
     state = agent.init(jax.random.PRNGKey(0))
     start_states = jax.tree.map(lambda x: jnp.repeat(x, starts, 0), agent.wm.rssm.initial(1))
     imagine = jax.jit(lambda actor, wm, start, key: agent.ac.imagine(actor, wm, start, key)["feat"])
@@ -124,7 +138,8 @@ def measure_cem(presets: list[str], repeats: int) -> dict:
 
 
 def _dmc_baseline_fps(config: Config, seconds: float) -> float:
-    """One dm_control environment in this process, physics step and render every step."""
+    """One dm_control environment in this process, physics step and (for images) render every
+    step."""
     from dm_control import suite
 
     from dreamer.envs.dmc import DEFAULT_CAMERAS, parse_dmc_name
@@ -138,7 +153,8 @@ def _dmc_baseline_fps(config: Config, seconds: float) -> float:
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step = env.step(rng.uniform(spec.minimum, spec.maximum, spec.shape))
-        env.physics.render(config.env.size, config.env.size, camera_id=camera)
+        if config.env.obs != "vector":
+            env.physics.render(config.env.size, config.env.size, camera_id=camera)
         steps += 1
         if step.last():
             env.reset()
@@ -165,20 +181,21 @@ def _collection_fps(config: Config, seconds: float, num_envs: int) -> float:
 
 def measure_env(config: Config, seconds: float, num_envs: int) -> dict:
     config = build_config([], {"env.name": config.env.name, "env.action_repeat": config.env.action_repeat,
+                               "env.obs": config.env.obs,
                                "env.fast_render": False})  # default quality: identical observations
     return {"env_fps": _collection_fps(config, seconds, num_envs),
             "env_fps_baseline": _dmc_baseline_fps(config, seconds),
             "env_workers": num_envs, "env_name": config.env.name, "action_repeat": config.env.action_repeat}
 
 
-def run(presets: list[str], quick: bool) -> dict:
-    config = build_config(presets, {"env.name": ENV})
+def run(presets: list[str], quick: bool, env: str = ENV) -> dict:
+    config = build_config(presets, {"env.name": env})
     accelerator = jax.default_backend() != "cpu"
     batch_shape = (50, 50) if accelerator else (16, 50)
     repeats = 3 if quick else 10
     ceiling = matmul_ceiling_gflops(sizes=(1024, 2048) if quick else (1024, 2048, 4096))
     result = {"backend": jax.default_backend(), "presets": presets, "quick": quick,
-              "roofline_gflops": ceiling}
+              "roofline_gflops": ceiling, "obs": config.env.obs}
     result.update(measure_update(config, batch_shape, repeats))
     result["update_gflops"] = result["update_gflop"] / result["update_seconds"]
     result["roofline_fraction"] = result["update_gflops"] / ceiling
@@ -202,7 +219,7 @@ def to_table(r: dict) -> str:
          f"{r['cem_ms_per_action']:.1f} ms/action ({r['cem_gflop_per_action']:.1f} GFLOP)"),
         (f"collection, {r['env_workers']} workers, {r['env_name']} repeat {r['action_repeat']}",
          f"{r['env_fps']:.0f} env steps/s"),
-        ("one dm_control env, render every step", f"{r['env_fps_baseline']:.0f} env steps/s "
+        ("one dm_control env" + (", render every step" if r.get("obs", "image") != "vector" else ""), f"{r['env_fps_baseline']:.0f} env steps/s "
                                                   f"(collection {r['env_speedup']:.1f}x)"),
     ]
     lines = ["| what | measured |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows]
@@ -215,11 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter env runs (a few minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--configs", nargs="*", default=[], help="presets (default: the paper's sizes)")
+    parser.add_argument("--env", default=ENV, help=f"the task whose observations and actions are used (default {ENV})")
     parser.add_argument("--out", type=Path, default=None, help=f"write throughput.json/.md here (e.g. {RESULTS})")
     args = parser.parse_args(argv)
     start = time.time()
     with contextlib.redirect_stdout(open("/dev/null", "w")) if args.json else contextlib.nullcontext():
-        result = run(args.configs, args.quick)
+        result = run(args.configs, args.quick, args.env)
     result.update(commit=git_commit(), machine=machine(), wall_seconds=round(time.time() - start, 1),
                   command="python -m benchmarks.throughput " + " ".join(argv))
     table = to_table(result)

@@ -96,7 +96,7 @@ class Policy:
                 raise ValueError(f"the observation lacks {key!r}: this agent reads {sorted(space)}")
             value = np.asarray(observation[key])
             if value.shape != tuple(shape) or (value.dtype != dtype and dtype == np.uint8):
-                raise ValueError(f"expected one observation {key!r} {np.dtype(dtype)} {list(shape)}, "
+                raise ValueError(f"expected one observation {key} {np.dtype(dtype)} {list(shape)}, "
                                  f"got {value.dtype} {list(value.shape)}")
             inputs[key] = value.astype(dtype)
         inputs["is_first"] = np.asarray(new_episode or bool(observation.get("is_first", False)))

@@ -37,11 +37,17 @@ from dreamer.trainer import Interrupted, RunFinished, StopRequests
 
 def help_epilog() -> str:
     """The registered agents and the presets, each with its one-line description."""
-    agents = [f"  {name:<14} {spec.description}" for name, spec in agent_specs().items()]
-    presets = [f"  {name:<14} {preset_description(file)}" for name, file in preset_files().items()]
+    specs, files = agent_specs(), preset_files()
+    width = max(map(len, [*specs, *files]))
+    agents = [f"  {name:<{width}} {spec.description}" for name, spec in specs.items()]
+    presets = [f"  {name:<{width}} {preset_description(file)}" for name, file in files.items()]
     return "\n".join([
         "agents (--agent NAME):", *agents, "",
         "presets (--configs NAME ...; a path to a YAML file works too):", *presets, "",
+        "observations (--env.obs): image (default; uint8 64x64 pixels), vector (the env's own",
+        "observations as float32 vectors: DMC's proprioceptive entries by name, a gymnasium Box as",
+        "'vector', a Dict by key; nothing is rendered) or both. E.g. --configs dreamerv3",
+        "dreamerv3_proprio --env dmc_walker_walk trains DreamerV3 from DMC's proprioceptive state.", "",
         "Any config key is set as --section.key VALUE, e.g. --model.deter 64 --train.batch_size 16",
         "--env.action_repeat 4; --print-config lists every key with its resolved value.",
         "Rerunning a command on the same --logdir resumes from its newest checkpoint.",
@@ -52,7 +58,7 @@ def parse_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
     """Command line -> (resolved config, flags). Raises ConfigError on bad input."""
     parser = ArgumentParser(
         prog="python -m dreamer.train", add_help=False,
-        description="Train a world-model agent from pixels. Config resolution: the code defaults, the "
+        description="Train a world-model agent from pixels or vectors. Config resolution: the code defaults, the "
                     "agent's preset,\nthe --configs presets in order, their per-environment blocks, "
                     "then --section.key flags.")
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")

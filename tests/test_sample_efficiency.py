@@ -176,6 +176,26 @@ def test_a_recorded_summary_aggregates_as_its_run_folders_did(tmp_path):
                                            {"seed": 1, "reason": "no evaluation within 10% before the budget"}]
 
 
+def test_a_run_from_vectors_is_held_against_the_published_vector_curves_only(tmp_path):
+    """DreamerV3's proprio score file at 30k / 50k on reacher easy (359 / 631, the numbers of its
+    five seeds' mean), and no pixel series for a vector run, nor the proprio one for a pixel run."""
+    env = "dmc_reacher_easy"
+    vector = write_metrics(tmp_path / "v", [(30_000, 100.0), (50_000, 200.0)])
+    (vector / "config.yaml").write_text(yaml.safe_dump({"env": {"obs": "vector"}}))
+    pixels = write_metrics(tmp_path / "p", [(30_000, 100.0), (50_000, 200.0)])
+    rows = aggregate.aggregate([RunDir("dreamer", env, 0, vector)], [30_000, 50_000])["rows"]
+    assert [[(p["id"], round(p["mean"])) for p in r["published_other"]] for r in rows] == [
+        [("dreamer_v3_proprio", 359)], [("dreamer_v3_proprio", 631)]]
+    assert rows[0]["published_same_method"] == []
+    pixel_rows = aggregate.aggregate([RunDir("dreamer", env, 0, pixels)], [30_000, 50_000])["rows"]
+    ids = {p["id"] for r in pixel_rows for p in r["published_other"] + r["published_same_method"]}
+    assert ids and "dreamer_v3_proprio" not in ids
+    summary = aggregate.aggregate([RunDir("dreamer", env, 0, vector)], [30_000])
+    recorded = [aggregate.RecordedRun(r["agent"], r["env"], r["seed"], tuple(map(tuple, r["curve"])),
+                                      r["last_step"], tmp_path / "record.json", r["obs"]) for r in summary["runs"]]
+    assert aggregate.aggregate(recorded, [30_000])["rows"] == summary["rows"]
+
+
 def test_random_baseline_is_a_column_per_agent_and_task(tmp_path):
     env = "dmc_cartpole_swingup"
     runs = [RunDir("dreamer", env, 0, write_metrics(tmp_path / "d", [(25_000, 300.0)])),

@@ -31,7 +31,7 @@ def test_unrolled_flops_are_not_taken_from_an_earlier_trace():
     config = build_config(["debug"], {"env.name": "dmc_walker_walk"})
     agent = Dreamer(config, 6, discrete=False)
     state = agent.init(jax.random.PRNGKey(0))
-    batch = throughput.fake_batch(config, 2, 8, 6)
+    batch = throughput.fake_batch(agent.obs_space, 2, 8, 6)
     fresh = throughput.unrolled_flops(agent.update, state, batch)
     agent.train.lower(state, batch)
     assert throughput.unrolled_flops(agent.update, state, batch) == fresh

@@ -1,4 +1,5 @@
-"""Pixel environments: dm_control suite tasks and gymnasium envs, plus a vector wrapper.
+"""Environments with image and/or vector observations: dm_control suite tasks and gymnasium envs,
+plus VectorEnv, which steps several together.
 
 `MUJOCO_GL` defaults to 'egl' (headless GPU/Mesa rendering); it is set here,
 before anything imports dm_control or mujoco.
