@@ -1,6 +1,7 @@
 """Throughput of every hot path, against the machine's matmul ceiling.
 
-    python -m benchmarks.throughput [--quick] [--json] [--configs PRESET ...] [--env NAME] [--out DIR]
+    python -m benchmarks.throughput [--quick] [--json] [--configs PRESET ...] [--env NAME]
+                                    [--batch SEQUENCES LENGTH] [--out DIR]
 
 Measures, with the paper's model sizes unless presets say otherwise:
 - the full update (world model + Dreamer behaviour) on a replay-shaped batch, 16 x 50 on CPU and
@@ -40,6 +41,7 @@ import numpy as np
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, median_seconds
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config
+from dreamer.errors import UserError
 from dreamer.registry import agent_class
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -188,10 +190,10 @@ def measure_env(config: Config, seconds: float, num_envs: int) -> dict:
             "env_workers": num_envs, "env_name": config.env.name, "action_repeat": config.env.action_repeat}
 
 
-def run(presets: list[str], quick: bool, env: str = ENV) -> dict:
+def run(presets: list[str], quick: bool, env: str = ENV, batch: tuple[int, int] | None = None) -> dict:
     config = build_config(presets, {"env.name": env})
     accelerator = jax.default_backend() != "cpu"
-    batch_shape = (50, 50) if accelerator else (16, 50)
+    batch_shape = batch or ((50, 50) if accelerator else (16, 50))
     repeats = 3 if quick else 10
     ceiling = matmul_ceiling_gflops(sizes=(1024, 2048) if quick else (1024, 2048, 4096))
     result = {"backend": jax.default_backend(), "presets": presets, "quick": quick,
@@ -232,12 +234,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter env runs (a few minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--configs", nargs="*", default=[], help="presets (default: the paper's sizes)")
+    parser.add_argument("--batch", nargs=2, type=int, metavar=("SEQUENCES", "LENGTH"),
+                        help="the timed update's batch (default 16 x 50 on CPU, 50 x 50 on an accelerator)")
     parser.add_argument("--env", default=ENV, help=f"the task whose observations and actions are used (default {ENV})")
     parser.add_argument("--out", type=Path, default=None, help=f"write throughput.json/.md here (e.g. {RESULTS})")
     args = parser.parse_args(argv)
     start = time.time()
     with contextlib.redirect_stdout(open("/dev/null", "w")) if args.json else contextlib.nullcontext():
-        result = run(args.configs, args.quick, args.env)
+        if args.batch and min(args.batch) < 1:
+            raise UserError(f"--batch takes two positive integers, got {args.batch[0]} {args.batch[1]}")
+        result = run(args.configs, args.quick, args.env, tuple(args.batch) if args.batch else None)
     result.update(commit=git_commit(), machine=machine(), wall_seconds=round(time.time() - start, 1),
                   command="python -m benchmarks.throughput " + " ".join(argv))
     table = to_table(result)

@@ -60,3 +60,10 @@ def test_conv_paths_prints_a_row_per_convolution_with_its_xla_path(capsys, monke
         cells = row.strip("| ").split(" | ")
         assert len(cells) == 2 + len(conv_paths.METHODS) and cells[-1] in ("ynn", "eigen")
         assert all(len(cell.split(" / ")) == 3 for cell in cells[1:-1])
+
+
+def test_a_non_positive_batch_is_refused_before_anything_runs():
+    from dreamer.errors import UserError
+
+    with pytest.raises(UserError, match="--batch takes two positive integers, got 0 5"):
+        throughput.main(["--batch", "0", "5"])
