@@ -283,6 +283,10 @@ def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = Non
         per_env = preset.pop("per_env", None) or {}
         if not isinstance(per_env, dict):
             raise ConfigError(f"'per_env' in preset '{name}' must map environment prefixes to settings")
+        for block in (preset, *per_env.values()):
+            if isinstance(block, dict) and "agent" in block:  # it comes after the agent's own preset
+                raise ConfigError(f"preset '{name}' sets 'agent': presets cannot choose the agent; "
+                                  "use --agent on the command line")
         per_env_blocks.append(per_env)
         config = _apply(full, config, preset)
     env_name = str(overrides.get("env.name", config.env.name))

@@ -131,6 +131,56 @@ def test_presets_apply_in_order_and_overrides_win(tmp_path):
     assert (config.model.deter, config.model.stoch, config.train.batch_size) == (30, 11, 3)
 
 
+def other_value(field: dataclasses.Field, default):
+    """A valid value of `field` other than its default (within its choices and range)."""
+    meta = field.metadata
+    if meta.get("choices"):  # a single choice (env.size) can only be set to itself
+        return next((choice for choice in meta["choices"] if choice != default), default)
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, (int, float)):
+        low, high = meta.get("min"), meta.get("max")
+        value = type(default)(default + 1) if high is None or default + 1 <= high else type(default)(default - 1)
+        if isinstance(default, float) and high is not None and default + 1 > high:
+            value = (default + (low if low is not None else 0.0)) / 2
+        return value
+    return f"{default}_x" if default else "dmc_cartpole_swingup"
+
+
+def test_every_key_a_preset_can_hold_is_applied_or_refused(tmp_path):
+    """Each dotted key, top-level keys included, set alone to another valid value in a preset
+    file: the resolved config holds it, or building fails with one ConfigError line. None is
+    silently ignored."""
+    full = config_class()
+    defaults = full()
+    applied, refused = [], []
+    for key in valid_keys(full):
+        section, _, name = key.rpartition(".")
+        cls = type(getattr(defaults, section)) if section else full
+        owner = getattr(defaults, section) if section else defaults
+        field = {f.name: f for f in dataclasses.fields(cls)}[name]
+        value = other_value(field, getattr(owner, name))
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(nest({key: value})))
+        try:
+            config = build_config([str(path)])
+        except ConfigError as error:
+            assert "\n" not in str(error)
+            refused.append(key)
+            continue
+        resolved = getattr(getattr(config, section), name) if section else getattr(config, name)
+        assert resolved == value, f"{key}: the preset sets {value!r}, the config holds {resolved!r}"
+        applied.append(key)
+    # The agent is chosen by --agent, before any preset; other refusals are keys that need a
+    # second key to be valid (e.g. model.unimix needs categorical latents).
+    assert "agent" in refused and len(refused) < 10, refused
+    assert len(applied) > 100 and {"planet.horizon", "explore.units", "env.obs"} <= set(applied)
+    message = config_error([str(tmp_path / "agent.yaml")])
+    assert "sets 'agent'" in message and "--agent" in message
+    path = write(tmp_path, "per_env_agent", "per_env:\n  dmc_walker: {agent: planet}\n")
+    assert "sets 'agent'" in config_error([str(path)], {"env.name": "dmc_walker_walk"})
+
+
 def test_agent_preset_applied_first(tmp_path):
     write(tmp_path, "p", "model:\n  lr: 2.0e-3\n")
     config = build_config([], agent="planet")
