@@ -42,6 +42,7 @@ from dreamer.cli import ArgumentParser, run_command
 from dreamer.errors import CheckpointError, UserError
 from dreamer.logger import encode_gif, to_uint8_frames
 from dreamer.registry import agent_class
+from dreamer.runlock import live_holder
 
 VIDEO_DIR = "eval_videos"
 
@@ -123,6 +124,10 @@ def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
                               "train.checkpoint_minutes and when they end)")
     for path, reason in resume.skipped:
         print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
+    holder = live_holder(logdir)
+    if holder is not None:
+        print(f"the run in '{logdir}' is live ({holder} is training it): loading its newest checkpoint, "
+              f"at env step {ckpt.step}", file=sys.stderr)
     # The checkpoint's own config: what its parameters were trained with, config.yaml or not.
     config = dataclasses.replace(checkpoint.checkpoint_config(ckpt), devices=1)
     spec = ckpt.host["agent_spec"]

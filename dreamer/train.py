@@ -32,6 +32,7 @@ from dreamer.overlapped import make_trainer
 from dreamer.parallel import DataParallel, join_hosts
 from dreamer.presets import preset_description, preset_files
 from dreamer.registry import agent_class, agent_specs
+from dreamer.runlock import LOCK_FILE, RunLock
 from dreamer.trainer import Interrupted, RunFinished, StopRequests
 
 
@@ -93,7 +94,7 @@ def parse_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
 
 
 # What a run writes into its logdir: a folder with none of them is not a run.
-RUN_ENTRIES = ("config.yaml", CHECKPOINT_DIR, "replay", METRICS_FILE)
+RUN_ENTRIES = ("config.yaml", CHECKPOINT_DIR, "replay", METRICS_FILE, LOCK_FILE)
 
 
 def prepare_logdir(config: Config, force: bool = False) -> Path:
@@ -135,15 +136,27 @@ def train(argv: list[str], stop: StopRequests) -> int:
     DataParallel(config.devices, config.train.batch_size)
     new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
     logdir = prepare_logdir(config, args.force)
+    try:  # one process per logdir, before anything in it is read or written
+        lock = RunLock(logdir)
+    except UserError:
+        remove_new_dirs(new_dirs)
+        raise
+    try:
+        return run_locked(config, logdir, stop, new_dirs, lock)
+    finally:
+        lock.release()
+
+
+def run_locked(config: Config, logdir: Path, stop: StopRequests, new_dirs: list[Path], lock: RunLock) -> int:
+    """The run, once this process holds the logdir's lock."""
     try:  # envs, agent and the resume checks run before anything is written into the logdir
         trainer = make_trainer(config, logdir, stop)
-    except RunFinished as finished:  # nothing is written
-        print(finished, file=sys.stderr)
-        return 0
-    except BaseException:
-        for path in new_dirs:  # deepest first: remove the (still empty) dirs made above
-            with contextlib.suppress(OSError):
-                path.rmdir()
+    except BaseException as error:  # nothing is written, and a lock file made here goes again
+        lock.release(undo=True)
+        remove_new_dirs(new_dirs)
+        if isinstance(error, RunFinished):
+            print(error, file=sys.stderr)
+            return 0
         raise
     save_config(config, logdir / "config.yaml")
     print(f"logdir: {logdir}", file=sys.stderr)
@@ -154,6 +167,13 @@ def train(argv: list[str], stop: StopRequests) -> int:
         print(stopped, file=sys.stderr)
         return stopped.exit_code
     return 0
+
+
+def remove_new_dirs(new_dirs: list[Path]) -> None:
+    """Remove the (still empty) directories this command made, deepest first."""
+    for path in new_dirs:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:
