@@ -25,8 +25,9 @@ ObsSpace = dict[str, tuple[tuple[int, ...], np.dtype]]
 IMAGE_KEY = 'image'
 OBS_MODES = ('image', 'vector', 'both')  # `env.obs`: what the observations carry
 STEP_KEYS = ('reward', 'is_first', 'is_last', 'is_terminal')
-# Names an input cannot have: the step's own keys, the stored action, and replay file names.
-RESERVED_KEYS = frozenset({*STEP_KEYS, 'action', 'file', 'allow_pickle'})
+# Names an input cannot have: the step's own keys, the stored action, replay file names, and
+# the continuation head's (an input's loss is logged as model/<key>_loss).
+RESERVED_KEYS = frozenset({*STEP_KEYS, 'action', 'cont', 'file', 'allow_pickle'})
 
 
 def make_obs(inputs: dict[str, np.ndarray], reward: float = 0.0, *, is_first: bool = False,
