@@ -96,7 +96,7 @@ class AgentActor:
 
     def __call__(self, train_state, obs: dict) -> np.ndarray:
         self.key, key = jax.random.split(self.key)
-        inputs = {key: obs[key] for key in self.keys}
+        inputs = {name: obs[name] for name in self.keys}
         action, self.pstate = self.agent.policy(train_state, inputs, self.pstate, key, self.mode)
         return np.asarray(action)
 

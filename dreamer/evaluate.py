@@ -79,7 +79,7 @@ class Policy:
         # The same calls as the training loop's evaluation (`AgentActor`): the agent's jitted
         # policy on a batch of one, a key split per step.
         key, sub = jax.random.split(state["key"])
-        obs = {key_: value[None] for key_, value in inputs.items()}
+        obs = {name: value[None] for name, value in inputs.items()}
         action, agent_state = self.agent.policy(self.train_state, obs, state["agent"], sub, "eval")
         return np.asarray(action)[0], {"agent": agent_state, "key": key}
 
