@@ -89,6 +89,31 @@ def test_observations_no_encoder_can_read_are_refused(env_id, obs, words):
     assert all(word in str(error.value) for word in words), str(error.value)
 
 
+def test_gymnasium_mujoco_tasks_from_vectors_and_pixels():
+    pytest.importorskip('imageio')  # gymnasium's MuJoCo envs need it (the gym-mujoco and test extras)
+    with make_env('gym:Hopper-v5', seed=0, obs='both') as env:
+        assert env.obs_space['vector'] == ((11,), F32) and env.action_size == 3
+        env.reset()
+        obs = env.step(np.zeros(3, np.float32))
+        assert obs['image'].shape == (64, 64, 3) and np.isfinite(obs['vector']).all()
+
+
+def test_a_missing_dependency_is_named_not_called_an_unknown_environment(monkeypatch):
+    import gymnasium
+
+    def make(env_id, **kwargs):
+        raise ModuleNotFoundError("No module named 'imageio'", name='imageio')
+
+    monkeypatch.setattr(gymnasium, 'make', make)
+    with pytest.raises(EnvError, match="needs the missing module 'imageio'.*gym-mujoco"):
+        make_env('gym:Hopper-v5', seed=0, obs='vector')
+    with pytest.raises(EnvError, match="Unknown gymnasium environment 'nomodule:Foo-v0'"):
+        def make_missing(env_id, **kwargs):
+            raise ModuleNotFoundError("No module named 'nomodule'", name='nomodule')
+        monkeypatch.setattr(gymnasium, 'make', make_missing)
+        make_env('gym:nomodule:Foo-v0', seed=0)
+
+
 def test_a_nan_in_a_vector_names_its_key():
     with make_env(fake('FakeNaNObs-v0'), seed=0, action_repeat=1, obs='vector') as env:
         env.reset()

@@ -59,8 +59,16 @@ def _make(env_id: str) -> Any:
             # An env without 'rgb_array' is rejected by GymEnv with a clearer message.
             warnings.filterwarnings('ignore', message='.*not in the possible render_modes')
             return gymnasium.make(env_id, render_mode='rgb_array')
-    except (gymnasium.error.UnregisteredEnv, gymnasium.error.DeprecatedEnv,
-            ModuleNotFoundError) as error:
+    except ModuleNotFoundError as error:
+        asked = env_id.partition(':')[0] if ':' in env_id else ''  # gym:module:Env-v0 imports module
+        if error.name and not (asked == error.name or asked.startswith(f'{error.name}.')):
+            hint = " (gymnasium's MuJoCo tasks: pip install 'dreamer-jax[gym-mujoco]')" if error.name in (
+                'imageio', 'mujoco') else ''
+            raise EnvError(f'gymnasium environment {env_id!r} needs the missing module {error.name!r}'
+                           f'{hint}') from error
+        raise EnvError(f'Unknown gymnasium environment {env_id!r} (from name '
+                       f"'{PREFIX}{env_id}'): {error}") from error
+    except (gymnasium.error.UnregisteredEnv, gymnasium.error.DeprecatedEnv) as error:
         raise EnvError(f'Unknown gymnasium environment {env_id!r} (from name '
                        f"'{PREFIX}{env_id}'): {error}") from error
     except gymnasium.error.DependencyNotInstalled as error:
