@@ -17,7 +17,7 @@ from dreamer.errors import UserError
 from tests.support import ROOT
 
 COMMANDS = ["dreamer.train", "dreamer.evaluate", "benchmarks.sample_efficiency", "benchmarks.throughput",
-            "benchmarks.planning", "benchmarks.exploration", "benchmarks.memory", "benchmarks.checkpoint_cost",
+            "benchmarks.planning", "benchmarks.exploration", "benchmarks.archive.memory", "benchmarks.archive.checkpoint_cost",
             "benchmarks.gpu_protocol", "benchmarks.record_run", "benchmarks.reference"]
 
 

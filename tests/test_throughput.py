@@ -49,7 +49,7 @@ def test_quick_json_has_the_documented_keys(capsys, monkeypatch):
 
 
 def test_conv_paths_prints_a_row_per_convolution_with_its_xla_path(capsys, monkeypatch):
-    from benchmarks import conv_paths
+    from benchmarks.archive import conv_paths
 
     shapes = {"a 5x5 convolution": (5, 4, 2, 3), "another": (4, 3, 3, 2)}
     monkeypatch.setattr(conv_paths, "SHAPES", shapes)

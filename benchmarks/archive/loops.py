@@ -1,6 +1,6 @@
 """The overlapped training loop against the synchronous one: the wall time of the same run.
 
-    python -m benchmarks.loops --env dmc_cartpole_swingup --configs cpu --steps 8000 [--pairs 1]
+    python -m benchmarks.archive.loops --env dmc_cartpole_swingup --configs cpu --steps 8000 [--pairs 1]
         [--record NAME]
 
 Runs `python -m dreamer.train` with `--train.loop sync` and `--train.loop overlapped`, in turn
@@ -65,14 +65,14 @@ def to_markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = ArgumentParser(prog="python -m benchmarks.loops", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.archive.loops", description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="dmc_cartpole_swingup")
     parser.add_argument("--configs", nargs="*", default=["cpu"])
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--pairs", type=int, default=1, help="sync / overlapped runs in turn")
     parser.add_argument("--record", help="write benchmarks/results/NAME.{json,md}")
     args = parser.parse_args(argv)
-    result = {"name": args.record or "loops", "command": "python -m benchmarks.loops " + " ".join(argv),
+    result = {"name": args.record or "loops", "command": "python -m benchmarks.archive.loops " + " ".join(argv),
               "commit": git_commit(), "machine": machine(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="loops-") as tmp:
         for pair in range(args.pairs):

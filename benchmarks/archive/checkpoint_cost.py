@@ -1,7 +1,7 @@
 """What a checkpoint of the train state costs: this library's msgpack checkpoints against
 orbax-checkpoint's CheckpointManager (synchronous and asynchronous saves), on one state.
 
-    python -m benchmarks.checkpoint_cost [--agent dreamer] [--configs PRESET ...] [--repeats 5]
+    python -m benchmarks.archive.checkpoint_cost [--agent dreamer] [--configs PRESET ...] [--repeats 5]
 
 For each method: the seconds the training loop is blocked per save (for an asynchronous save,
 until `save` returns; the write goes on in a thread) and the seconds until the checkpoint is
@@ -71,7 +71,7 @@ def main() -> None:
     rows = {"msgpack (this library)": time_msgpack(state, args.repeats),
             "orbax, synchronous": time_orbax(state, args.repeats, asynchronous=False),
             "orbax, asynchronous": time_orbax(state, args.repeats, asynchronous=True)}
-    command = "python -m benchmarks.checkpoint_cost " + " ".join(
+    command = "python -m benchmarks.archive.checkpoint_cost " + " ".join(
         [f"--agent {args.agent}"] + ([f"--configs {' '.join(args.configs)}"] if args.configs else []))
     record = {"benchmark": "checkpoint_cost", "command": command, "commit": git_commit(),
               "machine": machine(), "agent": args.agent, "presets": args.configs,

@@ -2,7 +2,7 @@
 V1 encoder and decoder, timed as `nets.conv_valid`'s two matmul formulations and as XLA's own
 convolution, forward, gradient to the input and gradient to the kernel separately.
 
-    python -m benchmarks.conv_paths [--batch 800] [--repeats 5]
+    python -m benchmarks.archive.conv_paths [--batch 800] [--repeats 5]
 
 The shapes are the paper-size model's at batch 16 x 50: the decoder's phase convolutions (see
 `nets.conv_transpose_2x`, 'phases') and the encoder's space-to-depth convolutions (`nets.Conv2s`).

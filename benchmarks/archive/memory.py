@@ -1,6 +1,6 @@
 """Process memory over a long training run: does it grow with the number of updates?
 
-    python -m benchmarks.memory [--steps 40000] [--configs debug] [--env dmc_cartpole_balance]
+    python -m benchmarks.archive.memory [--steps 40000] [--configs debug] [--env dmc_cartpole_balance]
                                 [--capacity 10000] [--updates 50] [--out benchmarks/results]
 
 Runs the training command in a subprocess with a replay capacity smaller than the run (so the
@@ -82,7 +82,7 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.archive.memory", description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="dmc_cartpole_balance")
     parser.add_argument("--configs", nargs="+", default=["debug"])
     parser.add_argument("--steps", type=int, default=40_000)
