@@ -1,0 +1,185 @@
+"""Golden data from the official DreamerV3 code, for tests/test_parity_dreamerv3.py.
+
+    python tests/parity/generate_dreamerv3.py --official PATH [--out tests/data/parity/dreamerv3_parts.npz]
+
+PATH is a git checkout of danijar/dreamerv3 at the pinned commit (`OFFICIAL_COMMIT`), and this
+script runs in the official code's own environment (its requirements.txt; CPU jax is enough);
+it imports nothing of this library. It runs the official code's own parts on fixed float32
+inputs drawn from a seeded NumPy generator and writes what they return:
+
+- `twohot_*`: the reward / critic head (`Head`, output `symexp_twohot`, 255 bins) with given
+  output-layer parameters: its bins, predictions, per-item losses and the gradients of the mean
+  loss with respect to the layer's kernel and bias;
+- `mse_*`: the vector decoder's head (`symlog_mse`) over a 3-vector, the same quantities;
+- `onehot_*`: the latent distribution (`OneHot` with 1% unimix, 32 variables of 4 classes): the
+  mixed logits, entropy, KL to a second distribution, and the straight-through gradient of a
+  weighted sample with respect to the logits;
+- `opt_*`: the optimiser `Agent._make_opt` builds (adaptive clipping, LaProp, warmup) applied
+  for four steps to given parameters and gradients, one gradient large enough to be clipped:
+  each step's updates;
+- `retnorm_*`: the return normaliser (`Normalize`, the agent's `retnorm` settings) over three
+  batches of returns: offset and scale after each.
+
+Nothing is written unless every part ran: a missing checkout, another commit or a missing
+dependency is one `error:` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+OFFICIAL_COMMIT = "e3f02248693a79dc8b0ebd62c93683888ddaccfe"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "parity" / "dreamerv3_parts.npz"
+SEED = 0
+
+
+class GeneratorError(Exception):
+    """A problem with the checkout or the environment: one line, nothing written."""
+
+
+def check_checkout(path: Path) -> str:
+    """The checkout's commit, which must be the pinned one."""
+    if not (path / "dreamerv3").is_dir():
+        raise GeneratorError(f"'{path}' is not a checkout of danijar/dreamerv3 (no dreamerv3/ folder)")
+    try:
+        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise GeneratorError(f"'{path}' is not a git checkout: its commit cannot be checked "
+                             f"(clone danijar/dreamerv3 and check out {OFFICIAL_COMMIT[:7]})") from None
+    if commit != OFFICIAL_COMMIT:
+        raise GeneratorError(f"'{path}' is at commit {commit[:7]}, the data is pinned to "
+                             f"{OFFICIAL_COMMIT[:7]}: git -C {path} checkout {OFFICIAL_COMMIT[:7]}")
+    return commit
+
+
+def import_official(path: Path):
+    sys.path.insert(0, str(path))
+    try:
+        import elements
+        import jax
+        import jax.numpy as jnp
+        import ninjax as nj
+
+        from dreamerv3.agent import Agent
+        from embodied.jax import heads, nets, outs, utils
+    except ImportError as err:
+        raise GeneratorError(f"the official code's dependencies are missing ({err}): run this with its "
+                             f"own environment (pip install -r {path}/requirements.txt)") from None
+    jax.config.update("jax_platform_name", "cpu")
+    nets.COMPUTE_DTYPE = jnp.float32  # float32 throughout, as the test compares
+    return dict(elements=elements, jax=jax, jnp=jnp, nj=nj, Agent=Agent, heads=heads, outs=outs, utils=utils)
+
+
+def head_data(o, rng, name: str, output: str, shape: tuple, targets: np.ndarray) -> dict:
+    """An official `Head` of `output` over `shape`, with random output-layer parameters."""
+    jax, jnp, nj = o["jax"], o["jnp"], o["nj"]
+    features = 6
+    x = rng.normal(size=(len(targets), features)).astype(np.float32)
+    space = o["elements"].Space(np.float32, shape)
+
+    def fn(x, target):
+        out = o["heads"].Head(space, output, name="head")(x)
+        return out.pred(), out.loss(target)
+
+    params = nj.init(fn)({}, jnp.asarray(x), jnp.asarray(targets), seed=0)
+    params = {k: jnp.asarray(0.3 * rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+    _, (pred, loss) = nj.pure(fn)(params, x, targets, seed=0)
+    grads = jax.grad(lambda p: nj.pure(fn)(p, x, targets, seed=0)[1][1].mean())(params)
+    layer = "logits" if output == "symexp_twohot" else "pred"
+    if output == "symexp_twohot":
+        _, bins = nj.pure(lambda x: o["heads"].Head(space, output, name="head")(x).bins)(params, x, seed=0)
+        extra = {"bins": bins}
+    else:
+        extra = {}
+    data = {**extra, "x": x, "target": targets, "kernel": params[f"head/{layer}/kernel"],
+            "bias": params[f"head/{layer}/bias"], "pred": pred, "loss": loss,
+            "grad_kernel": grads[f"head/{layer}/kernel"], "grad_bias": grads[f"head/{layer}/bias"]}
+    return {f"{name}_{k}": np.asarray(v) for k, v in data.items()}
+
+
+def onehot_data(o, rng) -> dict:
+    jax, jnp, outs = o["jax"], o["jnp"], o["outs"]
+    logits = rng.normal(size=(5, 32, 4)).astype(np.float32) * 2
+    other = rng.normal(size=(5, 32, 4)).astype(np.float32) * 2
+    weights = rng.normal(size=(5, 32, 4)).astype(np.float32)
+    dist, prior = outs.OneHot(jnp.asarray(logits), 0.01), outs.OneHot(jnp.asarray(other), 0.01)
+    grad = jax.grad(lambda lg: (outs.OneHot(lg, 0.01).pred() * weights).sum())(jnp.asarray(logits))
+    data = {"logits": logits, "other": other, "weights": weights, "mixed": dist.dist.logits,
+            "entropy": dist.entropy(), "kl": dist.kl(prior), "pred": dist.pred(), "pred_grad": grad}
+    return {f"onehot_{k}": np.asarray(v) for k, v in data.items()}
+
+
+def optimiser_data(o, rng) -> dict:
+    jax, jnp = o["jax"], o["jnp"]
+    opt = o["Agent"]._make_opt(None, lr=4e-5, agc=0.3, eps=1e-20, warmup=3)  # uses nothing of self
+    params = {"a": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+              "b": jnp.asarray(0.1 * rng.normal(size=(4,)), jnp.float32)}
+    state = opt.init(params)
+    data = {"a0": params["a"], "b0": params["b"]}
+    for step in range(4):
+        scale = 1e3 if step == 2 else 1.0  # adaptive clipping acts on this one
+        grads = {k: jnp.asarray(scale * rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+        updates, state = opt.update(grads, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        data.update({f"grad_a{step}": grads["a"], f"grad_b{step}": grads["b"],
+                     f"update_a{step}": updates["a"], f"update_b{step}": updates["b"]})
+    return {f"opt_{k}": np.asarray(v) for k, v in data.items()}
+
+
+def retnorm_data(o, rng) -> dict:
+    nj, jnp = o["nj"], o["jnp"]
+    batches = [rng.normal(loc=i, scale=3.0 + i, size=(64,)).astype(np.float32) for i in range(3)]
+
+    def fn(x):
+        return o["utils"].Normalize("perc", rate=0.01, limit=1.0, perclo=5.0, perchi=95.0, debias=False,
+                                    name="retnorm")(x, update=True)
+
+    state = nj.init(fn)({}, jnp.asarray(batches[0]), seed=0)
+    stats = []
+    for batch in batches:
+        state, (offset, scale) = nj.pure(fn)(state, jnp.asarray(batch), seed=0)
+        stats.append([float(offset), float(scale)])
+    return {"retnorm_returns": np.stack(batches), "retnorm_stats": np.asarray(stats, np.float32)}
+
+
+def generate(o) -> dict:
+    rng = np.random.default_rng(SEED)
+    twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
+    data = head_data(o, rng, "twohot", "symexp_twohot", (), twohot_targets)
+    data.update(head_data(o, rng, "mse", "symlog_mse", (3,), (rng.normal(size=(5, 3)) * 50).astype(np.float32)))
+    data.update(onehot_data(o, rng))
+    data.update(optimiser_data(o, rng))
+    data.update(retnorm_data(o, rng))
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python tests/parity/generate_dreamerv3.py",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--official", type=Path, required=True, help="a git checkout of danijar/dreamerv3")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    try:
+        commit = check_checkout(args.official.resolve())
+        data = generate(import_official(args.official.resolve()))
+    except GeneratorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data["official_commit"] = np.array(commit)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".part")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **data)
+    tmp.replace(args.out)
+    print(f"wrote {len(data)} arrays to {args.out} (official {commit[:7]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
