@@ -19,7 +19,7 @@ import pytest
 from dreamer.config import build_config
 from dreamer.core.actor_critic import return_scale, update_return_range
 from dreamer.core.latents import CategoricalLatent
-from dreamer.core.nets import laprop
+from dreamer.core.nets import MLP, BlockGRU, laprop
 from dreamer.core.twohot import ScalarOutput
 from dreamer.core.world_model import WorldModel
 
@@ -114,8 +114,62 @@ def return_normaliser(g: dict) -> dict:
     return pairs
 
 
+# The adapter: an official parameter name -> the path of the same parameter in ours.
+MLP_NAMES = {**{f"mlp/linear{i}/{p}": f"Dense_{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
+             **{f"mlp/norm{i}/scale": f"NormAct_{i}/RMSNorm_0/scale" for i in range(3)}}
+CORE_NAMES = {**{f"dyn/dynin{i}/{p}": f"Dense_{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
+              **{f"dyn/dynin{i}norm/scale": f"NormAct_{i}/RMSNorm_0/scale" for i in range(3)},
+              **{f"dyn/dynhid0/{p}": f"BlockLinear_0/{p}" for p in ("kernel", "bias")},
+              "dyn/dynhid0norm/scale": "NormAct_3/RMSNorm_0/scale",
+              **{f"dyn/dyngru/{p}": f"BlockLinear_1/{p}" for p in ("kernel", "bias")}}
+
+
+def to_ours(g: dict, prefix: str, names: dict[str, str]) -> dict:
+    """The official parameters under `prefix`, as our module's parameter tree."""
+    tree: dict = {}
+    for official, ours in names.items():
+        *path, leaf = ours.split("/")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = jnp.asarray(g[f"{prefix}_param_{official}"])
+    assert len(names) == sum(k.startswith(f"{prefix}_param_") for k in g), "an official parameter is unmapped"
+    return {"params": tree}
+
+
+def module_pairs(g: dict, prefix: str, names: dict[str, str], apply, inputs: dict, label: str) -> dict:
+    """Our module's output and gradients (of the official random weighting) against the official."""
+    params = to_ours(g, prefix, names)
+    loss = lambda p, i: (apply(p, **i) * g[f"{prefix}_weights"]).sum()  # noqa: E731
+    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    pairs = {f"{label} output": (apply(params, **inputs), g[f"{prefix}_out"])}
+    for official, ours in names.items():
+        node = grad_params["params"]
+        for part in ours.split("/"):
+            node = node[part]
+        pairs[f"{label} grad {official}"] = (node, g[f"{prefix}_grad_{official}"])
+    for name, value in grad_inputs.items():
+        official = g[f"{prefix}_grad_in_{name}"]
+        pairs[f"{label} grad input {name}"] = (np.asarray(value).reshape(official.shape), official)
+    return pairs
+
+
+def mlp(g: dict) -> dict:
+    module = MLP(3, 8, act="silu", norm="rms", initializer="trunc_normal")
+    return module_pairs(g, "mlp", MLP_NAMES, lambda p, x: module.apply(p, x), {"x": jnp.asarray(g["mlp_in_x"])},
+                        "mlp")
+
+
+def recurrent_core(g: dict) -> dict:
+    module = BlockGRU(16, 8, blocks=2, norm="rms", act="silu")
+    inputs = {"deter": jnp.asarray(g["core_in_deter"]), "stoch": jnp.asarray(g["core_in_stoch"]).reshape(5, -1),
+              "action": jnp.asarray(g["core_in_action"])}
+    return module_pairs(g, "core", CORE_NAMES, lambda p, **i: module.apply(p, i["deter"], i["stoch"], i["action"]),
+                        inputs, "block GRU")
+
+
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
-         "return_normaliser": return_normaliser}
+         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core}
 
 
 def parity_errors() -> dict[str, float]:

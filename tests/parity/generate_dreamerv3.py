@@ -18,7 +18,11 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   for four steps to given parameters and gradients, one gradient large enough to be clipped:
   each step's updates;
 - `retnorm_*`: the return normaliser (`Normalize`, the agent's `retnorm` settings) over three
-  batches of returns: offset and scale after each.
+  batches of returns: offset and scale after each;
+- `mlp_*`: the MLP of every encoder, decoder and head (Linear, RMSNorm, SiLU; 3 x 8 units) and
+  `core_*`: the RSSM's recurrent core (`RSSM._core`, a block GRU of 2 blocks), each with random
+  parameters (`param_<official name>`): the output, and the gradients of a random weighting of
+  it with respect to every parameter and input.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -148,6 +152,55 @@ def retnorm_data(o, rng) -> dict:
     return {"retnorm_returns": np.stack(batches), "retnorm_stats": np.asarray(stats, np.float32)}
 
 
+def random_params(jnp, rng, params: dict) -> dict:
+    """Every parameter drawn anew (scales around 1, so no normalisation is a no-op)."""
+    return {k: jnp.asarray((1.0 + 0.3 * rng.normal(size=v.shape)) if k.endswith("/scale")
+                           else 0.3 * rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+
+
+def module_data(o, rng, name: str, fn, inputs: dict) -> dict:
+    """An official module's outputs for random parameters, and the gradients of a random
+    weighting of them with respect to every parameter and input."""
+    jax, jnp, nj = o["jax"], o["jnp"], o["nj"]
+    inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
+    params = random_params(jnp, rng, nj.init(fn)({}, **inputs, seed=0))
+    _, out = nj.pure(fn)(params, **inputs, seed=0)
+    weights = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    loss = lambda p, i: (nj.pure(fn)(p, **i, seed=0)[1] * weights).sum()  # noqa: E731
+    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    data = {"out": out, "weights": weights}
+    data.update({f"in_{k}": v for k, v in inputs.items()})
+    data.update({f"param_{k}": v for k, v in params.items()})
+    data.update({f"grad_{k}": v for k, v in grad_params.items()})
+    data.update({f"grad_in_{k}": v for k, v in grad_inputs.items()})
+    return {f"{name}_{k}": np.asarray(v) for k, v in data.items()}
+
+
+def mlp_data(o, rng) -> dict:
+    """The official MLP (3 x 8 units, Linear, RMSNorm, SiLU): every encoder, decoder and head's."""
+    from embodied.jax import nets
+
+    def fn(x):
+        return nets.MLP(3, 8, act="silu", norm="rms", name="mlp")(x)
+    return module_data(o, rng, "mlp", fn, {"x": rng.normal(size=(5, 6)).astype(np.float32)})
+
+
+def core_data(o, rng) -> dict:
+    """The official RSSM's recurrent core (`RSSM._core`: deter 16 in 2 blocks, hidden 8, 4 x 3
+    latents, a 2-d action, some of it beyond [-1, 1])."""
+    from dreamerv3 import rssm
+
+    space = {"action": o["elements"].Space(np.float32, (2,), -1, 1)}
+
+    def fn(deter, stoch, action):
+        core = rssm.RSSM(space, deter=16, hidden=8, stoch=4, classes=3, blocks=2, act="silu", norm="rms",
+                         name="dyn")
+        return core._core(deter, stoch, action)
+    inputs = {"deter": rng.normal(size=(5, 16)), "stoch": rng.uniform(size=(5, 4, 3)),
+              "action": 1.5 * rng.normal(size=(5, 2))}
+    return module_data(o, rng, "core", fn, {k: v.astype(np.float32) for k, v in inputs.items()})
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -156,6 +209,8 @@ def generate(o) -> dict:
     data.update(onehot_data(o, rng))
     data.update(optimiser_data(o, rng))
     data.update(retnorm_data(o, rng))
+    data.update(mlp_data(o, rng))
+    data.update(core_data(o, rng))
     return data
 
 
