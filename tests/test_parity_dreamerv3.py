@@ -20,6 +20,7 @@ from dreamer.config import build_config
 from dreamer.core.actor_critic import return_scale, update_return_range
 from dreamer.core.latents import CategoricalLatent
 from dreamer.core.nets import MLP, BlockGRU, laprop
+from dreamer.core.rssm import RSSM
 from dreamer.core.twohot import ScalarOutput
 from dreamer.core.world_model import WorldModel
 
@@ -168,8 +169,46 @@ def recurrent_core(g: dict) -> dict:
                         inputs, "block GRU")
 
 
+RSSM_NAMES = {**{official: f"core/{ours}" for official, ours in CORE_NAMES.items()},
+              **{f"dyn/prior{i}/{p}": f"img_hidden_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
+              **{f"dyn/prior{i}norm/scale": f"img_hidden_act_{i}/RMSNorm_0/scale" for i in range(2)},
+              **{f"dyn/priorlogit/{p}": f"img_dist/{p}" for p in ("kernel", "bias")},
+              **{f"dyn/obs0/{p}": f"obs_hidden/{p}" for p in ("kernel", "bias")},
+              "dyn/obs0norm/scale": "obs_hidden_act/RMSNorm_0/scale",
+              **{f"dyn/obslogit/{p}": f"obs_dist/{p}" for p in ("kernel", "bias")}}
+
+
+def rssm_step(g: dict) -> dict:
+    """One observed step of our RSSM and the prior on its state, with our KL loss."""
+    overrides = {"model.deter": 16, "model.hidden": 8, "model.stoch": 4, "model.classes": 3,
+                 "model.gru_blocks": 2, "model.depth": 2}
+    rssm = RSSM(build_config(["dreamerv3"], overrides).model, 2)
+    inputs = {k: jnp.asarray(g[f"rssm_in_{k}"]) for k in ("deter", "stoch", "tokens", "action")}
+
+    def outputs(params, deter, stoch, tokens, action):
+        state = {**rssm.initial(len(deter)), "deter": deter, "stoch": stoch.reshape(len(stoch), -1)}
+        post, prior = rssm.obs_step(params, state, action, tokens, jnp.zeros(len(deter), bool), jax.random.PRNGKey(0))
+        out = jnp.concatenate([post["deter"], *(x["logits"].reshape(len(deter), -1) for x in (post, prior))], -1)
+        loss, _ = rssm.kl_loss(*(jax.tree.map(lambda x: x[:, None], x) for x in (post, prior)))
+        return out, loss
+
+    params = to_ours(g, "rssm", RSSM_NAMES)
+    out, loss = outputs(params, **inputs)
+    objective = lambda p, i: (outputs(p, **i)[0] * g["rssm_weights"]).sum() + outputs(p, **i)[1]  # noqa: E731
+    grad_params, grad_inputs = jax.grad(objective, (0, 1))(params, inputs)
+    pairs = {"rssm step output": (out, g["rssm_out"]), "rssm step KL loss": (loss, g["rssm_loss"])}
+    for official, ours in RSSM_NAMES.items():
+        node = grad_params["params"]
+        for part in ours.split("/"):
+            node = node[part]
+        pairs[f"rssm step grad {official}"] = (node, g[f"rssm_grad_{official}"])
+    for name, value in grad_inputs.items():
+        pairs[f"rssm step grad input {name}"] = (value, g[f"rssm_grad_in_{name}"])
+    return pairs
+
+
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
-         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core}
+         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step}
 
 
 def parity_errors() -> dict[str, float]:

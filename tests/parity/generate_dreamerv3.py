@@ -22,7 +22,9 @@ inputs drawn from a seeded NumPy generator and writes what they return:
 - `mlp_*`: the MLP of every encoder, decoder and head (Linear, RMSNorm, SiLU; 3 x 8 units) and
   `core_*`: the RSSM's recurrent core (`RSSM._core`, a block GRU of 2 blocks), each with random
   parameters (`param_<official name>`): the output, and the gradients of a random weighting of
-  it with respect to every parameter and input.
+  it with respect to every parameter and input;
+- `rssm_*`: one observed RSSM step and the prior on its state, with the KL losses (free nats,
+  dynamics and representation scales): the same quantities.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -201,6 +203,48 @@ def core_data(o, rng) -> dict:
     return module_data(o, rng, "core", fn, {k: v.astype(np.float32) for k, v in inputs.items()})
 
 
+def rssm_data(o, rng) -> dict:
+    """One observed RSSM step (`RSSM._observe`: the core, the posterior layers) and the prior
+    layers on its state (`RSSM._prior`), with the KL losses of `RSSM.loss` (free nats 1, scales
+    1 and 0.1): the deterministic state, the posterior's and prior's unimix logits, the loss,
+    and the gradients of a random weighting of them plus the loss."""
+    jax, jnp, nj, outs = o["jax"], o["jnp"], o["nj"], o["outs"]
+    from dreamerv3 import rssm
+
+    space = {"action": o["elements"].Space(np.float32, (2,), -1, 1)}
+    batch = 5
+
+    def fn(deter, stoch, tokens, action):
+        core = rssm.RSSM(space, deter=16, hidden=8, stoch=4, classes=3, blocks=2, act="silu", norm="rms",
+                         unimix=0.01, free_nats=1.0, name="dyn")
+        carry = {"deter": deter, "stoch": stoch}
+        _, (_, feat) = core._observe(carry, tokens, {"action": action}, jnp.zeros(batch, bool), True)
+        post, prior = feat["logit"], core._prior(feat["deter"])
+        dyn = jnp.maximum(core._dist(jax.lax.stop_gradient(post)).kl(core._dist(prior)), 1.0)
+        rep = jnp.maximum(core._dist(post).kl(core._dist(jax.lax.stop_gradient(prior))), 1.0)
+        mixed = lambda logit: outs.OneHot(logit, 0.01).dist.logits.reshape(batch, -1)  # noqa: E731
+        out = jnp.concatenate([feat["deter"], mixed(post), mixed(prior)], -1)
+        return out, dyn.mean() + 0.1 * rep.mean()
+
+    inputs = {"deter": rng.normal(size=(batch, 16)), "stoch": np.eye(3)[rng.integers(0, 3, (batch, 4))],
+              "tokens": rng.normal(size=(batch, 7)), "action": 1.5 * rng.normal(size=(batch, 2))}
+    inputs = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
+    params = random_params(jnp, rng, nj.init(fn)({}, **inputs, seed=0))
+    _, (out, loss) = nj.pure(fn)(params, **inputs, seed=0)
+    weights = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+
+    def objective(p, i):
+        out, loss = nj.pure(fn)(p, **i, seed=0)[1]
+        return (out * weights).sum() + loss
+    grad_params, grad_inputs = jax.grad(objective, (0, 1))(params, inputs)
+    data = {"out": out, "loss": loss, "weights": weights}
+    data.update({f"in_{k}": v for k, v in inputs.items()})
+    data.update({f"param_{k}": v for k, v in params.items()})
+    data.update({f"grad_{k}": v for k, v in grad_params.items()})
+    data.update({f"grad_in_{k}": v for k, v in grad_inputs.items()})
+    return {f"rssm_{k}": np.asarray(v) for k, v in data.items()}
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -211,6 +255,7 @@ def generate(o) -> dict:
     data.update(retnorm_data(o, rng))
     data.update(mlp_data(o, rng))
     data.update(core_data(o, rng))
+    data.update(rssm_data(o, rng))
     return data
 
 
