@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dreamer.config import build_config
-from dreamer.core.actor_critic import return_scale, update_return_range
+from dreamer.core.actor_critic import Actor, action_dist, return_scale, update_return_range
 from dreamer.core.latents import CategoricalLatent
 from dreamer.core.nets import MLP, BlockGRU, laprop
 from dreamer.core.rssm import RSSM
@@ -207,8 +207,44 @@ def rssm_step(g: dict) -> dict:
     return pairs
 
 
+def policy(g: dict) -> dict:
+    """Our actor and its bounded normal. The adapter fuses the official policy's two output
+    layers (mean, stddev) into our one output layer of 2A units, mean first."""
+    cfg = build_config(["dreamerv3"], {"behavior.actor_layers": 2, "behavior.actor_units": 8}).behavior
+    actor = Actor(cfg, 2, False, "silu", "rms", "trunc_normal")
+    names = {f"pol/mlp/linear{i}/{p}": f"MLP_0/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")}
+    names.update({f"pol/mlp/norm{i}/scale": f"MLP_0/NormAct_{i}/RMSNorm_0/scale" for i in range(2)})
+    head = {p: [g[f"policy_param_pol/head/action/{part}/{p}"] for part in ("mean", "stddev")]
+            for p in ("kernel", "bias")}
+    params = {"params": {"MLP_0": {**to_ours({k: v for k, v in g.items() if "/head/" not in k}, "policy", names)
+                                   ["params"]["MLP_0"],
+                                   "Dense_2": {p: jnp.concatenate(parts, -1) for p, parts in head.items()}}}}
+
+    def outputs(params, feat, action):
+        dist = action_dist(cfg, actor.apply(params, feat), False)
+        return jnp.concatenate([dist.mean(), dist.log_prob(action)[:, None], dist.entropy()[:, None]], -1)
+
+    inputs = {k: jnp.asarray(g[f"policy_in_{k}"]) for k in ("feat", "action")}
+    loss = lambda p, i: (outputs(p, **i) * g["policy_weights"]).sum()  # noqa: E731
+    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    pairs = {"policy output": (outputs(params, **inputs), g["policy_out"])}
+    for official, ours in names.items():
+        node = grad_params["params"]
+        for part in ours.split("/"):
+            node = node[part]
+        pairs[f"policy grad {official}"] = (node, g[f"policy_grad_{official}"])
+    out_layer = grad_params["params"]["MLP_0"]["Dense_2"]
+    for index, part in enumerate(("mean", "stddev")):
+        for p in ("kernel", "bias"):
+            ours = jnp.split(out_layer[p], 2, -1)[index]
+            pairs[f"policy grad pol/head/action/{part}/{p}"] = (ours, g[f"policy_grad_pol/head/action/{part}/{p}"])
+    for name, value in grad_inputs.items():
+        pairs[f"policy grad input {name}"] = (value, g[f"policy_grad_in_{name}"])
+    return pairs
+
+
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
-         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step}
+         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step, "policy": policy}
 
 
 def parity_errors() -> dict[str, float]:

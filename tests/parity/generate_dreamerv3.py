@@ -24,7 +24,8 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   parameters (`param_<official name>`): the output, and the gradients of a random weighting of
   it with respect to every parameter and input;
 - `rssm_*`: one observed RSSM step and the prior on its state, with the KL losses (free nats,
-  dynamics and representation scales): the same quantities.
+  dynamics and representation scales), and `policy_*`: the policy head (bounded normal): the
+  same quantities.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -245,6 +246,22 @@ def rssm_data(o, rng) -> dict:
     return {f"rssm_{k}": np.asarray(v) for k, v in data.items()}
 
 
+def policy_data(o, rng) -> dict:
+    """The policy (`MLPHead` with the agent's `policy` settings at 2 x 8 units: bounded normal,
+    std in [0.1, 1]) on random features: the mean action, log-probability of given actions and
+    entropy, and the gradients of a random weighting of them."""
+    from embodied.jax import heads
+
+    space = {"action": o["elements"].Space(np.float32, (2,), -1, 1)}
+
+    def fn(feat, action):
+        dist = heads.MLPHead(space, {"action": "bounded_normal"}, layers=2, units=8, act="silu", norm="rms",
+                             minstd=0.1, maxstd=1.0, name="pol")(feat, bdims=1)["action"]
+        return o["jnp"].concatenate([dist.pred(), dist.logp(action)[:, None], dist.entropy()[:, None]], -1)
+    inputs = {"feat": rng.normal(size=(5, 6)), "action": rng.uniform(-1.2, 1.2, size=(5, 2))}
+    return module_data(o, rng, "policy", fn, {k: v.astype(np.float32) for k, v in inputs.items()})
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -256,6 +273,7 @@ def generate(o) -> dict:
     data.update(mlp_data(o, rng))
     data.update(core_data(o, rng))
     data.update(rssm_data(o, rng))
+    data.update(policy_data(o, rng))
     return data
 
 
