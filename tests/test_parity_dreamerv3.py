@@ -126,7 +126,8 @@ CORE_NAMES = {**{f"dyn/dynin{i}/{p}": f"Dense_{i}/{p}" for i in range(3) for p i
 
 
 def to_ours(g: dict, prefix: str, names: dict[str, str]) -> dict:
-    """The official parameters under `prefix`, as our module's parameter tree."""
+    """The official parameters under `prefix`, as our module's parameter tree (`names` maps
+    every one of them; a path's first part may name one of several modules' trees)."""
     tree: dict = {}
     for official, ours in names.items():
         *path, leaf = ours.split("/")
@@ -136,6 +137,12 @@ def to_ours(g: dict, prefix: str, names: dict[str, str]) -> dict:
         node[leaf] = jnp.asarray(g[f"{prefix}_param_{official}"])
     assert len(names) == sum(k.startswith(f"{prefix}_param_") for k in g), "an official parameter is unmapped"
     return {"params": tree}
+
+
+def leaf(tree: dict, path: str):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
 
 
 def module_pairs(g: dict, prefix: str, names: dict[str, str], apply, inputs: dict, label: str) -> dict:
@@ -243,8 +250,36 @@ def policy(g: dict) -> dict:
     return pairs
 
 
+ENCODER_NAMES = {**{f"enc/cnn{i}/{p}": f"encoder/conv{i}/{p}" for i in range(4) for p in ("kernel", "bias")},
+                 **{f"enc/cnn{i}norm/scale": f"encoder/norm{i}/RMSNorm_0/scale" for i in range(4)},
+                 **{f"enc/mlp{i}/{p}": f"vector_encoder/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
+                 **{f"enc/mlp{i}norm/scale": f"vector_encoder/NormAct_{i}/RMSNorm_0/scale" for i in range(2)}}
+
+
+def encoder(g: dict) -> dict:
+    """Our world model's embedding of vectors and an image (vectors first, symlog inputs)."""
+    cfg = build_config(["dreamerv3"], {"model.depth": 2, "model.mlp_layers": 2, "model.mlp_units": 8}).model
+    space = {"position": ((2,), np.dtype(np.float32)), "velocity": ((3,), np.dtype(np.float32)),
+             "image": ((64, 64, 3), np.dtype(np.uint8))}
+    wm = WorldModel(cfg, 2, space)
+    tree = to_ours(g, "encoder", ENCODER_NAMES)["params"]
+    params = {module: {"params": sub} for module, sub in tree.items()}
+    image = jnp.asarray(g["encoder_in_image"])
+    inputs = {k: jnp.asarray(g[f"encoder_in_{k}"]) for k in ("position", "velocity")}
+    loss = lambda p, i: (wm.embed(p, {**i, "image": image}) * g["encoder_weights"]).sum()  # noqa: E731
+    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    pairs = {"encoder output": (wm.embed(params, {**inputs, "image": image}), g["encoder_out"])}
+    for official, ours in ENCODER_NAMES.items():
+        module, path = ours.split("/", 1)
+        pairs[f"encoder grad {official}"] = (leaf(grad_params[module]["params"], path), g[f"encoder_grad_{official}"])
+    for name, value in grad_inputs.items():
+        pairs[f"encoder grad input {name}"] = (value, g[f"encoder_grad_in_{name}"])
+    return pairs
+
+
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
-         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step, "policy": policy}
+         "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step, "policy": policy,
+         "encoder": encoder}
 
 
 def parity_errors() -> dict[str, float]:

@@ -24,8 +24,8 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   parameters (`param_<official name>`): the output, and the gradients of a random weighting of
   it with respect to every parameter and input;
 - `rssm_*`: one observed RSSM step and the prior on its state, with the KL losses (free nats,
-  dynamics and representation scales), and `policy_*`: the policy head (bounded normal): the
-  same quantities.
+  dynamics and representation scales), `policy_*`: the policy head (bounded normal), and
+  `encoder_*`: the encoder on vectors and an image: the same quantities.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -169,8 +169,10 @@ def module_data(o, rng, name: str, fn, inputs: dict) -> dict:
     params = random_params(jnp, rng, nj.init(fn)({}, **inputs, seed=0))
     _, out = nj.pure(fn)(params, **inputs, seed=0)
     weights = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
-    loss = lambda p, i: (nj.pure(fn)(p, **i, seed=0)[1] * weights).sum()  # noqa: E731
-    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    fixed = {k: v for k, v in inputs.items() if not jnp.issubdtype(v.dtype, jnp.floating)}  # images
+    loss = lambda p, i: (nj.pure(fn)(p, **i, **fixed, seed=0)[1] * weights).sum()  # noqa: E731
+    floats = {k: v for k, v in inputs.items() if k not in fixed}
+    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, floats)
     data = {"out": out, "weights": weights}
     data.update({f"in_{k}": v for k, v in inputs.items()})
     data.update({f"param_{k}": v for k, v in params.items()})
@@ -262,6 +264,25 @@ def policy_data(o, rng) -> dict:
     return module_data(o, rng, "policy", fn, {k: v.astype(np.float32) for k, v in inputs.items()})
 
 
+def encoder_data(o, rng) -> dict:
+    """The official encoder (`dreamerv3.rssm.Encoder`: depth 2, a 2 x 8 MLP) on two vector inputs
+    and a 64 x 64 image: the tokens, and the gradients of a random weighting of them."""
+    from dreamerv3 import rssm
+
+    Space = o["elements"].Space
+    space = {"position": Space(np.float32, (2,)), "velocity": Space(np.float32, (3,)),
+             "image": Space(np.uint8, (64, 64, 3))}
+
+    def fn(position, velocity, image):
+        obs = {"position": position, "velocity": velocity, "image": image}
+        enc = rssm.Encoder(space, depth=2, units=8, layers=2, act="silu", norm="rms", symlog=True, name="enc")
+        return enc({}, obs, o["jnp"].zeros(len(image), bool), True, single=True)[2]
+    inputs = {"position": (10 * rng.normal(size=(3, 2))).astype(np.float32),
+              "velocity": rng.normal(size=(3, 3)).astype(np.float32),
+              "image": rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)}
+    return module_data(o, rng, "encoder", fn, inputs)
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -274,6 +295,7 @@ def generate(o) -> dict:
     data.update(core_data(o, rng))
     data.update(rssm_data(o, rng))
     data.update(policy_data(o, rng))
+    data.update(encoder_data(o, rng))
     return data
 
 
