@@ -277,9 +277,49 @@ def encoder(g: dict) -> dict:
     return pairs
 
 
+VECDEC_NAMES = {**{f"dec/mlp/linear{i}/{p}": f"MLP_0/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
+                **{f"dec/mlp/norm{i}/scale": f"MLP_0/NormAct_{i}/RMSNorm_0/scale" for i in range(2)},
+                **{f"dec/vec/{key}/pred/{p}": f"Dense_{i}/{p}" for i, key in enumerate(("position", "velocity"))
+                   for p in ("kernel", "bias")}}
+STOCH = 12  # the official decoder reads [stoch, deter]; ours [deter, stoch]: the first kernel's rows move
+
+
+def vector_decoder(g: dict) -> dict:
+    """Our world model's vector decoder and its symlog losses, per item."""
+    overrides = {"model.deter": 16, "model.stoch": 4, "model.classes": 3, "model.gru_blocks": 2,
+                 "model.hidden": 8, "model.mlp_layers": 2, "model.mlp_units": 8}
+    keys = ("position", "velocity")
+    wm = WorldModel(build_config(["dreamerv3"], overrides).model, 2, {"position": ((2,), np.dtype(np.float32)),
+                                                                     "velocity": ((3,), np.dtype(np.float32))})
+    params = to_ours(g, "vecdec", VECDEC_NAMES)
+    first = params["params"]["MLP_0"]["Dense_0"]
+    first["kernel"] = jnp.concatenate([first["kernel"][STOCH:], first["kernel"][:STOCH]], 0)
+    targets = {k: jnp.asarray(g[f"vecdec_target_{k}"]) for k in keys}
+
+    def outputs(params, deter, stoch):
+        preds = wm.decode({"vector_decoder": params}, jnp.concatenate([deter, stoch.reshape(len(stoch), -1)], -1))
+        def item(pred, target):  # one item's loss per key: the world model's means over one
+            losses = wm.reconstruction_losses(*(jax.tree.map(lambda x: x[None], x) for x in (pred, target)), None)
+            return jnp.stack([losses[k] for k in keys])
+        per_item = jax.vmap(item)(preds, targets)
+        return jnp.concatenate([*(preds[k] for k in keys), per_item], -1)
+
+    inputs = {k: jnp.asarray(g[f"vecdec_in_{k}"]) for k in ("deter", "stoch")}
+    loss = lambda p, i: (outputs(p, **i) * g["vecdec_weights"]).sum()  # noqa: E731
+    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    grad_first = leaf(grad_params["params"], "MLP_0/Dense_0/kernel")
+    grad_params["params"]["MLP_0"]["Dense_0"]["kernel"] = jnp.concatenate([grad_first[16:], grad_first[:16]], 0)
+    pairs = {"vector decoder output and losses": (outputs(params, **inputs), g["vecdec_out"])}
+    for official, ours in VECDEC_NAMES.items():
+        pairs[f"vector decoder grad {official}"] = (leaf(grad_params["params"], ours), g[f"vecdec_grad_{official}"])
+    for name, value in grad_inputs.items():
+        pairs[f"vector decoder grad input {name}"] = (value, g[f"vecdec_grad_in_{name}"])
+    return pairs
+
+
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
          "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step, "policy": policy,
-         "encoder": encoder}
+         "encoder": encoder, "vector_decoder": vector_decoder}
 
 
 def parity_errors() -> dict[str, float]:

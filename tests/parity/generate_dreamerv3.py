@@ -25,7 +25,8 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   it with respect to every parameter and input;
 - `rssm_*`: one observed RSSM step and the prior on its state, with the KL losses (free nats,
   dynamics and representation scales), `policy_*`: the policy head (bounded normal), and
-  `encoder_*`: the encoder on vectors and an image: the same quantities.
+  `encoder_*`: the encoder on vectors and an image, `vecdec_*`: the decoder's vector path with
+  its losses: the same quantities.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -283,6 +284,31 @@ def encoder_data(o, rng) -> dict:
     return module_data(o, rng, "encoder", fn, inputs)
 
 
+def vector_decoder_data(o, rng) -> dict:
+    """The official decoder's vector path (`dreamerv3.rssm.Decoder`, a 2 x 8 MLP from
+    [stoch, deter], one `symlog_mse` output per key): the sum of each key's loss on given
+    targets, and the gradients of it and of a random weighting of the predictions."""
+    jnp = o["jnp"]
+    from dreamerv3 import rssm
+
+    Space = o["elements"].Space
+    space = {"position": Space(np.float32, (2,)), "velocity": Space(np.float32, (3,))}
+    targets = {"position": (10 * rng.normal(size=(3, 2))).astype(np.float32),
+               "velocity": rng.normal(size=(3, 3)).astype(np.float32)}
+
+    def fn(deter, stoch):
+        dec = rssm.Decoder(space, units=8, layers=2, act="silu", norm="rms", symlog=True, name="dec")
+        _, _, recons = dec({}, {"deter": deter, "stoch": stoch}, jnp.zeros(len(deter), bool), True, single=True)
+        preds = jnp.concatenate([recons[k].pred() for k in sorted(space)], -1)
+        losses = jnp.stack([recons[k].loss(jnp.asarray(targets[k])) for k in sorted(space)], -1)
+        return jnp.concatenate([preds, losses], -1)  # [B, 2 + 3 + 2]
+    inputs = {"deter": rng.normal(size=(3, 16)).astype(np.float32),
+              "stoch": np.eye(3)[rng.integers(0, 3, (3, 4))].astype(np.float32)}
+    data = module_data(o, rng, "vecdec", fn, inputs)
+    data.update({f"vecdec_target_{k}": v for k, v in targets.items()})
+    return data
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -296,6 +322,7 @@ def generate(o) -> dict:
     data.update(rssm_data(o, rng))
     data.update(policy_data(o, rng))
     data.update(encoder_data(o, rng))
+    data.update(vector_decoder_data(o, rng))
     return data
 
 
