@@ -47,7 +47,7 @@ def dense_grads(g: dict, name: str, loss_fn) -> tuple:
     """Our loss of the official output layer's parameters, and its gradients."""
     def mean_loss(kernel, bias):
         return loss_fn(g[f"{name}_x"] @ kernel + bias).mean()
-    return jax.grad(mean_loss, (0, 1))(g[f"{name}_kernel"], g[f"{name}_bias"])
+    return jax.jit(jax.grad(mean_loss, (0, 1)))(g[f"{name}_kernel"], g[f"{name}_bias"])
 
 
 def twohot(g: dict) -> dict:
@@ -130,11 +130,11 @@ def to_ours(g: dict, prefix: str, names: dict[str, str]) -> dict:
     every one of them; a path's first part may name one of several modules' trees)."""
     tree: dict = {}
     for official, ours in names.items():
-        *path, leaf = ours.split("/")
+        *path, name = ours.split("/")
         node = tree
         for part in path:
             node = node.setdefault(part, {})
-        node[leaf] = jnp.asarray(g[f"{prefix}_param_{official}"])
+        node[name] = jnp.asarray(g[f"{prefix}_param_{official}"])
     assert len(names) == sum(k.startswith(f"{prefix}_param_") for k in g), "an official parameter is unmapped"
     return {"params": tree}
 
@@ -144,22 +144,25 @@ def leaf(tree: dict, path: str):
         tree = tree[part]
     return tree
 
+def gradient_pairs(g: dict, prefix: str, label: str, names: dict[str, str], grad_params: dict,
+                   grad_inputs: dict) -> dict:
+    """Our gradients (`grad_params`: our parameter tree, `names` giving each official
+    parameter's path in it) and input gradients, each against the official one."""
+    pairs = {f"{label} grad {official}": (leaf(grad_params, ours), g[f"{prefix}_grad_{official}"])
+             for official, ours in names.items()}
+    for name, value in grad_inputs.items():
+        official = g[f"{prefix}_grad_in_{name}"]
+        pairs[f"{label} grad input {name}"] = (np.asarray(value).reshape(official.shape), official)
+    return pairs
+
 
 def module_pairs(g: dict, prefix: str, names: dict[str, str], apply, inputs: dict, label: str) -> dict:
     """Our module's output and gradients (of the official random weighting) against the official."""
     params = to_ours(g, prefix, names)
     loss = lambda p, i: (apply(p, **i) * g[f"{prefix}_weights"]).sum()  # noqa: E731
-    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
-    pairs = {f"{label} output": (apply(params, **inputs), g[f"{prefix}_out"])}
-    for official, ours in names.items():
-        node = grad_params["params"]
-        for part in ours.split("/"):
-            node = node[part]
-        pairs[f"{label} grad {official}"] = (node, g[f"{prefix}_grad_{official}"])
-    for name, value in grad_inputs.items():
-        official = g[f"{prefix}_grad_in_{name}"]
-        pairs[f"{label} grad input {name}"] = (np.asarray(value).reshape(official.shape), official)
-    return pairs
+    grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
+    pairs = {f"{label} output": (jax.jit(apply)(params, **inputs), g[f"{prefix}_out"])}
+    return {**pairs, **gradient_pairs(g, prefix, label, names, grad_params["params"], grad_inputs)}
 
 
 def mlp(g: dict) -> dict:
@@ -200,18 +203,13 @@ def rssm_step(g: dict) -> dict:
         return out, loss
 
     params = to_ours(g, "rssm", RSSM_NAMES)
-    out, loss = outputs(params, **inputs)
-    objective = lambda p, i: (outputs(p, **i)[0] * g["rssm_weights"]).sum() + outputs(p, **i)[1]  # noqa: E731
-    grad_params, grad_inputs = jax.grad(objective, (0, 1))(params, inputs)
+    out, loss = jax.jit(outputs)(params, **inputs)
+    def objective(p, i):
+        out, loss = outputs(p, **i)
+        return (out * g["rssm_weights"]).sum() + loss
+    grad_params, grad_inputs = jax.jit(jax.grad(objective, (0, 1)))(params, inputs)
     pairs = {"rssm step output": (out, g["rssm_out"]), "rssm step KL loss": (loss, g["rssm_loss"])}
-    for official, ours in RSSM_NAMES.items():
-        node = grad_params["params"]
-        for part in ours.split("/"):
-            node = node[part]
-        pairs[f"rssm step grad {official}"] = (node, g[f"rssm_grad_{official}"])
-    for name, value in grad_inputs.items():
-        pairs[f"rssm step grad input {name}"] = (value, g[f"rssm_grad_in_{name}"])
-    return pairs
+    return {**pairs, **gradient_pairs(g, "rssm", "rssm step", RSSM_NAMES, grad_params["params"], grad_inputs)}
 
 
 def policy(g: dict) -> dict:
@@ -233,20 +231,14 @@ def policy(g: dict) -> dict:
 
     inputs = {k: jnp.asarray(g[f"policy_in_{k}"]) for k in ("feat", "action")}
     loss = lambda p, i: (outputs(p, **i) * g["policy_weights"]).sum()  # noqa: E731
-    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
-    pairs = {"policy output": (outputs(params, **inputs), g["policy_out"])}
-    for official, ours in names.items():
-        node = grad_params["params"]
-        for part in ours.split("/"):
-            node = node[part]
-        pairs[f"policy grad {official}"] = (node, g[f"policy_grad_{official}"])
+    grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
+    pairs = {"policy output": (jax.jit(outputs)(params, **inputs), g["policy_out"]),
+             **gradient_pairs(g, "policy", "policy", names, grad_params["params"], grad_inputs)}
     out_layer = grad_params["params"]["MLP_0"]["Dense_2"]
     for index, part in enumerate(("mean", "stddev")):
         for p in ("kernel", "bias"):
             ours = jnp.split(out_layer[p], 2, -1)[index]
             pairs[f"policy grad pol/head/action/{part}/{p}"] = (ours, g[f"policy_grad_pol/head/action/{part}/{p}"])
-    for name, value in grad_inputs.items():
-        pairs[f"policy grad input {name}"] = (value, g[f"policy_grad_in_{name}"])
     return pairs
 
 
@@ -267,14 +259,10 @@ def encoder(g: dict) -> dict:
     image = jnp.asarray(g["encoder_in_image"])
     inputs = {k: jnp.asarray(g[f"encoder_in_{k}"]) for k in ("position", "velocity")}
     loss = lambda p, i: (wm.embed(p, {**i, "image": image}) * g["encoder_weights"]).sum()  # noqa: E731
-    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
-    pairs = {"encoder output": (wm.embed(params, {**inputs, "image": image}), g["encoder_out"])}
-    for official, ours in ENCODER_NAMES.items():
-        module, path = ours.split("/", 1)
-        pairs[f"encoder grad {official}"] = (leaf(grad_params[module]["params"], path), g[f"encoder_grad_{official}"])
-    for name, value in grad_inputs.items():
-        pairs[f"encoder grad input {name}"] = (value, g[f"encoder_grad_in_{name}"])
-    return pairs
+    grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
+    pairs = {"encoder output": (jax.jit(wm.embed)(params, {**inputs, "image": image}), g["encoder_out"])}
+    tree = {module: sub["params"] for module, sub in grad_params.items()}
+    return {**pairs, **gradient_pairs(g, "encoder", "encoder", ENCODER_NAMES, tree, grad_inputs)}
 
 
 VECDEC_NAMES = {**{f"dec/mlp/linear{i}/{p}": f"MLP_0/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
@@ -306,20 +294,51 @@ def vector_decoder(g: dict) -> dict:
 
     inputs = {k: jnp.asarray(g[f"vecdec_in_{k}"]) for k in ("deter", "stoch")}
     loss = lambda p, i: (outputs(p, **i) * g["vecdec_weights"]).sum()  # noqa: E731
-    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, inputs)
+    grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
     grad_first = leaf(grad_params["params"], "MLP_0/Dense_0/kernel")
     grad_params["params"]["MLP_0"]["Dense_0"]["kernel"] = jnp.concatenate([grad_first[16:], grad_first[:16]], 0)
-    pairs = {"vector decoder output and losses": (outputs(params, **inputs), g["vecdec_out"])}
-    for official, ours in VECDEC_NAMES.items():
-        pairs[f"vector decoder grad {official}"] = (leaf(grad_params["params"], ours), g[f"vecdec_grad_{official}"])
-    for name, value in grad_inputs.items():
-        pairs[f"vector decoder grad input {name}"] = (value, g[f"vecdec_grad_in_{name}"])
-    return pairs
+    pairs = {"vector decoder output and losses": (jax.jit(outputs)(params, **inputs), g["vecdec_out"])}
+    return {**pairs, **gradient_pairs(g, "vecdec", "vector decoder", VECDEC_NAMES, grad_params["params"],
+                                      grad_inputs)}
+
+
+# The official decoder names its upsampling convolutions by the encoder stage they mirror
+# (conv2 first), ours in the order they run (conv0 first); its output layer is `imgout`.
+IMGDEC_NAMES = {**{f"dec/sp0/{p}": f"deter_grid/{p}" for p in ("kernel", "bias")},
+                **{f"dec/sp1/{p}": f"stoch_hidden/{p}" for p in ("kernel", "bias")},
+                "dec/sp1norm/scale": "NormAct_0/RMSNorm_0/scale",
+                **{f"dec/sp2/{p}": f"stoch_grid/{p}" for p in ("kernel", "bias")},
+                "dec/spnorm/scale": "NormAct_1/RMSNorm_0/scale",
+                **{f"dec/conv{2 - i}/{p}": f"conv{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
+                **{f"dec/conv{2 - i}norm/scale": f"NormAct_{2 + i}/RMSNorm_0/scale" for i in range(3)},
+                **{f"dec/imgout/{p}": f"conv3/{p}" for p in ("kernel", "bias")}}
+
+
+def image_decoder(g: dict) -> dict:
+    """Our world model's image decoder (DreamerV3's) and its squared-error loss, per item; ours
+    predicts in [-0.5, 0.5], the official in [0, 1]."""
+    overrides = {"model.deter": 16, "model.stoch": 4, "model.classes": 3, "model.gru_blocks": 2,
+                 "model.hidden": 8, "model.depth": 2, "model.head_units": 8}
+    wm = WorldModel(build_config(["dreamerv3"], overrides).model, 2)
+    params = to_ours(g, "imgdec", IMGDEC_NAMES)
+    target = jnp.asarray(g["imgdec_target"]) - 0.5  # the preprocessed image, as the loss sees it
+
+    def outputs(params, deter, stoch):
+        pred = wm.decode({"decoder": params}, jnp.concatenate([deter, stoch.reshape(len(stoch), -1)], -1))["image"]
+        loss = jax.vmap(lambda p, t: wm.reconstruction_losses({"image": p[None]}, {}, t[None])["image"])(pred, target)
+        return jnp.concatenate([(pred + 0.5).reshape(len(deter), -1), loss[:, None]], -1)
+
+    inputs = {k: jnp.asarray(g[f"imgdec_in_{k}"]) for k in ("deter", "stoch")}
+    loss = lambda p, i: (outputs(p, **i) * g["imgdec_weights"]).sum()  # noqa: E731
+    grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
+    pairs = {"image decoder output and loss": (jax.jit(outputs)(params, **inputs), g["imgdec_out"])}
+    return {**pairs, **gradient_pairs(g, "imgdec", "image decoder", IMGDEC_NAMES, grad_params["params"],
+                                      grad_inputs)}
 
 
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
          "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step, "policy": policy,
-         "encoder": encoder, "vector_decoder": vector_decoder}
+         "encoder": encoder, "vector_decoder": vector_decoder, "image_decoder": image_decoder}
 
 
 def parity_errors() -> dict[str, float]:

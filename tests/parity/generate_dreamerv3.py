@@ -25,8 +25,8 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   it with respect to every parameter and input;
 - `rssm_*`: one observed RSSM step and the prior on its state, with the KL losses (free nats,
   dynamics and representation scales), `policy_*`: the policy head (bounded normal), and
-  `encoder_*`: the encoder on vectors and an image, `vecdec_*`: the decoder's vector path with
-  its losses: the same quantities.
+  `encoder_*`: the encoder on vectors and an image, `vecdec_*` and `imgdec_*`: the decoder's
+  vector and image paths with their losses: the same quantities.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -309,6 +309,28 @@ def vector_decoder_data(o, rng) -> dict:
     return data
 
 
+def image_decoder_data(o, rng) -> dict:
+    """The official decoder's image path (`dreamerv3.rssm.Decoder`, depth 2, block-linear input
+    of 2 blocks): the predicted image (in [0, 1]) and its squared-error loss against a target
+    image, and the gradients of a random weighting of them."""
+    jnp = o["jnp"]
+    from dreamerv3 import rssm
+
+    space = {"image": o["elements"].Space(np.uint8, (64, 64, 3))}
+    target = rng.uniform(size=(3, 64, 64, 3)).astype(np.float32)
+
+    def fn(deter, stoch):
+        dec = rssm.Decoder(space, depth=2, units=8, act="silu", norm="rms", bspace=2, name="dec")
+        _, _, recons = dec({}, {"deter": deter, "stoch": stoch}, jnp.zeros(len(deter), bool), True, single=True)
+        pred, loss = recons["image"].pred(), recons["image"].loss(jnp.asarray(target))
+        return jnp.concatenate([pred.reshape(len(deter), -1), loss[:, None]], -1)
+    inputs = {"deter": rng.normal(size=(3, 16)).astype(np.float32),
+              "stoch": np.eye(3)[rng.integers(0, 3, (3, 4))].astype(np.float32)}
+    data = module_data(o, rng, "imgdec", fn, inputs)
+    data["imgdec_target"] = target
+    return data
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -323,6 +345,7 @@ def generate(o) -> dict:
     data.update(policy_data(o, rng))
     data.update(encoder_data(o, rng))
     data.update(vector_decoder_data(o, rng))
+    data.update(image_decoder_data(o, rng))
     return data
 
 
