@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dreamer.config import build_config
-from dreamer.core.actor_critic import Actor, action_dist, return_scale, update_return_range
+from dreamer.core.actor_critic import Actor, ActorCritic, action_dist, return_scale, update_return_range
 from dreamer.core.latents import CategoricalLatent
 from dreamer.core.nets import MLP, BlockGRU, laprop
 from dreamer.core.rssm import RSSM
@@ -336,9 +336,21 @@ def image_decoder(g: dict) -> dict:
                                       grad_inputs)}
 
 
+def lambda_returns(g: dict) -> dict:
+    """Our DreamerV3 returns (`behavior.returns dreamerv3`, the discount folded into the
+    continuation): the official rewards of arriving at states 1..H, continuations and values
+    of states 0..H."""
+    cfg = build_config(["dreamerv3"]).model
+    ac = ActorCritic(build_config(["dreamerv3"]).behavior, WorldModel(cfg, 2), 2, False)
+    returns, _, _ = ac.returns(jnp.asarray(g["return_rew"][:, 1:]), jnp.asarray(g["return_val"]),
+                               jnp.asarray(g["return_con"]))
+    return {"lambda-returns": (returns, g["return_ret"])}
+
+
 PARTS = {"twohot": twohot, "symlog_mse": symlog_mse, "categorical": categorical, "optimiser": optimiser,
          "return_normaliser": return_normaliser, "mlp": mlp, "recurrent_core": recurrent_core, "rssm_step": rssm_step, "policy": policy,
-         "encoder": encoder, "vector_decoder": vector_decoder, "image_decoder": image_decoder}
+         "encoder": encoder, "vector_decoder": vector_decoder, "image_decoder": image_decoder,
+         "lambda_returns": lambda_returns}
 
 
 def parity_errors() -> dict[str, float]:

@@ -26,7 +26,8 @@ inputs drawn from a seeded NumPy generator and writes what they return:
 - `rssm_*`: one observed RSSM step and the prior on its state, with the KL losses (free nats,
   dynamics and representation scales), `policy_*`: the policy head (bounded normal), and
   `encoder_*`: the encoder on vectors and an image, `vecdec_*` and `imgdec_*`: the decoder's
-  vector and image paths with their losses: the same quantities.
+  vector and image paths with their losses: the same quantities;
+- `return_*`: the lambda-returns of a random imagined rollout, as `imag_loss` computes them.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -331,6 +332,22 @@ def image_decoder_data(o, rng) -> dict:
     return data
 
 
+def return_data(o, rng) -> dict:
+    """The official lambda-returns (`dreamerv3.agent.lambda_return`) of an imagined rollout as
+    `imag_loss` calls it (continuation holding the discount, lambda 0.95, bootstrapped from the
+    target values): rewards, continuations and values [N, H + 1], returns [N, H]."""
+    from dreamerv3.agent import lambda_return
+
+    jnp = o["jnp"]
+    n, h = 4, 6
+    rew = rng.normal(size=(n, h + 1)).astype(np.float32)
+    con = rng.uniform(0.9, 1.0, size=(n, h + 1)).astype(np.float32)
+    con[0, 3] = 0.0  # an episode end inside the rollout
+    val = (5 * rng.normal(size=(n, h + 1))).astype(np.float32)
+    ret = lambda_return(jnp.zeros_like(con), 1 - con, rew, val, val, 1, 0.95)
+    return {"return_rew": rew, "return_con": con, "return_val": val, "return_ret": np.asarray(ret)}
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -346,6 +363,7 @@ def generate(o) -> dict:
     data.update(encoder_data(o, rng))
     data.update(vector_decoder_data(o, rng))
     data.update(image_decoder_data(o, rng))
+    data.update(return_data(o, rng))
     return data
 
 
