@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
 from dreamer.core.rssm import State
 from dreamer.core.world_model import WorldModel
+from dreamer.envs.base import image_space
 from dreamer.parallel import DataParallel
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ class WorldModelAgent:
         if obs_space is None:
             if config.env.obs != "image":
                 raise ValueError(f"env.obs is {config.env.obs!r}: pass the environments' obs_space")
-            obs_space = {"image": ((config.env.size, config.env.size, 3), np.dtype(np.uint8))}
+            obs_space = image_space(config.env.size)
         self.obs_space = dict(obs_space)
         dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
         self.wm = WorldModel(config.model, action_size, self.obs_space, dtype=dtype)

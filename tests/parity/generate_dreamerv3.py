@@ -165,17 +165,23 @@ def random_params(jnp, rng, params: dict) -> dict:
 
 def module_data(o, rng, name: str, fn, inputs: dict) -> dict:
     """An official module's outputs for random parameters, and the gradients of a random
-    weighting of them with respect to every parameter and input."""
+    weighting of them with respect to every parameter and input. `fn` returns the outputs, or
+    (outputs, a scalar loss), whose gradient is then added to the weighting's."""
     jax, jnp, nj = o["jax"], o["jnp"], o["nj"]
     inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
     params = random_params(jnp, rng, nj.init(fn)({}, **inputs, seed=0))
-    _, out = nj.pure(fn)(params, **inputs, seed=0)
+    _, result = nj.pure(fn)(params, **inputs, seed=0)
+    out, loss = result if isinstance(result, tuple) else (result, None)
     weights = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
     fixed = {k: v for k, v in inputs.items() if not jnp.issubdtype(v.dtype, jnp.floating)}  # images
-    loss = lambda p, i: (nj.pure(fn)(p, **i, **fixed, seed=0)[1] * weights).sum()  # noqa: E731
+
+    def objective(p, i):
+        result = nj.pure(fn)(p, **i, **fixed, seed=0)[1]
+        out, loss = result if isinstance(result, tuple) else (result, 0.0)
+        return (out * weights).sum() + loss
     floats = {k: v for k, v in inputs.items() if k not in fixed}
-    grad_params, grad_inputs = jax.grad(loss, (0, 1))(params, floats)
-    data = {"out": out, "weights": weights}
+    grad_params, grad_inputs = jax.grad(objective, (0, 1))(params, floats)
+    data = {"out": out, "weights": weights, **({} if loss is None else {"loss": loss})}
     data.update({f"in_{k}": v for k, v in inputs.items()})
     data.update({f"param_{k}": v for k, v in params.items()})
     data.update({f"grad_{k}": v for k, v in grad_params.items()})
@@ -213,7 +219,7 @@ def rssm_data(o, rng) -> dict:
     layers on its state (`RSSM._prior`), with the KL losses of `RSSM.loss` (free nats 1, scales
     1 and 0.1): the deterministic state, the posterior's and prior's unimix logits, the loss,
     and the gradients of a random weighting of them plus the loss."""
-    jax, jnp, nj, outs = o["jax"], o["jnp"], o["nj"], o["outs"]
+    jax, jnp, outs = o["jax"], o["jnp"], o["outs"]
     from dreamerv3 import rssm
 
     space = {"action": o["elements"].Space(np.float32, (2,), -1, 1)}
@@ -233,21 +239,7 @@ def rssm_data(o, rng) -> dict:
 
     inputs = {"deter": rng.normal(size=(batch, 16)), "stoch": np.eye(3)[rng.integers(0, 3, (batch, 4))],
               "tokens": rng.normal(size=(batch, 7)), "action": 1.5 * rng.normal(size=(batch, 2))}
-    inputs = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
-    params = random_params(jnp, rng, nj.init(fn)({}, **inputs, seed=0))
-    _, (out, loss) = nj.pure(fn)(params, **inputs, seed=0)
-    weights = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
-
-    def objective(p, i):
-        out, loss = nj.pure(fn)(p, **i, seed=0)[1]
-        return (out * weights).sum() + loss
-    grad_params, grad_inputs = jax.grad(objective, (0, 1))(params, inputs)
-    data = {"out": out, "loss": loss, "weights": weights}
-    data.update({f"in_{k}": v for k, v in inputs.items()})
-    data.update({f"param_{k}": v for k, v in params.items()})
-    data.update({f"grad_{k}": v for k, v in grad_params.items()})
-    data.update({f"grad_in_{k}": v for k, v in grad_inputs.items()})
-    return {f"rssm_{k}": np.asarray(v) for k, v in data.items()}
+    return module_data(o, rng, "rssm", fn, {k: v.astype(np.float32) for k, v in inputs.items()})
 
 
 def policy_data(o, rng) -> dict:
