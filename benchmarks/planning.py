@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, xla_flops
 from dreamer.cli import ArgumentParser, run_command
+from dreamer.device import DeviceAgent
 from dreamer.config import build_config
 from dreamer.registry import agent_class
 from planet.planner import cem, initial_plan  # the pure CEM function, not the agent
@@ -67,9 +68,9 @@ def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict
     presets = PRESETS[preset] if presets is None else presets
     # The planner's cost on images, whatever observations the presets choose.
     config = build_config(presets, {"env.name": "dmc_cartpole_balance", "env.obs": "image"}, agent="planet")
-    agent = agent_class("planet")(config, action_size=1, discrete=False)
+    agent = DeviceAgent(agent_class("planet")(config, action_size=1, discrete=False))
     state = agent.init(jax.random.PRNGKey(0))
-    pstate = agent.initial_policy_state(1)
+    pstate = agent.agent.initial_policy_state(1)
     obs = {"image": jnp.zeros((1, 64, 64, 3), jnp.uint8), "is_first": jnp.zeros(1, bool)}
     start = time.perf_counter()
     action, pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
@@ -81,7 +82,7 @@ def measure(preset: str, repeats: int, presets: list[str] | None = None) -> dict
         action, pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(i), "train")
         action.block_until_ready()
         times.append(time.perf_counter() - start)
-    flops = planner_flops(agent, state)
+    flops = planner_flops(agent.agent, state)
     cfg = config.planet
     seconds = float(np.median(times))
     return {

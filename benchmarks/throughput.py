@@ -41,6 +41,7 @@ import numpy as np
 from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, median_seconds
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config
+from dreamer.device import DeviceAgent
 from dreamer.errors import UserError
 from dreamer.registry import agent_class
 
@@ -98,10 +99,11 @@ def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int) -
     """The Dreamer update as the train loop runs it (jitted, state donated)."""
     obs_space, action_size = env_spec(config)
     agent = agent_class("dreamer")(config, action_size, False, obs_space)
-    state = agent.init(jax.random.PRNGKey(0))
+    device = DeviceAgent(agent)
+    state = device.init(jax.random.PRNGKey(0))
     batch = fake_batch(obs_space, *batch_shape, action_size)
     start = time.perf_counter()
-    compiled = agent.train.lower(state, batch).compile()
+    compiled = device.update.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
     flops = unrolled_flops(agent.update, state, batch)
     state, _ = compiled(state, batch)  # warm-up: first-run allocations
@@ -120,7 +122,7 @@ def measure_imagination(config: Config, starts: int, repeats: int) -> dict:
     """Forward imagination from `starts` states for the behaviour horizon, actor in the loop."""
     obs_space, action_size = env_spec(config)
     agent = agent_class("dreamer")(config, action_size, False, obs_space)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = DeviceAgent(agent).init(jax.random.PRNGKey(0))
     start_states = jax.tree.map(lambda x: jnp.repeat(x, starts, 0), agent.wm.rssm.initial(1))
     imagine = jax.jit(lambda actor, wm, start, key: agent.ac.imagine(actor, wm, start, key)["feat"])
     args = (state.agent.actor, state.wm, start_states, jax.random.PRNGKey(1))

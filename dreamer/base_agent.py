@@ -1,19 +1,16 @@
-"""The agent layer above the model: `WorldModelAgent` turns the core's world model into a
-trainable, jitted agent. It owns the jit wiring, the placement over devices, the non-finite
-guard, exploration noise and video reports; agents subclass it and add what they learn besides
-the world model and how they choose actions.
+"""The agent layer above the model: `WorldModelAgent` turns the core's world model into an
+agent of pure functions over an explicit train state: world-model training, the non-finite
+guard, latent filtering, exploration noise and video reports. Agents subclass it and add what
+they learn besides the world model and how they choose actions. Jitting and placement on
+devices are `dreamer.device.DeviceAgent`'s, which the loop builds around an agent.
 
-The train loop only sees this interface:
-  state = agent.init(key)                                   # a pytree (TrainState), replicated
-                                                            # over `config.devices` devices
-  state, metrics = agent.train(state, batch)                # jitted `agent.update`, traced once;
-                                                            # the batch is split over devices
-                                                            # (agent.parallel)
-  action, pstate = agent.policy(state, obs, pstate, key, mode)   # jitted `agent.act`, per mode
-                                                            # pstate: {'latent', 'action', ...}
+The loop sees this interface (through `DeviceAgent`, which jits the pure ones):
+  state = agent.initial_state(key)                          # a pytree (TrainState)
+  state, metrics = agent.update(state, batch)               # pure; batch [B, T, ...]
+  action, pstate = agent.act(state, obs, pstate, key, mode) # pure; pstate {'latent', 'action', ...}
   pstate = agent.initial_policy_state(num_envs)
   state = agent.on_env_steps(state, env_steps)              # host side, after collection
-  videos = agent.report(state, batch)
+  videos = agent.report(state, batch)                       # pure
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import jax.numpy as jnp
 from dreamer.core.rssm import State
 from dreamer.core.world_model import WorldModel
 from dreamer.envs.base import image_space
-from dreamer.parallel import DataParallel
 
 if TYPE_CHECKING:
     from dreamer.config import Config
@@ -60,23 +56,15 @@ class WorldModelAgent:
         self.obs_space = dict(obs_space)
         dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
         self.wm = WorldModel(config.model, action_size, self.obs_space, dtype=dtype)
-        self.parallel = DataParallel(config.devices, config.train.batch_size)
-        self.train = jax.jit(self.update, donate_argnums=0)
-        self.policy = jax.jit(self.act, static_argnames="mode")
-        self._report = jax.jit(self.wm.open_loop_video)
 
     # ------------------------------------------------------------------ state
-
-    def init(self, key: jax.Array) -> TrainState:
-        state = jax.jit(self.initial_state)(key)  # one compiled init instead of many eager ops
-        return self.parallel.replicate(state)
 
     def state_template(self) -> TrainState:
         """Shapes and dtypes of the train state, without computing it (to restore into)."""
         return jax.eval_shape(self.initial_state, jax.random.PRNGKey(0))
 
     def initial_state(self, key: jax.Array) -> TrainState:
-        """The freshly initialised train state (pure; `init` jits and places it)."""
+        """The freshly initialised train state (pure)."""
         k_wm, k_agent, k_state = jax.random.split(key, 3)
         wm = self.wm.init(k_wm)
         return TrainState(wm, self.wm.optimizer.init(wm), self.init_agent_state(k_agent), k_state,
@@ -102,7 +90,7 @@ class WorldModelAgent:
     # ------------------------------------------------------------------ training
 
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-        """One update (pure; `train` is this, jitted): the world model on the batch [B, T, ...],
+        """One update (pure): the world model on the batch [B, T, ...],
         and the agent's own parts from its posterior states. Every loss sees the world model's
         parameters from before this update, as in the Dreamer, DreamerV3 and Plan2Explore
         reference code, which computes all losses first and then applies the optimisers.
@@ -114,8 +102,7 @@ class WorldModelAgent:
         agent, agent_metrics = self.update_agent_state(state.agent, state.wm, post, batch, k_agent)
         metrics.update(agent_metrics)
         new_state = TrainState(wm, wm_opt, agent, key, state.applied_updates + 1)
-        new_state, metrics = skip_nonfinite(state, new_state, metrics)
-        return self.parallel.constrain_state(new_state), metrics
+        return skip_nonfinite(state, new_state, metrics)
 
     def init_agent_state(self, key: jax.Array) -> Any:
         """The agent's own learned parts (`TrainState.agent`); default: none."""
@@ -142,7 +129,7 @@ class WorldModelAgent:
     # ------------------------------------------------------------------ acting
 
     def act(self, state: TrainState, obs: dict, pstate: dict, key: jax.Array, mode: str):
-        """One policy step (pure; `policy` is this, jitted per mode): filter the observation
+        """One policy step (pure): filter the observation
         into the latent state, then choose actions. obs: the inputs of `obs_space` [N, ...]
         (e.g. image uint8 [N, H, W, 3]) and is_first [N]; mode 'train' (explore) or 'eval'.
         Returns (actions [N, A], new policy state)."""
@@ -168,12 +155,12 @@ class WorldModelAgent:
     # ------------------------------------------------------------------ reports
 
     def report(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-        """Videos for the logger: the open-loop prediction (truth / model / error); none
-        without an image input."""
+        """Videos for the logger (pure): the open-loop prediction (truth / model / error);
+        none without an image input."""
         if self.wm.image_key is None:
             return {}
         key = jax.random.fold_in(state.key, 1)
-        return {"openloop": self._report(state.wm, batch, key)}
+        return {"openloop": self.wm.open_loop_video(state.wm, batch, key)}
 
 
 def skip_nonfinite(old: TrainState, new: TrainState, metrics: dict) -> tuple[TrainState, dict]:

@@ -156,7 +156,6 @@ RUN_SCHEMA: dict[str, Callable[[Any], bool]] = {
     "episodes": lambda v: _is_int(v) and v >= 0,
     "scheduled_updates": lambda v: _is_int(v) and v >= 0,
     "train_start": lambda v: v is None or _is_int(v),
-    "last_eval_step": _is_int,
     "nonfinite_streak": lambda v: _is_int(v) and v >= 0,
     "pending_metrics": lambda v: isinstance(v, dict),
     "rng": lambda v: isinstance(v, dict),

@@ -86,26 +86,31 @@ def random_actions(rng: np.random.Generator, batch: int, action_size: int, discr
 
 
 class AgentActor:
-    """Wraps an agent's jitted policy with its recurrent state and a PRNG key (host side)."""
+    """Wraps an agent's jitted policy (`dreamer.device.DeviceAgent.policy`) with its recurrent
+    state and a PRNG key (host side)."""
 
-    def __init__(self, agent, num_envs: int, seed: int, mode: str):
-        self.agent, self.mode = agent, mode
-        self.keys = (*agent.obs_space, "is_first")  # what the policy reads of an observation
-        self.pstate = agent.initial_policy_state(num_envs)
+    def __init__(self, device, num_envs: int, seed: int, mode: str):
+        self.device, self.mode = device, mode
+        self.keys = (*device.agent.obs_space, "is_first")  # what the policy reads of an observation
+        self.pstate = device.agent.initial_policy_state(num_envs)
         self.key = jax.random.PRNGKey(seed)
 
     def __call__(self, train_state, obs: dict) -> np.ndarray:
         self.key, key = jax.random.split(self.key)
         inputs = {name: obs[name] for name in self.keys}
-        action, self.pstate = self.agent.policy(train_state, inputs, self.pstate, key, self.mode)
+        action, self.pstate = self.device.policy(train_state, inputs, self.pstate, key, self.mode)
         return np.asarray(action)
 
 
-def run_episodes(envs: VectorEnv, act: ActFn, action_repeat: int, episodes: int) -> list[dict]:
-    """Run `episodes` complete episodes (eval); returns them as dicts of stacked arrays."""
+def run_episodes(envs: VectorEnv, act: ActFn, action_repeat: int, episodes: int,
+                 stop: Callable[[], bool] = lambda: False) -> list[dict]:
+    """Run `episodes` complete episodes (eval); returns them as dicts of stacked arrays, fewer
+    if `stop()` turned true (it is asked after each episode)."""
     collector = Collector(envs, action_repeat)
     finished: list[dict] = []
     while len(finished) < episodes:
         done, _ = collector.step(act)
         finished += done
+        if done and stop():
+            break
     return finished[:episodes]

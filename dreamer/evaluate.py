@@ -35,6 +35,7 @@ import numpy as np
 
 from dreamer import checkpoint
 from dreamer.collect import env_factory
+from dreamer.device import DeviceAgent
 from dreamer.config import MAX_SEED, Config
 from dreamer.envs import Env
 from dreamer.envs.base import IMAGE_KEY, space_from_key
@@ -57,8 +58,8 @@ class Policy:
     [-1, 1] (one-hot for discrete actions). One call of the agent's jitted policy per step.
     """
 
-    def __init__(self, agent, train_state: Any, config: Config, step: int, seed: int = 0):
-        self.agent, self.config, self.step = agent, config, step
+    def __init__(self, device: DeviceAgent, train_state: Any, config: Config, step: int, seed: int = 0):
+        self.device, self.agent, self.config, self.step = device, device.agent, config, step
         self.train_state = train_state
         self._key = jax.random.PRNGKey(seed)
         self._starts = 0
@@ -80,7 +81,7 @@ class Policy:
         # policy on a batch of one, a key split per step.
         key, sub = jax.random.split(state["key"])
         obs = {name: value[None] for name, value in inputs.items()}
-        action, agent_state = self.agent.policy(self.train_state, obs, state["agent"], sub, "eval")
+        action, agent_state = self.device.policy(self.train_state, obs, state["agent"], sub, "eval")
         return np.asarray(action)[0], {"agent": agent_state, "key": key}
 
     def _inputs(self, observation: dict | np.ndarray, new_episode: bool) -> dict[str, np.ndarray]:
@@ -135,7 +136,8 @@ def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
     agent = agent_class(config.agent)(config, int(spec["action_size"]), bool(spec["discrete"]), space)
     state = checkpoint.restore_state(agent.state_template(), ckpt)
     seed = config.seed + ckpt.step if seed is None else seed
-    return Policy(agent, jax.device_put(state), config, ckpt.step, seed)
+    device = DeviceAgent(agent)
+    return Policy(device, device.restore(state), config, ckpt.step, seed)
 
 
 def run_episode(policy: Policy, env: Env, state: dict | None = None,

@@ -142,6 +142,13 @@ class Logger:
             handle.write("\n")
         return handle
 
+    def flush(self) -> None:
+        """Everything written so far onto disk (metrics and TensorBoard events)."""
+        if self._metrics is not None:
+            self._metrics.flush()
+        if self._writer is not None:
+            self._writer.flush()
+
     def metrics_size(self) -> int:
         """Bytes written to ``metrics.jsonl`` so far (every write ends with a whole line)."""
         if self._metrics is None:
@@ -305,6 +312,12 @@ class Progress:
         delta = int(step) - self._bar.n
         if delta > 0:
             self._bar.update(delta)
+
+    def burst(self, done: int, owed: int, seconds_left: float) -> None:
+        """Show the updates done of a burst's `owed` and the time the burst has left."""
+        minutes, seconds = divmod(int(seconds_left), 60)
+        self._bar.set_description_str(f"updates {done}/{owed} ({minutes}:{seconds:02d} left)"
+                                      if done < owed else "env steps", refresh=True)
 
     def close(self) -> None:
         """Draw the final state and release the terminal line."""

@@ -1,22 +1,24 @@
 """The overlapped training loop (`--train.loop overlapped`): an actor thread collects while the
 learner (the main thread) updates.
 
-The actor thread steps the training environments with the newest finished train state, puts
-every finished episode into the replay, and hands the learner one `Work` item per collection
-step: the updates the schedule owes at that step and what else is due there (evaluation,
-videos, a log line, a checkpoint). The learner handles the items in order, so
+It drives the same `dreamer.trainer.Trainer` as the synchronous loop, in two threads: the
+actor thread runs `Trainer.collect_work` (the newest finished train state acts, finished
+episodes go into the replay) and queues each step's `Work` item; the learner runs
+`Trainer.handle` and `Trainer.finish` on the items in order. So
 
 - the updates, evaluations, videos, log lines and checkpoints per environment step are those of
-  the synchronous loop (`dreamer.trainer.Trainer`), counted by the same `Schedule`;
+  the synchronous loop, counted by the same `Schedule`;
 - an evaluation at step S sees every update owed up to S, as in the synchronous loop;
 - only the collected data differ: the policy that collects step t may miss the updates owed
   in the last `train.max_lag` environment steps, and the actor waits when it would get further
   ahead. `train.max_lag 0` collects with exactly the synchronous loop's parameters.
 
 A checkpoint needs the replay, the schedule and the collection RNG at one step: at a checkpoint
-(by steps or minutes), at the end and on SIGINT / SIGTERM the actor stops after its current
-step, and the learner runs every update owed up to it and saves ("barrier") before the actor
-goes on. Resuming works as for the synchronous loop, from either loop's checkpoints.
+(by steps or minutes) and at the end the actor waits after that step until the learner has
+run every update owed up to it and saved ("barrier"). On SIGINT / SIGTERM the learner stops
+after its current update and the actor after its current step; the checkpoint then holds
+the items not yet handled. Resuming works as for the synchronous loop, from either loop's
+checkpoints.
 
 The training environments run in worker processes (`env.parallel` is implied): MuJoCo's EGL
 context belongs to the thread that made it, and a worker steps and renders without holding
@@ -27,37 +29,15 @@ actor's policy steps would queue behind the updates on the device's stream; with
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
-import time
-from collections import deque
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dreamer.collect import make_vector_env, random_actions
 from dreamer.config import Config
-from dreamer.envs import VectorEnv
-from dreamer.logger import Progress
-from dreamer.trainer import CollectHook, Interrupted, StopRequests, Trainer
-
-
-@dataclasses.dataclass(frozen=True)
-class Work:
-    """What the learner owes after one collection step of the actor."""
-
-    step: int  # environment steps collected, this step included
-    updates: int  # updates the schedule owes at `step`
-    episodes: tuple[tuple[float, int], ...]  # (return, length in env steps) of episodes that ended
-    evaluate: bool
-    video: bool
-    log: bool
-    counts: dict[str, int]  # `Trainer.collection_counts` right after this step, for the log line
-    prefilling: bool  # still collecting random actions: no updates, no videos
-    barrier: bool  # the actor waits until the learner has handled this item (checkpoint, end, stop)
+from dreamer.trainer import CollectHook, Parts, StopRequests, Trainer, Work, default_parts
 
 
 @jax.jit
@@ -66,56 +46,44 @@ def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
-class OverlappedTrainer(Trainer):
-    """A `Trainer` whose collection runs in an actor thread, concurrently with the updates."""
+class Overlapped:
+    """The two threads' shared state around one `Trainer`; `run` is the loop."""
 
-    work: Work | None = None  # the item the learner handles; None until the first (`step`)
-
-    def __init__(self, config: Config, logdir: Path, stop: StopRequests | None = None,
-                 on_collect: CollectHook | None = None):
-        super().__init__(config, logdir, stop, on_collect)
-        self.cond = threading.Condition()  # guards everything below that both threads touch
-        self.queue: deque[Work] = deque()  # collected, not yet handled by the learner
-        self.pause_requested = False  # the learner wants a barrier (signal, checkpoint minutes)
-        self.at_barrier = False  # the actor waits for the learner to finish a barrier
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.cond = threading.Condition()  # guards trainer.pending and everything below
+        self.at_barrier = False  # the actor waits for the learner to finish a barrier item
         self.closing = False
         self.actor_error: BaseException | None = None
-        self.replay_lock = threading.Lock()  # the actor adds episodes, the learner samples
-        self.actor_device = (jax.devices("cpu")[0] if config.train.actor_device == "cpu"
+        cfg = trainer.config.train
+        self.actor_device = (jax.devices("cpu")[0] if cfg.actor_device == "cpu"
                              and jax.default_backend() != "cpu" else None)
-        self.acting_state = self.publish(self.state)  # what the actor's policy reads
+        trainer.publish = self.publish
+        trainer.acting_state = self.publish(trainer.state)
         if self.actor_device is not None:  # its key splits there too, not behind the updates
-            self.actor.key = jax.device_put(self.actor.key, self.actor_device)
+            trainer.actor.key = jax.device_put(trainer.actor.key, self.actor_device)
 
     def publish(self, state):
         """The actor's own copy of a finished train state: on the CPU with
         `train.actor_device cpu` (on an accelerator), else on the learner's device."""
-        local = self.agent.parallel.local(state)
+        local = self.trainer.agent.local(state)
         copy = _copy(local) if self.actor_device is None else jax.device_put(local, self.actor_device)
         return jax.block_until_ready(copy)
-
-    def make_train_envs(self, seed: int) -> VectorEnv:
-        return make_vector_env(self.config, seed, parallel=True)
-
-    @property
-    def step(self) -> int:
-        """The learner's environment step (the actor's before the loop starts): what the
-        evaluations, logs and checkpoints are labelled with."""
-        return self.schedule.step if self.work is None else self.work.step
 
     # ------------------------------------------------------------------ the actor thread
 
     def actor_main(self) -> None:
+        trainer = self.trainer
         try:
             while self.wait_for_lag():
-                work = self.collect_work()
+                work = trainer.collect_work()
                 with self.cond:
-                    self.queue.append(work)
+                    trainer.pending.append(work)
                     self.at_barrier = work.barrier
                     self.cond.notify_all()
                     while self.at_barrier and not self.closing:
                         self.cond.wait()
-                if work.step >= self.config.steps:
+                if work.step >= trainer.config.steps:
                     return
         except BaseException as error:  # handed to the learner, which raises it
             with self.cond:
@@ -133,157 +101,82 @@ class OverlappedTrainer(Trainer):
     def lagging(self) -> bool:
         """Work owed `max_lag` steps ago is pending: updates, or a video (whose batch should
         come from the replay of its step)."""
-        owed = next((work.step for work in self.queue if work.updates or work.video), None)
-        return owed is not None and self.schedule.step - owed >= self.config.train.max_lag
-
-    def act(self, obs: dict) -> np.ndarray:
-        if self.schedule.prefilling(self.replay.num_steps):
-            return random_actions(self.rng, self.envs.num_envs, self.envs.action_size, self.envs.discrete)
-        state = self.agent.on_env_steps(self.acting_state, self.schedule.step)
-        return self.actor(self.agent.parallel.local(state), obs)
-
-    def collect_work(self) -> Work:
-        """One agent step in every env (as `Trainer.collect`), and what it makes due."""
-        episodes, env_steps = self.collector.step(self.act)
-        if self.on_collect is not None:
-            self.on_collect(self.envs, episodes)
-        schedule, repeat = self.schedule, self.config.env.action_repeat
-        schedule.step += env_steps
-        saved = [self.replay.save_episode(episode) for episode in episodes]  # file writes: unlocked
-        with self.replay_lock:
-            for arrays, path in saved:
-                self.replay.insert_episode(arrays, path)
-        schedule.episodes += len(episodes)
-        with self.cond:
-            pause = self.pause_requested
-        return Work(
-            step=schedule.step, updates=schedule.updates_due(env_steps, self.replay.num_steps),
-            episodes=tuple((float(ep["reward"].sum()), (len(ep["reward"]) - 1) * repeat) for ep in episodes),
-            evaluate=schedule.eval_due(env_steps), video=schedule.video_due(env_steps),
-            log=schedule.log_due(env_steps), counts=super().collection_counts(),
-            prefilling=schedule.prefilling(self.replay.num_steps),
-            barrier=pause or schedule.checkpoint_due(env_steps) or schedule.step >= self.config.steps)
+        trainer = self.trainer
+        owed = next((work.step for work in trainer.pending if work.updates or work.video), None)
+        return owed is not None and trainer.schedule.step - owed >= trainer.config.train.max_lag
 
     # ------------------------------------------------------------------ the learner
 
-    def next_work(self) -> Work:
-        """The oldest unhandled item; asks for a barrier on a signal or when the checkpoint
-        minutes are up."""
+    def next_work(self) -> Work | None:
+        """The oldest unhandled item; None once a signal asks the run to stop."""
         with self.cond:
             while True:
                 if self.actor_error is not None:
                     raise self.actor_error
-                if not self.pause_requested and (self.stop.signum is not None or self.checkpoint_due(0)):
-                    self.pause_requested = True
-                if self.queue:
-                    return self.queue[0]
+                if self.trainer.stopped():
+                    return None
+                if self.trainer.pending:
+                    return self.trainer.pending[0]
                 self.cond.wait(timeout=0.1)  # wakes for signals, which run on this thread
 
-    def handle(self, work: Work) -> None:
-        """What `Trainer.iteration` does after collecting, at the item's step."""
-        self.work = work
-        self.state = self.agent.on_env_steps(self.state, work.step)
-        for episode_return, length in work.episodes:
-            self.last_return = episode_return
-            self.logger.scalars({"train/return": episode_return, "train/length": length})
-            self.logger.write(work.step)
-        if work.updates:
-            self.run_updates(work.updates)
-        self.unsaved = True
-        if work.evaluate:
-            self.evaluate()
-        if work.video:
-            self.report()
-        if work.log:
-            self.log()
-
-    def run_updates(self, owed: int) -> None:
-        """`owed` updates, each next batch sampled and sent to the device while the previous
-        update runs; then the actor gets a copy of the new state. At most two updates are in
-        flight, so that the actor's policy steps on the same device wait for one update at
-        most, not for the whole burst."""
-        start = time.time()
-        batch, in_flight = self.sample_batch(), None
-        for index in range(owed):
-            self.state, metrics = self.agent.train(self.state, batch)
-            self.metrics.add(self.agent.parallel.local(metrics))
-            if index + 1 < owed:
-                batch = self.sample_batch()
-            jax.block_until_ready(in_flight)
-            in_flight = metrics
-        self.acting_state = self.publish(self.state)
-        self.metrics.add({"perf/train_seconds": time.time() - start})
-        self.check_finite(self.metrics.pending["train/nonfinite"][-owed:])
-
-    def collection_counts(self) -> dict[str, int]:
-        return self.work.counts  # the actor may be further on
-
-    def sample_batch(self) -> dict:
-        with self.replay_lock:
-            batch = super().sample_batch()
-        batch = self.agent.parallel.shard_batch(batch)
-        return jax.device_put(batch) if self.agent.parallel.num_devices == 1 else batch
-
-    def report(self) -> None:
-        if self.work.prefilling:
-            return
-        with self.replay_lock:  # the actor adds to it
-            batch = self.replay.sample(min(6, self.config.train.batch_size))
-        self.write_report(batch)
-
-    def finish_barrier(self, work: Work) -> bool:
-        """Save at a barrier; returns whether the run is over (raises Interrupted on a signal)."""
-        final = work.step >= self.config.steps
-        if final and self.schedule.last_eval_step != work.step:
-            self.evaluate()  # the final evaluation (unless one just ran), before saving
-        if self.unsaved:
-            self.save()
-        if final:
-            return True
-        if self.stop.signum is not None:
-            raise Interrupted(self.stop.signum, work.step, self.last_checkpoint)
-        with self.cond:
-            self.pause_requested = self.at_barrier = False
-            self.cond.notify_all()
+    def learn(self) -> bool:
+        """Handle the items until the run ends (True) or a signal stops it (False)."""
+        trainer = self.trainer
+        while (work := self.next_work()) is not None:
+            left = trainer.handle(work)
+            with self.cond:
+                if left is not None:
+                    trainer.pending[0] = left
+                    return False
+                trainer.pending.popleft()  # at a barrier the actor waits: nothing follows it
+            trainer.progress.update(trainer.step, trainer.last_return)
+            if work.barrier and trainer.finish(work):
+                return True
+            with self.cond:
+                self.at_barrier = self.at_barrier and not work.barrier
+                self.cond.notify_all()
         return False
 
-    # ------------------------------------------------------------------ loop
+    def close_actor(self, actor: threading.Thread) -> None:
+        """Stop the actor after its current environment step (the queue then holds every
+        collected step); if it is stuck in an environment, leave it to exit with the process."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        if actor.is_alive():
+            actor.join(timeout=60)
+        if actor.is_alive():
+            print("warning: the actor thread did not stop; its environments are left to exit "
+                  "with this process", file=sys.stderr)
+            self.trainer.envs_stuck = True
 
     def run(self) -> None:
-        progress = Progress(self.config.steps, initial=min(self.step, self.config.steps))
-        self.fps_mark = (self.step, time.time())
+        trainer = self.trainer
         actor = threading.Thread(target=self.actor_main, name="actor", daemon=True)
         try:
-            if self.stop.signum is not None:  # a signal during start-up: no step, nothing to save
-                raise Interrupted(self.stop.signum, self.step, self.last_checkpoint)
-            actor.start()
-            while True:
-                work = self.next_work()
-                self.handle(work)
-                progress.update(self.step, self.last_return)
-                if work.barrier and self.finish_barrier(work):
-                    break
-                with self.cond:
-                    self.queue.popleft()
-                    self.cond.notify_all()
-        finally:
+            if not trainer.stopped():  # a signal during start-up: no step, nothing to save
+                actor.start()
+                if self.learn():
+                    return
+            self.close_actor(actor)
             with self.cond:
-                self.closing = True
-                self.cond.notify_all()
-            if actor.is_alive():
-                actor.join(timeout=60)  # it finishes its current environment step
-            progress.close()
-            if actor.is_alive():  # stuck in an environment: its workers end with this process
-                print("warning: the actor thread did not stop; its environments are left to exit "
-                      "with this process", file=sys.stderr)
-                self.logger.close()
-                self.eval_envs.close()
-            else:
-                self.close()
+                if self.actor_error is not None:
+                    raise self.actor_error
+            trainer.interrupt()
+        finally:
+            self.close_actor(actor)
+
+
+def run_overlapped(trainer: Trainer) -> None:
+    """The overlapped loop (`train.loop overlapped`) over `trainer`."""
+    Overlapped(trainer).run()
 
 
 def make_trainer(config: Config, logdir: Path, stop: StopRequests | None = None,
-                 on_collect: CollectHook | None = None) -> Trainer:
-    """The training loop `train.loop` names."""
-    loop = OverlappedTrainer if config.train.loop == "overlapped" else Trainer
-    return loop(config, logdir, stop, on_collect)
+                 on_collect: CollectHook | None = None, parts: Parts | None = None) -> Trainer:
+    """The run of `config` in `logdir`, with the loop `train.loop` names. The overlapped loop
+    steps its training environments in worker processes: MuJoCo's EGL context belongs to the
+    thread that made it, and a worker steps without holding the GIL the learner needs."""
+    overlapped = config.train.loop == "overlapped"
+    parts = parts or default_parts(config, parallel_envs=True if overlapped else None)
+    return Trainer(config, logdir, parts, stop, on_collect, loop=run_overlapped if overlapped else None)

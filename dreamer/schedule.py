@@ -25,7 +25,6 @@ class Schedule:
         self.episodes = 0  # training episodes completed
         self.train_start: int | None = None  # the environment step at which training began
         self.scheduled_updates = 0  # updates run, whether applied or skipped as non-finite
-        self.last_eval_step = -1
 
     def prefilling(self, replay_steps: int) -> bool:
         """Random actions and no updates until the replay holds `train.prefill` environment
@@ -61,9 +60,8 @@ class Schedule:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "episodes": self.episodes, "scheduled_updates": self.scheduled_updates,
-                "train_start": self.train_start, "last_eval_step": self.last_eval_step}
+                "train_start": self.train_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.episodes = state["step"], state["episodes"]
         self.scheduled_updates, self.train_start = state["scheduled_updates"], state["train_start"]
-        self.last_eval_step = state["last_eval_step"]

@@ -29,7 +29,7 @@ from dreamer.config import Config, build_config, parse_overrides, save_config
 from dreamer.errors import ConfigError, UserError
 from dreamer.logger import METRICS_FILE
 from dreamer.overlapped import make_trainer
-from dreamer.parallel import DataParallel, join_hosts
+from dreamer.device import DataParallel, join_hosts
 from dreamer.presets import preset_description, preset_files
 from dreamer.registry import agent_class, agent_specs
 from dreamer.runlock import LOCK_FILE, RunLock
@@ -160,7 +160,7 @@ def run_locked(config: Config, logdir: Path, stop: StopRequests, new_dirs: list[
         raise
     save_config(config, logdir / "config.yaml")
     print(f"logdir: {logdir}", file=sys.stderr)
-    print(parameter_summary(trainer.agent.parameter_counts()), file=sys.stderr)
+    print(parameter_summary(trainer.agent.agent.parameter_counts()), file=sys.stderr)
     try:
         trainer.run()
     except Interrupted as stopped:

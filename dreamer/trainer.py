@@ -1,22 +1,30 @@
-"""The training loop of one run: `Trainer` owns its environments, replay, agent state, logger
-and checkpoints, and runs collection, updates, evaluation and logs on the schedule of
-`dreamer.schedule.Schedule`. `python -m dreamer.train` (the command line) builds and runs it.
+"""The training driver of one run. `Trainer` is built from its parts (`Parts`: factories of
+the environments, the agent on its devices, the replay, the logger and the schedule) and holds
+the only copy of each step of a run: collect one agent step (`collect_work`, which says what
+the step makes due as a `Work` item), handle an item (its updates, evaluation, video, log
+line), checkpoint, and stop. A loop drives those steps: `run_synchronous` here, one after
+the other, or `dreamer.overlapped.run_overlapped`, collecting in a thread while the main
+thread handles the items. `python -m dreamer.train` composes and runs it (`make_trainer`).
 
 Checkpoints (`dreamer/checkpoint.py`) are written every `train.checkpoint_minutes` and every
-`train.checkpoint_every` steps, at the end, and on SIGINT / SIGTERM (after the current step;
-the exit status is then 128 + the signal number). A Trainer on a logdir with a checkpoint
-continues from it: the counters, RNG states and evaluation schedule are restored, the replay
-reloads from disk, and `metrics.jsonl` is cut back to its length at the checkpoint, so no step
-is logged twice.
+`train.checkpoint_every` steps, at the end, and on SIGINT / SIGTERM. A signal is answered
+between two updates, two evaluation episodes or two collection steps: the run saves the items
+it has not finished (the updates still owed included) with the checkpoint and exits with
+128 + the signal number; a second signal ends the process at once (`StopRequests`). A
+Trainer on a logdir with a checkpoint continues from it: the counters, RNG states, unfinished
+items and evaluation schedule are restored, the replay reloads from disk, and `metrics.jsonl`
+is cut back to its length at the checkpoint, so no step is logged or updated twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +35,7 @@ import numpy as np
 from dreamer import checkpoint
 from dreamer.collect import AgentActor, Collector, episode_signature, make_vector_env, random_actions, run_episodes
 from dreamer.config import Config
+from dreamer.device import DeviceAgent
 from dreamer.envs import VectorEnv
 from dreamer.envs.base import IMAGE_KEY, space_key
 from dreamer.errors import CheckpointError, ConfigError, TrainingError, UserError
@@ -37,30 +46,69 @@ from dreamer.schedule import Schedule
 
 
 class StopRequests:
-    """SIGINT and SIGTERM ask the run to stop: the training loop finishes its current step,
-    saves a checkpoint and ends. A second signal stops at once (KeyboardInterrupt), keeping
-    the newest complete checkpoint."""
+    """SIGINT and SIGTERM ask the run to stop: the loop answers between two updates, saves a
+    checkpoint and ends. A second signal ends the process within seconds whatever it is doing
+    (an update running in XLA included): a watcher thread, woken by the signal itself, runs
+    the `on_exit` callbacks (flushing the logs, bounded by `FLUSH_SECONDS`) and exits with
+    128 + the signal number. Checkpoints are renamed into place when complete, so the newest
+    complete one stays intact."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    FLUSH_SECONDS = 2.0
 
     def __init__(self):
         self.signum: int | None = None
+        self.on_exit: list[Callable[[], None]] = []
         self._previous: dict = {}
+        self._pipe: tuple[int, int] | None = None
+        self._previous_fd = -1
 
     def _request(self, signum: int, frame) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+
+    def _watch(self, read_fd: int) -> None:
+        """Python runs signal handlers on the main thread only between bytecodes; the wakeup
+        fd is written by the C-level handler at once, so this thread sees every signal."""
+        seen = 0
+        while data := os.read(read_fd, 64):
+            for signum in data:
+                if signum not in self.SIGNALS:
+                    continue
+                seen += 1
+                if self.signum is None:
+                    self.signum = signum
+                if seen >= 2:
+                    self._exit_now(signum)
+        os.close(read_fd)
+
+    def _exit_now(self, signum: int) -> None:
+        print(f"\n{signal.Signals(signum).name} again: exiting now (the newest complete checkpoint "
+              "stays; rerun the same command to resume from it)", file=sys.stderr, flush=True)
+        flusher = threading.Thread(target=lambda: [callback() for callback in self.on_exit], daemon=True)
+        flusher.start()
+        flusher.join(self.FLUSH_SECONDS)
+        os._exit(128 + signum)
 
     def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():  # only it may set handlers
-            self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
+        if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+            return self
+        self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_fd,), name="stop-watcher", daemon=True).start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            os.close(self._pipe[1])  # the watcher reads end of file and ends
+            self._pipe = None
 
 
 class RunFinished(Exception):
@@ -142,34 +190,148 @@ class UpdateMetrics:
             self.pending[key] = [np.asarray(value, dtype) for value in values]
 
 
+
+
+class UpdateRate:
+    """The measured seconds per update (the first update of the process, which compiles, not
+    counted): shown in the progress bar during a burst with the time the burst has left, and
+    once, after `MEASURED` updates, printed with what the rest of the run would take at it,
+    with a warning and the alternative where that is more than a day."""
+
+    MEASURED = 3
+    DAY = 86_400.0
+
+    def __init__(self, config: Config, schedule: Schedule):
+        self.config, self.schedule = config, schedule
+        self.last: float | None = None  # when the previous update finished
+        self.times: list[float] = []
+        self.said = False
+
+    @property
+    def seconds(self) -> float | None:
+        return float(np.median(self.times)) if self.times else None
+
+    def update_done(self, done: int, owed: int, progress: Progress | None) -> None:
+        now = time.time()
+        if self.last is not None and done > 1:  # between two updates of one burst
+            self.times = (self.times + [now - self.last])[-50:]
+        self.last = now
+        if self.seconds is None:
+            return
+        if progress is not None:
+            progress.burst(done, owed, (owed - done) * self.seconds)
+        if not self.said and len(self.times) >= self.MEASURED:
+            self.said = True
+            print(self.estimate(owed - done), file=sys.stderr)
+
+    def estimate(self, left_in_burst: int) -> str:
+        """One line: seconds per update and the time the run's remaining updates would take."""
+        cfg, schedule = self.config.train, self.schedule
+        total = cfg.train_steps + cfg.updates_after(self.config.steps - (schedule.train_start or 0))
+        left = max(total - schedule.scheduled_updates, 0) + left_in_burst
+        seconds = left * self.seconds
+        line = (f"{self.seconds:.3g} s per update (measured after compilation): the {left:,} "
+                f"updates left to env step {self.config.steps:,} take about {format_duration(seconds)} "
+                "of updates alone")
+        if seconds > self.DAY:
+            line = (f"warning: {line}. For a run that ends sooner, train smaller and less often "
+                    "(--configs cpu; see docs/configs.md) or lower --steps")
+        return line
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
+
+
 # Called after each collection step with the training envs and the episodes that just
 # finished, before they enter the replay (benchmarks record physics states or hide rewards).
 CollectHook = Callable[[VectorEnv, list[dict]], None]
 
 
-class Trainer:
-    """One run: collection with the agent's policy into the replay, the updates, evaluation,
-    logging and checkpoints, on the schedule of `dreamer.schedule.Schedule`."""
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What one collection step makes due; the loop handles the items in the order collected.
+    An item a signal interrupts is saved with the checkpoint as what is left of it."""
 
-    def __init__(self, config: Config, logdir: Path, stop: StopRequests | None = None,
-                 on_collect: CollectHook | None = None):
+    step: int  # environment steps collected, this step included
+    updates: int  # updates the schedule owes at `step` (still owed, for an interrupted item)
+    episodes: tuple[tuple[float, int], ...]  # (return, length in env steps) of episodes that ended
+    evaluate: bool
+    video: bool
+    log: bool
+    counts: dict[str, int]  # `Trainer.collection_counts` right after this step, for the log line
+    prefilling: bool  # still collecting random actions: no updates, no videos
+    barrier: bool  # a checkpoint or the end: collection waits until the item is handled
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Work:
+        return cls(**{**data, "episodes": tuple((float(r), int(n)) for r, n in data["episodes"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What a run is built from. `default_parts` gives the command line's; tests and
+    benchmarks pass their own (fake environments, a recording replay, ...)."""
+
+    make_envs: Callable[[int], VectorEnv]  # seed -> the training environments
+    make_eval_envs: Callable[[int], VectorEnv]  # seed -> one evaluation environment
+    make_agent: Callable[[VectorEnv], DeviceAgent]  # the agent for these environments, on its devices
+    make_replay: Callable[[Path, dict], Replay]  # (folder, episode signature) -> the replay
+    make_logger: Callable[[Path, int | None], Logger]  # (logdir, purge step) -> the logger
+    make_schedule: Callable[[], Schedule]
+
+
+def default_parts(config: Config, parallel_envs: bool | None = None) -> Parts:
+    """The parts of `config`: its environments (in worker processes if `parallel_envs`,
+    default `env.parallel`), its agent on `config.devices` devices, its replay, a logger with
+    TensorBoard files and its schedule."""
+    train = config.train
+
+    def make_agent(envs: VectorEnv) -> DeviceAgent:
+        agent = agent_class(config.agent)(config, envs.action_size, envs.discrete, envs.obs_space)
+        return DeviceAgent(agent, config.devices)
+
+    return Parts(
+        make_envs=lambda seed: make_vector_env(config, seed, parallel=parallel_envs),
+        make_eval_envs=lambda seed: make_vector_env(config, seed, num_envs=1, parallel=False),
+        make_agent=make_agent,
+        make_replay=lambda folder, signature: Replay(
+            folder, capacity=train.replay_capacity, seq_len=train.seq_len, seed=config.seed,
+            signature=signature, cross_episodes=train.cross_episodes),
+        make_logger=lambda logdir, purge_step: Logger(logdir, purge_step=purge_step),
+        make_schedule=lambda: Schedule(train, config.env.action_repeat))
+
+
+class Trainer:
+    """One run: its parts, its state, and the steps a loop drives (see the module's doc)."""
+
+    def __init__(self, config: Config, logdir: Path, parts: Parts, stop: StopRequests | None = None,
+                 on_collect: CollectHook | None = None, loop: Callable[[Trainer], None] | None = None):
         self.config, self.logdir = config, logdir
         self.stop = stop or StopRequests()
         self.on_collect = on_collect
+        self.loop = loop or run_synchronous
         host_seed = config.seed + 100_000 * jax.process_index()  # hosts collect different data
-        self.envs = self.make_train_envs(host_seed)
+        self.envs = parts.make_envs(host_seed)
         try:
-            self.eval_envs = make_vector_env(config, config.seed + 10_000, num_envs=1, parallel=False)
+            self.eval_envs = parts.make_eval_envs(config.seed + 10_000)
         except BaseException:
             self.envs.close()
             raise
         try:
-            self.agent = agent_class(config.agent)(config, self.envs.action_size, self.envs.discrete,
-                                                   self.envs.obs_space)
+            self.agent = parts.make_agent(self.envs)
             # Everything that can reject the logdir runs before anything in it is written.
             resume = checkpoint.prepare_resume(config, logdir)
             check_hosts_agree(config, resume)
-            if resume.checkpoint is not None and resume.checkpoint.step >= config.steps:
+            if (resume.checkpoint is not None and resume.checkpoint.step >= config.steps
+                    and not resume.checkpoint.host.get("pending_work")):
                 raise RunFinished(logdir, resume.checkpoint.step, config.steps)
             self.state = self.initial_state(resume.checkpoint)  # replicated over devices
             self.collector = Collector(self.envs, config.env.action_repeat)  # resets: renders once
@@ -177,39 +339,52 @@ class Trainer:
             self.envs.close()
             self.eval_envs.close()
             raise
-        self.replay = Replay(logdir / "replay", capacity=config.train.replay_capacity,
-                             seq_len=config.train.seq_len, seed=config.seed,
-                             signature=episode_signature(self.envs),
-                             cross_episodes=config.train.cross_episodes)
+        self.replay = parts.make_replay(logdir / "replay", episode_signature(self.envs))
         self.replay.load()
+        self.replay_lock = threading.Lock()  # an actor thread may add episodes while updates sample
         self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
+        self.acting_state = self.state  # what the training policy reads (`publish`)
+        self.publish: Callable = lambda state: state  # a loop that acts beside the updates copies
         self.rng = np.random.default_rng(config.seed)  # prefill's random actions
-        self.schedule = Schedule(config.train, config.env.action_repeat)
+        self.schedule = parts.make_schedule()
         self.metrics = UpdateMetrics(config.train.max_nonfinite)
+        self.pending: deque[Work] = deque()  # collected, not yet handled (restored on resume)
+        self.work: Work | None = None  # the item being handled: its step labels the logs
         self.last_return: float | None = None  # of the latest training episode, for the progress bar
         self.fps_mark = (0, time.time())  # (step, time) of the last log line
         self.last_checkpoint = resume.checkpoint.path if resume.checkpoint else None
-        self.logger = self.open_logger(resume)
+        self.logger = self.open_logger(resume, parts.make_logger)
+        self.stop.on_exit.append(self.logger.flush)
+        self.progress: Progress | None = None
+        self.rate = UpdateRate(config, self.schedule)
         self.last_save_time = time.time()
-        self.unsaved = False  # steps taken since the last checkpoint
+        self.unsaved = False  # steps collected or items handled since the last checkpoint
+        self.envs_stuck = False  # a collection thread could not be stopped (overlapped loop)
 
     @property
     def step(self) -> int:
-        """Environment steps collected for training so far."""
-        return self.schedule.step
+        """The environment step of the item being handled (of collection before the first):
+        what the evaluations, logs and checkpoints are labelled with."""
+        return self.schedule.step if self.work is None else self.work.step
 
-    def make_train_envs(self, seed: int) -> VectorEnv:
-        return make_vector_env(self.config, seed)
+    def run(self) -> None:
+        """Run the loop to `config.steps` or to a signal (then raises `Interrupted`)."""
+        self.progress = Progress(self.config.steps, initial=min(self.step, self.config.steps))
+        self.fps_mark = (self.step, time.time())
+        try:
+            self.loop(self)
+        finally:
+            self.progress.close()
+            self.close(envs=not self.envs_stuck)
 
     # ------------------------------------------------------------------ checkpoints
 
     def initial_state(self, ckpt: checkpoint.Checkpoint | None):
         if ckpt is None:
             return self.agent.init(jax.random.PRNGKey(self.config.seed))
-        state = checkpoint.restore_state(self.agent.state_template(), ckpt)
-        return self.agent.parallel.replicate(jax.device_put(state))
+        return self.agent.restore(checkpoint.restore_state(self.agent.agent.state_template(), ckpt))
 
-    def open_logger(self, resume: checkpoint.Resume) -> Logger:
+    def open_logger(self, resume: checkpoint.Resume, make_logger: Callable) -> Logger:
         """Restore the host-side counters from the checkpoint (if any), cut metrics.jsonl back
         to what was logged up to it, and open the logger after it."""
         ckpt, metrics = resume.checkpoint, self.logdir / METRICS_FILE
@@ -227,10 +402,12 @@ class Trainer:
                 print(f"warning: no checkpoint in '{self.logdir}': starting at step 0 (the replay's "
                       f"{self.replay.num_episodes} episodes are kept, metrics.jsonl restarts)", file=sys.stderr)
             truncate_metrics(metrics, 0)
-            return Logger(self.logdir, purge_step=0 if metrics.exists() else None)
+            return make_logger(self.logdir, 0 if metrics.exists() else None)
         truncate_metrics(metrics, int(ckpt.host["metrics_bytes"]))
-        print(f"resuming from '{ckpt.path}' at env step {self.step}", file=sys.stderr)
-        return Logger(self.logdir, purge_step=self.step + 1)
+        owed = sum(work.updates for work in self.pending)
+        unfinished = f" ({owed} updates still owed there)" if owed else ""
+        print(f"resuming from '{ckpt.path}' at env step {self.step}{unfinished}", file=sys.stderr)
+        return make_logger(self.logdir, self.step + 1)
 
     def host_state(self) -> dict:
         """Everything besides the train state that the run needs to continue (JSON)."""
@@ -240,6 +417,7 @@ class Trainer:
             "actor_key": np.asarray(self.actor.key).tolist(),  # collection noise
             "replay": {**self.replay.state_dict(), "steps": self.replay.num_steps,
                        "episodes": self.replay.num_episodes},
+            "pending_work": [work.to_dict() for work in self.pending],
             "agent_spec": {"name": self.config.agent, "action_size": int(self.envs.action_size),
                            "discrete": bool(self.envs.discrete),
                            "obs_space": [list(item) for item in space_key(self.envs.obs_space)]},
@@ -253,62 +431,125 @@ class Trainer:
         self.rng.bit_generator.state = host["rng"]
         self.actor.key = jnp.asarray(host["actor_key"], jnp.uint32)
         self.replay.load_state_dict(host["replay"])
+        self.pending = deque(Work.from_dict(item) for item in host.get("pending_work", []))
 
     def save(self) -> Path:
-        path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.agent.parallel.local(self.state),
+        """A checkpoint of the run as it stands: the train state, the replay's and schedule's
+        counters at the newest collected step, and the items not yet handled."""
+        path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.agent.local(self.state),
                                self.host_state(), self.config.train.checkpoint_keep)
         self.last_save_time, self.unsaved, self.last_checkpoint = time.time(), False, path
         return path
 
-    def checkpoint_due(self, env_steps: int) -> bool:
+    def minutes_due(self) -> bool:
+        """`train.checkpoint_minutes` have passed since the last checkpoint."""
         minutes = self.config.train.checkpoint_minutes
-        by_time = minutes > 0 and time.time() - self.last_save_time >= 60 * minutes
-        return self.schedule.checkpoint_due(env_steps) or by_time
+        return minutes > 0 and time.time() - self.last_save_time >= 60 * minutes
 
-    # ------------------------------------------------------------------ collection and updates
+    def stopped(self) -> bool:
+        return self.stop.signum is not None
+
+    def interrupt(self) -> None:
+        """Save what is unsaved (the unfinished items included) and raise `Interrupted`."""
+        if self.unsaved:
+            self.save()
+        raise Interrupted(self.stop.signum, self.schedule.step, self.last_checkpoint)
+
+    # ------------------------------------------------------------------ collection
 
     def act(self, obs: dict) -> np.ndarray:
         if self.schedule.prefilling(self.replay.num_steps):
             return random_actions(self.rng, self.envs.num_envs, self.envs.action_size, self.envs.discrete)
-        return self.actor(self.agent.parallel.local(self.state), obs)
+        state = self.agent.on_env_steps(self.acting_state, self.schedule.step)
+        return self.actor(self.agent.local(state), obs)
 
-    def collect(self) -> int:
-        """One agent step in every env; finished episodes go to the replay. Returns the
-        environment steps taken."""
+    def collect_work(self) -> Work:
+        """One agent step in every env; finished episodes go to the replay. Returns what the
+        step makes due."""
         episodes, env_steps = self.collector.step(self.act)
         if self.on_collect is not None:
             self.on_collect(self.envs, episodes)
-        self.schedule.step += env_steps
-        self.state = self.agent.on_env_steps(self.state, self.step)
-        for episode in episodes:
-            self.replay.add_episode(episode)
-            self.schedule.episodes += 1
-            self.last_return = float(episode["reward"].sum())
-            self.logger.scalars({"train/return": self.last_return,
-                                 "train/length": (len(episode["reward"]) - 1) * self.config.env.action_repeat})
-            self.logger.write(self.step)
-        return env_steps
+        schedule, repeat = self.schedule, self.config.env.action_repeat
+        schedule.step += env_steps
+        saved = [self.replay.save_episode(episode) for episode in episodes]  # file writes: unlocked
+        with self.replay_lock:
+            for arrays, path in saved:
+                self.replay.insert_episode(arrays, path)
+        schedule.episodes += len(episodes)
+        self.unsaved = True
+        return Work(
+            step=schedule.step, updates=schedule.updates_due(env_steps, self.replay.num_steps),
+            episodes=tuple((float(ep["reward"].sum()), (len(ep["reward"]) - 1) * repeat) for ep in episodes),
+            evaluate=schedule.eval_due(env_steps) or schedule.step >= self.config.steps,  # and at the end
+            video=schedule.video_due(env_steps),
+            log=schedule.log_due(env_steps), counts=self.collection_counts(),
+            prefilling=schedule.prefilling(self.replay.num_steps),
+            barrier=self.minutes_due() or schedule.checkpoint_due(env_steps) or schedule.step >= self.config.steps)
 
-    def update(self, env_steps: int) -> None:
-        """Run the updates the schedule owes after the last `env_steps` steps."""
-        owed = self.schedule.updates_due(env_steps, self.replay.num_steps)
-        if not owed:
-            return
-        start = time.time()
-        for _ in range(owed):
-            batch = self.agent.parallel.shard_batch(self.sample_batch())
-            self.state, metrics = self.agent.train(self.state, batch)
-            self.metrics.add(self.agent.parallel.local(metrics))
-        jax.block_until_ready(self.state)  # dispatch is asynchronous: time the compute
+    def collection_counts(self) -> dict[str, int]:
+        """What the log line reports of the replay and the training environments."""
+        return {"replay/steps": self.replay.num_steps, "replay/episodes": self.replay.num_episodes,
+                "train/episodes": self.schedule.episodes, "env/restarts": self.envs.restarts}
+
+    # ------------------------------------------------------------------ handling an item
+
+    def handle(self, work: Work) -> Work | None:
+        """What `work`'s step makes due, in order: its episodes' returns, its updates, the
+        evaluation, a video, a log line. Returns None when done, or what is left of the item
+        when a signal stopped it (between two updates or two evaluation episodes)."""
+        self.work = work
+        self.state = self.agent.on_env_steps(self.state, work.step)
+        for episode_return, length in work.episodes:
+            self.last_return = episode_return
+            self.logger.scalars({"train/return": episode_return, "train/length": length})
+            self.logger.write(work.step)
+        work = dataclasses.replace(work, episodes=())
+        if work.updates:
+            done = self.run_updates(work.updates)
+            work = dataclasses.replace(work, updates=work.updates - done)
+            if work.updates:
+                return work
+        self.unsaved = True
+        if work.evaluate:
+            if not self.evaluate():
+                return work
+            work = dataclasses.replace(work, evaluate=False)
+        if work.video:
+            self.report(work)
+        if work.log:
+            self.log(work)
+        return None
+
+    def run_updates(self, owed: int) -> int:
+        """Up to `owed` updates, one at a time on the device, each next batch drawn while the
+        previous update runs; stops after the update in progress on a signal. Then the acting
+        policy gets the new state (`publish`). Returns the updates done."""
+        start, done = time.time(), 0
+        batch = self.sample_batch()
+        for done in range(1, owed + 1):
+            self.state, metrics = self.agent.update(self.state, batch)
+            self.metrics.add(self.agent.local(metrics))
+            drawn = self.replay.state_dict()  # the sampling RNG before the next batch
+            if done < owed:
+                batch = self.sample_batch()
+            jax.block_until_ready(metrics)
+            self.rate.update_done(done, owed, self.progress)
+            if self.stopped():
+                self.replay.load_state_dict(drawn)  # the rerun draws the unused batch again
+                break
+        self.acting_state = self.publish(self.state)
         self.metrics.add({"perf/train_seconds": time.time() - start})
-        self.check_finite(self.metrics.pending["train/nonfinite"][-owed:])
+        self.check_finite(self.metrics.pending["train/nonfinite"][-done:])
+        return done
 
     def sample_batch(self) -> dict:
-        """One training batch [B, T, ...] from the replay (host arrays)."""
+        """One training batch [B, T, ...] from the replay, on the devices."""
         try:
-            return self.replay.sample(self.config.train.batch_size)
+            with self.replay_lock:
+                batch = self.replay.sample(self.config.train.batch_size)
         except InsufficientDataError as error:  # e.g. episodes shorter than seq_len
             raise TrainingError(str(error)) from None
+        return self.agent.shard(batch)
 
     def check_finite(self, flags: list) -> None:
         """Warn about updates skipped for a non-finite loss or gradient; stop the run after
@@ -326,17 +567,18 @@ class Trainer:
                 f"{self.step}); none was applied. Check the rewards and observations, lower "
                 f"model.lr, or raise train.max_nonfinite")
 
-    # ------------------------------------------------------------------ evaluation and logs
-
-    def evaluate(self) -> None:
-        self.schedule.last_eval_step = self.step
+    def evaluate(self) -> bool:
+        """`train.eval_episodes` episodes of the eval policy, logged; False if a signal
+        stopped it between two episodes (it is run again, the same, on resume)."""
         episodes = self.config.train.eval_episodes
         if episodes == 0:
-            return
+            return True
         actor = AgentActor(self.agent, 1, self.config.seed + self.step, "eval")
-        state = self.agent.parallel.local(self.state)
-        done = run_episodes(self.eval_envs, lambda obs: actor(state, obs),
-                            self.config.env.action_repeat, episodes)
+        state = self.agent.local(self.state)
+        done = run_episodes(self.eval_envs, lambda obs: actor(state, obs), self.config.env.action_repeat,
+                            episodes, stop=self.stopped)
+        if len(done) < episodes:
+            return False
         returns = [float(ep["reward"].sum()) for ep in done]
         self.logger.scalar("eval/return", float(np.mean(returns)))
         self.logger.scalar("eval/return_std", float(np.std(returns)))
@@ -344,68 +586,57 @@ class Trainer:
         if IMAGE_KEY in done[0]:
             self.logger.video("eval/policy", done[0][IMAGE_KEY])
         self.logger.write(self.step)
+        return True
 
-    def log(self) -> None:
+    def log(self, work: Work) -> None:
         (last_step, last_time), now = self.fps_mark, time.time()
         self.fps_mark = (self.step, now)
         self.logger.scalars(self.metrics.means())
-        self.logger.scalars({**self.collection_counts(),
+        self.logger.scalars({**work.counts,
                              "perf/env_steps_per_second": (self.step - last_step) / max(now - last_time, 1e-9)})
         self.logger.write(self.step)
 
-    def collection_counts(self) -> dict[str, int]:
-        """What the log line reports of the replay and the training environments."""
-        return {"replay/steps": self.replay.num_steps, "replay/episodes": self.replay.num_episodes,
-                "train/episodes": self.schedule.episodes, "env/restarts": self.envs.restarts}
-
-    def report(self) -> None:
-        if self.schedule.prefilling(self.replay.num_steps):
+    def report(self, work: Work) -> None:
+        """The agent's videos of a replayed batch (open-loop predictions) into the logs."""
+        if work.prefilling:
             return
-        self.write_report(self.replay.sample(min(6, self.config.train.batch_size)))
-
-    def write_report(self, batch: dict) -> None:
-        """The agent's videos of `batch` (open-loop predictions) into the logs."""
-        videos = self.agent.report(self.agent.parallel.local(self.state), batch)
+        with self.replay_lock:
+            batch = self.replay.sample(min(6, self.config.train.batch_size))
+        videos = self.agent.report(self.state, batch)
         for name, video in jax.device_get(videos).items():
             self.logger.video(f"train/{name}", video)
         self.logger.write(self.step)
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ checkpoints and the end
 
-    def run(self) -> None:
-        progress = Progress(self.config.steps, initial=min(self.step, self.config.steps))
-        self.fps_mark = (self.step, time.time())
-        try:
-            while self.step < self.config.steps and self.stop.signum is None:
-                env_steps = self.iteration()
-                self.unsaved = True
-                if self.step >= self.config.steps and self.schedule.last_eval_step != self.step:
-                    self.evaluate()  # the final evaluation (unless one just ran), before saving
-                if self.checkpoint_due(env_steps) or self.step >= self.config.steps:
-                    self.save()
-                progress.update(self.step, self.last_return)
-            if self.unsaved:  # stopped by a signal between two checkpoints
-                self.save()
-            if self.stop.signum is not None and self.step < self.config.steps:
-                raise Interrupted(self.stop.signum, self.step, self.last_checkpoint)
-        finally:
-            progress.close()
-            self.close()
+    def finish(self, work: Work) -> bool:
+        """After a barrier item: a checkpoint. Returns whether the run is over."""
+        if self.unsaved:
+            self.save()
+        return work.step >= self.config.steps
 
-    def iteration(self) -> int:
-        """One collection step in every env, then what the schedule owes at the new step
-        count: updates, evaluation, videos, a log line. Returns the environment steps taken."""
-        env_steps = self.collect()
-        self.update(env_steps)
-        if self.schedule.eval_due(env_steps):
-            self.evaluate()
-        if self.schedule.video_due(env_steps):
-            self.report()
-        if self.schedule.log_due(env_steps):
-            self.log()
-        return env_steps
-
-    def close(self) -> None:
+    def close(self, envs: bool = True) -> None:
+        """Close the logs and the environments (`envs` False: not the training ones, which a
+        stuck collection thread still holds; their workers end with this process)."""
         self.logger.close()
-        self.envs.close()
+        if envs:
+            self.envs.close()
         self.eval_envs.close()
+
+
+def run_synchronous(trainer: Trainer) -> None:
+    """The loop that collects one step, then handles what it made due, then collects again."""
+    while not trainer.stopped():
+        if not trainer.pending:
+            trainer.pending.append(trainer.collect_work())
+            continue  # a signal during collection stops before the updates
+        work = trainer.pending[0]
+        left = trainer.handle(work)
+        if left is not None:
+            trainer.pending[0] = left
+            break
+        trainer.progress.update(trainer.step, trainer.last_return)
+        trainer.pending.popleft()
+        if work.barrier and trainer.finish(work):
+            return
+    trainer.interrupt()

@@ -149,7 +149,7 @@ class Plan2Explore(WorldModelAgent):
         phase lives in the state (so it is saved with it) and is read inside the jitted policy."""
         if self.cfg.mode != "few_shot":
             return state
-        phase = self.parallel.replicate(jnp.asarray(int(env_steps >= self.cfg.steps), jnp.int32))
+        phase = jnp.asarray(int(env_steps >= self.cfg.steps), jnp.int32)
         return state._replace(agent=state.agent._replace(phase=phase))
 
     def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,

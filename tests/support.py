@@ -16,6 +16,7 @@ import numpy as np
 
 from dreamer import checkpoint
 from dreamer.config import Config, build_config
+from dreamer.device import DeviceAgent
 from dreamer.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,18 @@ B, T, A, E = 2, 5, 3, 7  # batch, sequence length, action size, embedding size o
 def tiny_config(agent: str = "dreamer", **overrides) -> Config:
     """The agent's config at TINY sizes (its own preset applied first, as on the command line)."""
     return build_config(overrides={**TINY, **overrides}, agent=agent)
+
+
+_PLACED: dict[int, tuple] = {}
+
+
+def placed(agent) -> DeviceAgent:
+    """The agent jitted on its `devices` devices, as the training loop runs it; one per agent,
+    so that a test compiles each function once. Its jits wrap the agent's methods as they are
+    at the first call here (what `tests.tracing.count_traces` counts)."""
+    if id(agent) not in _PLACED:
+        _PLACED[id(agent)] = (agent, DeviceAgent(agent, agent.config.devices))
+    return _PLACED[id(agent)][1]
 
 
 def random_batch(seed: int = 0, b: int = B, t: int = T, reward: float | None = None) -> dict:

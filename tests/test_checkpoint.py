@@ -17,16 +17,16 @@ from dreamer.agent import Dreamer
 from dreamer.config import RESUME_SAFE_KEYS, build_config, differing_keys, load_saved_config, save_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.logger import Logger, read_metrics, truncate_metrics
-from tests.support import A, random_batch, tiny_config
+from tests.support import A, placed, random_batch, tiny_config
 
 HOST = {"episodes": 3, "updates": 7, "rng": np.random.default_rng(0).bit_generator.state}
 
 
 def trained_state(agent, updates: int = 2):
     """A state whose optimizer moments, key and update counter have all moved."""
-    state = agent.init(jax.random.PRNGKey(0))
+    state = placed(agent).init(jax.random.PRNGKey(0))
     for seed in range(updates):
-        state, _ = agent.train(state, random_batch(seed))
+        state, _ = placed(agent).update(state, random_batch(seed))
     return state
 
 
@@ -61,8 +61,8 @@ def test_round_trip_is_bit_exact(tmp_path, dreamer_and_state):
     restored = checkpoint.restore_state(agent.state_template(), ckpt)
     assert_trees_equal(state, restored)  # parameters, optimizer states, PRNG key, counter
     # Training on from the restored state is training on from the saved one.
-    a, metrics_a = agent.train(jax.tree.map(jnp.asarray, state), random_batch(5))
-    b, metrics_b = agent.train(jax.device_put(restored), random_batch(5))
+    a, metrics_a = placed(agent).update(jax.tree.map(jnp.asarray, state), random_batch(5))
+    b, metrics_b = placed(agent).update(jax.device_put(restored), random_batch(5))
     assert_trees_equal(a, b)
     assert float(metrics_a["model/loss"]) == float(metrics_b["model/loss"])
 
@@ -70,7 +70,7 @@ def test_round_trip_is_bit_exact(tmp_path, dreamer_and_state):
 def test_plan2explore_phase_round_trips(tmp_path):
     from tests.test_explore import tiny_agent
     agent = tiny_agent(**{"explore.mode": "few_shot", "explore.steps": 10})
-    state = agent.on_env_steps(agent.init(jax.random.PRNGKey(0)), 20)  # the task policy collects
+    state = agent.on_env_steps(placed(agent).init(jax.random.PRNGKey(0)), 20)  # the task policy collects
     assert int(state.agent.phase) == 1  # the phase is in the state
     save(tmp_path, state, 20)
     restored = checkpoint.restore_state(agent.state_template(), checkpoint.find_latest(tmp_path).checkpoint)

@@ -137,7 +137,7 @@ def make_run_logdir(path: Path, case: str) -> Path:
     intact = case in ("config-yaml-gone", "finished")
     digest = "sha256:" + (hashlib.sha256(state).hexdigest() if intact else "0" * 64)
     host = {"step": 500, "format": checkpoint.FORMAT, "version": dreamer.__version__, "digest": digest,
-            "episodes": 0, "scheduled_updates": 0, "train_start": None, "last_eval_step": -1,
+            "episodes": 0, "scheduled_updates": 0, "train_start": None,
             "nonfinite_streak": 0, "pending_metrics": {}, "rng": {}, "actor_key": [0, 0],
             "replay": {"rng": {}}, "agent_spec": {"name": "dreamer", "action_size": 1, "discrete": False},
             "metrics_bytes": 0, "config": config.to_dict()}

@@ -9,7 +9,7 @@ import pytest
 
 from dreamer.agent import Dreamer
 from dreamer.core import RSSM, ActorCritic, CategoricalLatent, GaussianLatent, WorldModel, action_dist, lambda_return
-from tests.support import A, B, E, T, random_batch, tiny_config
+from tests.support import A, B, E, T, placed, random_batch, tiny_config
 from tests.tracing import count_traces
 
 def make_rssm(latent):
@@ -218,7 +218,7 @@ def test_onehot_actor_straight_through():
 @pytest.fixture(scope="module")
 def agent_and_state():
     agent = Dreamer(tiny_config(), A, False)
-    return agent, agent.init(jax.random.PRNGKey(0))
+    return agent, placed(agent).init(jax.random.PRNGKey(0))
 
 
 def test_behaviour_update_leaves_world_model_untouched(agent_and_state):
@@ -227,7 +227,7 @@ def test_behaviour_update_leaves_world_model_untouched(agent_and_state):
     key, k_wm, _ = jax.random.split(state.key, 3)
     wm_only, _, _, _ = jax.jit(agent.wm.update)(state.wm, state.wm_opt, batch, k_wm)
     copy = jax.tree.map(jnp.copy, state)  # `train` donates its input
-    new_state, metrics = agent.train(copy, batch)
+    new_state, metrics = placed(agent).update(copy, batch)
     for a, b in zip(jax.tree.leaves(wm_only), jax.tree.leaves(new_state.wm)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # two compilations: fusion may differ
     # ... while the actor and value did change.
@@ -247,7 +247,7 @@ def test_behaviour_losses_see_the_world_model_before_its_step(agent_and_state):
     behaviour = jax.jit(agent.update_agent_state)
     _, before = behaviour(state.agent, state.wm, post, batch, k_agent)
     _, after = behaviour(state.agent, stepped_wm, post, batch, k_agent)
-    _, metrics = agent.train(jax.tree.map(jnp.copy, state), batch)
+    _, metrics = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
     name = "behavior/imagined_return"
     assert abs(float(before[name]) - float(after[name])) > 1e-4 * abs(float(before[name]))  # the test can tell
     assert float(metrics[name]) == pytest.approx(float(before[name]), rel=1e-5)
@@ -256,10 +256,11 @@ def test_behaviour_losses_see_the_world_model_before_its_step(agent_and_state):
 def test_update_traced_once_and_loss_decreases():
     with count_traces(Dreamer, "update") as traces:
         agent = Dreamer(tiny_config(), A, False)
-    state = agent.init(jax.random.PRNGKey(0))
+        placed(agent)  # its jits wrap the counting methods
+    state = placed(agent).init(jax.random.PRNGKey(0))
     losses = []
     for i in range(8):  # fresh arrays each call, same batch contents: the model can fit it
-        state, metrics = agent.train(state, random_batch(seed=1))
+        state, metrics = placed(agent).update(state, random_batch(seed=1))
         losses.append(float(metrics["model/loss"]))
     assert traces["update"] == 1  # new batches of the same shapes never retrace
     assert losses[-1] < losses[0]
@@ -269,10 +270,10 @@ def test_bfloat16_update_tracks_float32(agent_and_state):
     """`train.precision bfloat16`: the same first update as float32, up to bf16 rounding."""
     agent, state = agent_and_state
     agent_bf16 = Dreamer(tiny_config(**{"train.precision": "bfloat16"}), A, False)
-    state_bf16 = agent_bf16.init(jax.random.PRNGKey(0))
+    state_bf16 = placed(agent_bf16).init(jax.random.PRNGKey(0))
     batch = random_batch(seed=2)
-    _, m32 = agent.train(jax.tree.map(jnp.copy, state), batch)
-    _, m16 = agent_bf16.train(state_bf16, batch)
+    _, m32 = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
+    _, m16 = placed(agent_bf16).update(state_bf16, batch)
     assert all(np.isfinite(float(v)) for v in m16.values())
     for key in ("model/loss", "model/image_loss", "model/kl"):
         assert float(m16[key]) == pytest.approx(float(m32[key]), rel=0.02), key
@@ -282,15 +283,15 @@ def test_policy_modes(agent_and_state):
     agent, state = agent_and_state
     pstate = agent.initial_policy_state(3)
     obs = {"image": jnp.zeros((3, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(3, bool)}
-    a1, new_pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "eval")
+    a1, new_pstate = placed(agent).policy(state, obs, pstate, jax.random.PRNGKey(0), "eval")
     latent = new_pstate["latent"]
     # Evaluation acts with the actor's mode on the (sampled) posterior, as in Dreamer.
     _, k_act = jax.random.split(jax.random.PRNGKey(0))  # act's split: filter, then action
     mode = agent.ac.mode(state.agent.actor, agent.wm.rssm.get_feat(latent), k_act)
     np.testing.assert_allclose(a1, mode, rtol=1e-5, atol=1e-6)
-    t1, new_pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
+    t1, new_pstate = placed(agent).policy(state, obs, pstate, jax.random.PRNGKey(0), "train")
     prev = new_pstate["action"]
-    t2, _ = agent.policy(state, obs, pstate, jax.random.PRNGKey(1), "train")
+    t2, _ = placed(agent).policy(state, obs, pstate, jax.random.PRNGKey(1), "train")
     assert t1.shape == (3, A) and np.all(np.abs(t1) <= 1.0)
     assert not np.allclose(t1, t2)  # sampling plus exploration noise
     np.testing.assert_array_equal(prev, t1)

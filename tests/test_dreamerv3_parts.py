@@ -13,7 +13,7 @@ from dreamer.core import ActorCritic, WorldModel
 from dreamer.core.actor_critic import return_scale, update_return_range
 from dreamer.core.latents import CategoricalLatent
 from dreamer.core.twohot import symexp, symexp_bins, symlog, twohot, twohot_loss, twohot_mean
-from tests.support import A, random_batch, tiny_config
+from tests.support import A, placed, random_batch, tiny_config
 
 E1 = math.e - 1  # symexp(1)
 E2 = math.e ** 2 - 1  # symexp(2)
@@ -177,7 +177,7 @@ def test_normalisation_before_the_activation(norm, expected):
 def test_norm_reaches_every_layer_of_model_and_actor_critic():
     from dreamer.agent import Dreamer
     agent = Dreamer(tiny_config(**{"model.norm": "rms", "model.gru": "dreamerv2"}), A, False)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = placed(agent).init(jax.random.PRNGKey(0))
     names = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # e.g. 1/params/MLP_0/...
              for path, _ in jax.tree_util.tree_leaves_with_path((state.wm, state.agent.actor, state.agent.value))}
     norms = {name for name in names if "RMSNorm" in name}
@@ -185,7 +185,7 @@ def test_norm_reaches_every_layer_of_model_and_actor_critic():
         assert any(part in name for name in norms), part
     for index in ("1/", "2/"):  # the actor's and the critic's hidden layers
         assert any(name.startswith(index) for name in norms), index
-    plain = Dreamer(tiny_config(), A, False).init(jax.random.PRNGKey(0))
+    plain = placed(Dreamer(tiny_config(), A, False)).init(jax.random.PRNGKey(0))
     assert not any("Norm" in "/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(plain.wm))
 
 
@@ -196,8 +196,8 @@ def test_every_switch_together_trains():
     from dreamer.config import build_config
     from tests.support import TINY
     agent = Dreamer(build_config(["dreamerv3"], {**TINY, "model.warmup": 0, "behavior.warmup": 0}), A, False)
-    state = agent.init(jax.random.PRNGKey(0))
-    new, metrics = agent.train(jax.tree.map(jnp.copy, state), random_batch())
+    state = placed(agent).init(jax.random.PRNGKey(0))
+    new, metrics = placed(agent).update(jax.tree.map(jnp.copy, state), random_batch())
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert float(metrics["behavior/return_scale"]) >= 1.0
     for old_part, new_part in ((state.wm, new.wm), (state.agent.actor, new.agent.actor),

@@ -16,7 +16,7 @@ import yaml
 from dreamer.config import build_config
 from dreamer.core import RSSM, ActorCritic, WorldModel, action_dist, preprocess
 from dreamer.core.nets import GRU, Dense
-from tests.support import A, ROOT, random_batch, tiny_config
+from tests.support import A, ROOT, placed, random_batch, tiny_config
 
 # ----------------------------------------------------------------------------- free nats
 
@@ -166,10 +166,10 @@ def test_few_shot_adaptation_lets_rewards_train_the_representation():
     switch (phase 1) the reward loss trains the encoder too, as the reference's adaptation."""
     from explore.agent import Plan2Explore
     agent = Plan2Explore(tiny_config("plan2explore", **{"explore.mode": "few_shot", "explore.steps": 10}), A, False)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = placed(agent).init(jax.random.PRNGKey(0))
     for steps, leaks in ((0, False), (10, True)):
         switched = agent.on_env_steps(state, steps)
-        new = [agent.train(jax.tree.map(jnp.copy, switched), random_batch(reward=r))[0] for r in (None, 1.0)]
+        new = [placed(agent).update(jax.tree.map(jnp.copy, switched), random_batch(reward=r))[0] for r in (None, 1.0)]
         same = all(np.array_equal(x, y) for x, y in zip(*(jax.tree.leaves(s.wm["encoder"]) for s in new)))
         assert same != leaks, steps
 

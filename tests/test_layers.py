@@ -4,6 +4,8 @@
 - infra (config, envs, replay, logger, checkpoints, files, devices, the registry) imports no
   agent, no agent layer and no loop;
 - an agent (`dreamer/agent.py`, `planet/`, `explore/`) imports no other agent and no loop;
+- agents and the agent layer (`dreamer/base_agent.py`) are pure: they never import
+  `dreamer.device`, which jits them and places them on devices for the loop;
 - the loop and the benchmarks import no agent: they reach agents through `dreamer.registry`
   and the agents' public methods.
 """
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ("dreamer", "planet", "explore", "benchmarks")
 AGENTS = {"dreamer.agent": "dreamer", "dreamer.agent_spec": "dreamer", "planet": "planet", "explore": "explore"}
 INFRA = ("dreamer.config", "dreamer.presets", "dreamer.errors", "dreamer.envs", "dreamer.replay", "dreamer.logger",
-         "dreamer.checkpoint", "dreamer.fileio", "dreamer.parallel", "dreamer.registry",
+         "dreamer.checkpoint", "dreamer.fileio", "dreamer.device", "dreamer.registry",
          "dreamer.runtime", "dreamer.faults", "dreamer.cli", "dreamer.runlock")
 LOOP = ("dreamer.train", "dreamer.trainer", "dreamer.overlapped", "dreamer.schedule", "dreamer.collect", "dreamer.evaluate", "benchmarks")
 # The benchmark of PlaNet's planning cost counts the FLOPs of one CEM iteration with a free
@@ -68,7 +70,9 @@ def test_imports_follow_the_layers(name):
     elif within(name, INFRA):
         bad = {i for i in imports if agent_of(i) or within(i, ["dreamer.base_agent", *LOOP])}
     elif agent_of(name):
-        bad = {i for i in imports if (agent_of(i) not in (None, agent_of(name))) or within(i, LOOP)}
+        bad = {i for i in imports if (agent_of(i) not in (None, agent_of(name))) or within(i, [*LOOP, "dreamer.device"])}
+    elif within(name, ["dreamer.base_agent"]):
+        bad = {i for i in imports if agent_of(i) or within(i, [*LOOP, "dreamer.device"])}
     elif within(name, LOOP):
         bad = {i for i in imports if agent_of(i)}
     else:

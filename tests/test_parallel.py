@@ -23,6 +23,7 @@ TWO_DEVICES = {**os.environ, "PYTHONPATH": str(ROOT),
 CHECK = textwrap.dedent("""
     import jax, numpy as np
     from dreamer.agent import Dreamer
+    from dreamer.device import DeviceAgent
     from tests.support import A, random_batch, tiny_config
     from tests.tracing import count_traces
 
@@ -30,10 +31,10 @@ CHECK = textwrap.dedent("""
     results = {}
     for devices in (1, 2):
         with count_traces(Dreamer, "update") as traces:
-            agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
+            agent = DeviceAgent(Dreamer(tiny_config(**{"devices": devices}), A, False), devices)
             state = agent.init(jax.random.PRNGKey(0))
             for seed in range(2):
-                state, metrics = agent.train(state, agent.parallel.shard_batch(random_batch(seed, b=4)))
+                state, metrics = agent.update(state, agent.shard(random_batch(seed, b=4)))
         assert traces["update"] == 1, traces  # the state keeps its sharding
         if devices == 2:
             leaf = jax.tree.leaves(state.wm)[0]
@@ -59,24 +60,25 @@ RESTORE = textwrap.dedent("""
     from pathlib import Path
     from dreamer import checkpoint
     from dreamer.agent import Dreamer
+    from dreamer.device import DeviceAgent
     from tests.support import A, random_batch, tiny_config
     from tests.tracing import count_traces
 
     root = Path(sys.argv[1])
-    saver = Dreamer(tiny_config(**{"devices": 2}), A, False)
-    state, _ = saver.train(saver.init(jax.random.PRNGKey(0)), saver.parallel.shard_batch(random_batch(0, b=4)))
+    saver = DeviceAgent(Dreamer(tiny_config(**{"devices": 2}), A, False), 2)
+    state, _ = saver.update(saver.init(jax.random.PRNGKey(0)), saver.shard(random_batch(0, b=4)))
     checkpoint.save(root, state, {"step": 1}, keep=1)
     saved = jax.device_get(state)
     for devices in (2, 1):  # a run saved on two devices resumes on two, or on one
         with count_traces(Dreamer, "update") as traces:
-            agent = Dreamer(tiny_config(**{"devices": devices}), A, False)
-        host = checkpoint.restore_state(agent.state_template(), checkpoint.find_latest(root).checkpoint)
+            agent = DeviceAgent(Dreamer(tiny_config(**{"devices": devices}), A, False), devices)
+        host = checkpoint.restore_state(agent.agent.state_template(), checkpoint.find_latest(root).checkpoint)
         assert all((a == b).all() for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(host)))
-        restored = agent.parallel.replicate(jax.device_put(host))  # as the trainer restores
+        restored = agent.restore(host)  # as the trainer restores
         leaf = jax.tree.leaves(restored.wm)[0]
         assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == devices
         for seed in (1, 2):
-            restored, _ = agent.train(restored, agent.parallel.shard_batch(random_batch(seed, b=4)))
+            restored, _ = agent.update(restored, agent.shard(random_batch(seed, b=4)))
         assert traces["update"] == 1, (devices, traces)  # placed as a fresh state is
     print("restored")
 """)

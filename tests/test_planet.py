@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from planet.agent import PlaNet
-from tests.support import tiny_config
+from tests.support import placed, tiny_config
 from tests.tracing import count_traces
 from planet.planner import cem, initial_plan, shift_plan
 
@@ -42,13 +42,14 @@ def test_shift_plan():
 def traced_agent():
     with count_traces(PlaNet, "act") as traces:
         agent = PlaNet(tiny_config("planet"), 2, False)
+        placed(agent)  # its jits wrap the counting methods
     return agent, traces
 
 
 @pytest.fixture(scope="module")
 def agent_and_state(traced_agent):
     agent, _ = traced_agent
-    return agent, agent.init(jax.random.PRNGKey(0))
+    return agent, placed(agent).init(jax.random.PRNGKey(0))
 
 
 def test_batched_planner_objective_equals_per_candidate_loop(agent_and_state):
@@ -74,13 +75,13 @@ def test_policy_traced_once_and_acts_in_bounds(agent_and_state, traced_agent):
     pstate = agent.initial_policy_state(2)
     obs = {"image": jnp.zeros((2, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(2, bool)}
     for i in range(3):
-        action, pstate = agent.policy(state, obs, pstate, jax.random.PRNGKey(i), "train")
+        action, pstate = placed(agent).policy(state, obs, pstate, jax.random.PRNGKey(i), "train")
         obs = {**obs, "is_first": jnp.zeros(2, bool)}
     assert traced_agent[1]["act"] == 1
     assert action.shape == (2, 2) and np.all(np.abs(action) <= 1.0)
     assert pstate["plan"].mean.shape == (2, 3, 2)
     # Evaluation executes the first step of the final CEM mean, with no noise.
-    action, new = agent.policy(state, obs, pstate, jax.random.PRNGKey(7), "eval")
+    action, new = placed(agent).policy(state, obs, pstate, jax.random.PRNGKey(7), "eval")
     np.testing.assert_allclose(action, new["plan"].mean[:, 0], atol=1e-6)
 
 

@@ -52,8 +52,8 @@ def test_train_ratio_counts_replayed_steps():
 def test_state_dict_round_trip():
     schedule = Schedule(TrainConfig(prefill=0, seq_len=2), 1)
     advance(schedule, 5, 5)
-    schedule.episodes, schedule.last_eval_step = 3, 4
+    schedule.episodes = 3
     restored = Schedule(TrainConfig(prefill=0, seq_len=2), 1)
     restored.load_state_dict(schedule.state_dict())
     assert restored.state_dict() == schedule.state_dict() == {
-        "step": 5, "episodes": 3, "scheduled_updates": 100, "train_start": 0, "last_eval_step": 4}
+        "step": 5, "episodes": 3, "scheduled_updates": 100, "train_start": 0}

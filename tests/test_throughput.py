@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from benchmarks import throughput
+from tests.support import placed
 
 
 def test_unrolled_flops_counts_every_scan_step():
@@ -30,10 +31,10 @@ def test_unrolled_flops_are_not_taken_from_an_earlier_trace():
 
     config = build_config(["debug"], {"env.name": "dmc_walker_walk"})
     agent = Dreamer(config, 6, discrete=False)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = placed(agent).init(jax.random.PRNGKey(0))
     batch = throughput.fake_batch(agent.obs_space, 2, 8, 6)
     fresh = throughput.unrolled_flops(agent.update, state, batch)
-    agent.train.lower(state, batch)
+    placed(agent).update.lower(state, batch)
     assert throughput.unrolled_flops(agent.update, state, batch) == fresh
 
 

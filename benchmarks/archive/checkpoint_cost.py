@@ -30,7 +30,7 @@ from dreamer.registry import agent_class
 def state_of(agent_name: str, presets: list[str]):
     config = build_config(presets, agent=agent_name)
     agent = agent_class(agent_name)(config, action_size=6, discrete=False)
-    return jax.device_get(agent.init(jax.random.PRNGKey(0)))
+    return jax.device_get(jax.jit(agent.initial_state)(jax.random.PRNGKey(0)))
 
 
 def time_msgpack(state, repeats: int) -> dict:

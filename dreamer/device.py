@@ -1,6 +1,8 @@
-"""Data-parallel training over local devices with JAX sharding.
+"""The agent on its devices: `DeviceAgent` is the one place that jits an agent's pure
+functions and places its state and batches on devices; the training loop, evaluation and the
+benchmarks talk to it, and agents never know how many devices there are.
 
-One device mesh axis, 'data': the replayed batch is split along its first (sequence) axis,
+Data parallelism over local devices with JAX sharding: one device mesh axis, 'data': the replayed batch is split along its first (sequence) axis,
 parameters, optimizer states and keys are replicated, and XLA inserts the gradient all-reduce
 when it partitions the one jitted update. With one device every function here is the identity,
 so single- and multi-device runs take the same code path.
@@ -15,7 +17,7 @@ replicated state (`local`); only the update runs across hosts.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -66,13 +68,18 @@ class DataParallel:
         self.split = NamedSharding(self.mesh, PartitionSpec("data"))
 
     def replicate(self, tree: Any) -> Any:
-        """Every device holds a full copy (every host computes the same initial state)."""
+        """Every device holds a full copy (every host computes the same initial state); leaves
+        already replicated stay as they are."""
         if self.num_devices == 1:
             return tree
-        if jax.process_count() == 1:
-            return jax.device_put(tree, self.replicated)
-        return jax.tree.map(lambda x: jax.make_array_from_callback(
-            x.shape, self.replicated, lambda index: np.asarray(x)[index]), tree)
+
+        def place(x):
+            if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(self.replicated, x.ndim):
+                return x
+            if jax.process_count() == 1:
+                return jax.device_put(x, self.replicated)
+            return jax.make_array_from_callback(x.shape, self.replicated, lambda index: np.asarray(x)[index])
+        return jax.tree.map(place, tree)
 
     def local(self, tree: Any) -> Any:
         """This host's copy of a replicated tree (each leaf's local shard): what the host acts,
@@ -96,3 +103,60 @@ class DataParallel:
         if self.num_devices == 1:
             return tree
         return jax.lax.with_sharding_constraint(tree, self.replicated)
+
+
+class DeviceAgent:
+    """An agent (`dreamer.base_agent.WorldModelAgent` or any object with its pure methods) as
+    the loop runs it: jitted, its train state replicated over `devices` devices and each batch
+    split over them. Everything here is placement and compilation; the agent stays pure.
+
+        state = device.init(key)                          # replicated train state
+        state = device.restore(host_tree)                 # a checkpoint's arrays, replicated
+        state, metrics = device.update(state, batch)      # jitted `agent.update`, state donated
+        action, pstate = device.policy(state, obs, pstate, key, mode)   # jitted `agent.act`
+        videos = device.report(state, batch)              # jitted `agent.report`
+        state = device.on_env_steps(state, env_steps)     # host side, after collection
+        device.local(tree), device.shard(batch)           # this host's copy; a placed batch
+    """
+
+    def __init__(self, agent, devices: int = 1):
+        self.agent = agent
+        self.placement = DataParallel(devices, agent.config.train.batch_size)
+        self.update = jax.jit(self._constrained(agent.update), donate_argnums=0)
+        self.policy = jax.jit(agent.act, static_argnames="mode")
+        self._report = jax.jit(agent.report)
+        self._init = jax.jit(agent.initial_state)  # one compiled init instead of many eager ops
+
+    def _constrained(self, update: Callable) -> Callable:
+        def constrained(state, batch):
+            new_state, metrics = update(state, batch)
+            return self.placement.constrain_state(new_state), metrics
+        return constrained
+
+    @property
+    def num_devices(self) -> int:
+        return self.placement.num_devices
+
+    def init(self, key: jax.Array) -> Any:
+        return self.placement.replicate(self._init(key))
+
+    def restore(self, tree: Any) -> Any:
+        """A train state read from a checkpoint (host arrays), on the devices."""
+        return self.placement.replicate(jax.device_put(tree))
+
+    def report(self, state: Any, batch: dict) -> dict:
+        return self._report(self.local(state), batch)
+
+    def on_env_steps(self, state: Any, env_steps: int) -> Any:
+        new = self.agent.on_env_steps(state, env_steps)
+        return state if new is state else self.placement.replicate(new)
+
+    def local(self, tree: Any) -> Any:
+        return self.placement.local(tree)
+
+    def shard(self, batch: dict) -> dict:
+        """A host batch [B, T, ...] on the devices, split over them; with one device sent to
+        it, so that the next batch is prepared while an update runs."""
+        if self.num_devices == 1:
+            return jax.device_put(batch)
+        return self.placement.shard_batch(batch)

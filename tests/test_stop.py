@@ -1,0 +1,153 @@
+"""A signal stops a run at once and the rerun continues exactly: in-process runs of the
+training driver on a fake vector environment, its parts injected, a SIGINT sent from inside
+the run at a chosen moment (during a burst of updates, during collection, during an
+evaluation). A run interrupted at step S and resumed writes, once it has handled step S,
+the checkpoint and the log lines of a run that was never interrupted, bit for bit. (From
+its first own episode on a resumed run cannot match: checkpoints hold no environment state,
+see tests/test_resume.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from dreamer import checkpoint
+from dreamer.config import build_config
+from dreamer.logger import read_metrics
+from dreamer.overlapped import make_trainer
+from dreamer.trainer import Interrupted, StopRequests, default_parts
+from tests.support import TINY, comparable, latest
+
+try:  # tests/ is on sys.path under pytest's default (prepend) import mode
+    import fake_envs
+except ImportError:  # tests/ is a package
+    from tests import fake_envs
+
+# Episodes of 25 steps; a prefill of 100 steps, then bursts of 6 updates at steps 100, 200,
+# 300 and 400; a checkpoint every 100 steps; an evaluation of 3 episodes at 200 and 400. The overlapped loop collects with every update owed so far
+# (`max_lag` 0), so that it reproduces the synchronous loop bit for bit.
+SETTINGS = {**TINY, "train.max_lag": 0, "env.name": f"gym:{fake_envs.__name__}:FakeDict-v0", "env.obs": "vector",
+            "env.time_limit": 25, "env.action_repeat": 1, "steps": 400, "train.prefill": 100, "train.train_every": 100,
+            "train.train_steps": 6, "train.train_ratio": 0, "train.seq_len": 4, "train.eval_every": 200,
+            "train.eval_episodes": 3, "train.log_every": 100, "train.video_every": 0,
+            "train.checkpoint_minutes": 0, "train.checkpoint_every": 100}
+
+
+class Signaller:
+    """Sends this process SIGINT once `count` calls of the wrapped function have returned,
+    and counts the calls made after it."""
+
+    def __init__(self, count: int | None):
+        self.count, self.calls, self.sent_at = count, 0, None
+
+    def wrap(self, function):
+        def wrapped(*args, **kwargs):
+            out = function(*args, **kwargs)
+            self.calls += 1
+            if self.calls == self.count:
+                self.sent_at = time.time()
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        return wrapped
+
+
+def run(logdir: Path, loop: str = "sync", updates: int | None = None, collects: int | None = None,
+        episodes: int | None = None, steps: int = 400) -> tuple[Interrupted | None, dict[str, Signaller], float]:
+    """A run in `logdir`; SIGINT after the `updates`-th update, the `collects`-th collection
+    step or the `episodes`-th evaluation step. Returns (what stopped it, the signallers, the
+    seconds from the signal to the end)."""
+    config = build_config(overrides={**SETTINGS, "train.loop": loop, "logdir": str(logdir), "steps": steps})
+    signallers = {"update": Signaller(updates), "collect": Signaller(collects), "eval": Signaller(episodes)}
+    base = default_parts(config)
+
+    def make_agent(envs):
+        device = base.make_agent(envs)
+        device.update = signallers["update"].wrap(device.update)
+        return device
+
+    def make_eval_envs(seed):
+        envs = base.make_eval_envs(seed)
+        envs.step = signallers["eval"].wrap(envs.step)
+        return envs
+
+    parts = dataclasses.replace(base, make_agent=make_agent, make_eval_envs=make_eval_envs)
+    hook = lambda envs, episodes: signallers["collect"].wrap(lambda: None)()  # noqa: E731
+    stopped = None
+    with StopRequests() as stop:
+        trainer = make_trainer(config, logdir, stop, on_collect=hook, parts=parts)
+        try:
+            trainer.run()
+        except Interrupted as error:
+            stopped = error
+    sent = [s.sent_at for s in signallers.values() if s.sent_at is not None]
+    return stopped, signallers, time.time() - sent[0] if sent else 0.0
+
+
+def log(logdir: Path, last: int) -> list[dict]:
+    return [comparable(r) for r in read_metrics(logdir / "metrics.jsonl") if r["step"] <= last]
+
+
+def owed_and_not_run(logdir: Path, signaller: Signaller) -> tuple[int, int]:
+    """(updates the newest checkpoint holds as still owed, updates scheduled so far less those run)."""
+    host = latest(logdir).host
+    return sum(work["updates"] for work in host["pending_work"]), host["scheduled_updates"] - signaller.calls
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("stop") / "reference"
+    stopped, signallers, _ = run(logdir)
+    assert stopped is None and latest(logdir).host["pending_work"] == []
+    assert signallers["update"].calls == latest(logdir).host["scheduled_updates"] == 24
+    return logdir
+
+
+def assert_resumes_exactly(logdir: Path, reference: Path, step: int, loop: str = "sync") -> None:
+    """Rerun to `step`, where the signal stopped the run: the checkpoint written once the
+    step's items are handled equals the reference run's, and so do the logs up to it."""
+    stopped, _, _ = run(logdir, loop, steps=step)
+    assert stopped is None
+    resumed = checkpoint.read(logdir / "checkpoints" / f"ckpt-{step}.1")
+    uninterrupted = checkpoint.read(reference / "checkpoints" / f"ckpt-{step}")
+    assert resumed.state_bytes == uninterrupted.state_bytes
+    for key in ("episodes", "scheduled_updates", "train_start", "rng", "actor_key", "replay", "pending_work"):
+        assert resumed.host[key] == uninterrupted.host[key], key
+    assert log(logdir, step) == log(reference, step)
+
+
+@pytest.mark.parametrize("loop", ["sync", "overlapped"])
+def test_a_signal_during_a_burst_ends_the_run_after_the_current_update(tmp_path, reference, loop):
+    logdir = tmp_path / "run"
+    stopped, signallers, latency = run(logdir, loop, updates=9)  # the 3rd update of the burst at 200
+    assert stopped is not None and stopped.exit_code == 130 and "rerun the same command" in str(stopped)
+    assert signallers["update"].calls == 9  # none after the signal
+    assert latest(logdir).step == 200
+    assert owed_and_not_run(logdir, signallers["update"]) == (3, 3)  # owed once, neither lost nor run twice
+    print(f"{loop}: the run ended {latency:.2f} s after the signal (its checkpoint included)")
+    assert_resumes_exactly(logdir, reference, 200, loop)
+
+
+def test_a_signal_during_collection_keeps_the_collected_step(tmp_path, reference):
+    logdir = tmp_path / "run"
+    # Collection steps of 25 env steps and a reset per episode: the 207th is step 200.
+    stopped, signallers, _ = run(logdir, collects=207)
+    assert stopped is not None and signallers["update"].calls == 6  # the burst at 100 only
+    assert latest(logdir).step == 200
+    assert owed_and_not_run(logdir, signallers["update"]) == (6, 6)
+    assert_resumes_exactly(logdir, reference, 200)
+
+
+def test_a_signal_during_an_evaluation_reruns_it_on_resume(tmp_path, reference):
+    logdir = tmp_path / "run"
+    stopped, signallers, _ = run(logdir, episodes=40)  # in the 2nd episode of the evaluation at 200
+    assert stopped is not None
+    assert signallers["eval"].calls == 52  # 2 episodes of a reset and 25 steps, then no 3rd
+    host = latest(logdir).host
+    assert host["step"] == 200 and [work["evaluate"] for work in host["pending_work"]] == [True]
+    assert not any("eval/return" in record for record in log(logdir, 200))
+    assert_resumes_exactly(logdir, reference, 200)
