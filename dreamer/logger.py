@@ -299,6 +299,7 @@ class Progress:
         self._bar = tqdm(total=total_steps, initial=initial, desc="env steps", unit="step",
                          unit_scale=True, mininterval=mininterval, dynamic_ncols=True,
                          smoothing=0.05, disable=disable)
+        self._mininterval, self._drawn = mininterval, time.monotonic()
 
     @property
     def step(self) -> int:
@@ -314,10 +315,15 @@ class Progress:
             self._bar.update(delta)
 
     def burst(self, done: int, owed: int, seconds_left: float) -> None:
-        """Show the updates done of a burst's `owed` and the time the burst has left."""
+        """Show the updates done of a burst's `owed` and the time the burst has left (redrawn
+        at most every `mininterval` seconds: the step count, which redraws the bar, stands
+        still during a burst)."""
         minutes, seconds = divmod(int(seconds_left), 60)
         self._bar.set_description_str(f"updates {done}/{owed} ({minutes}:{seconds:02d} left)"
-                                      if done < owed else "env steps", refresh=True)
+                                      if done < owed else "env steps", refresh=False)
+        if time.monotonic() - self._drawn >= self._mininterval:
+            self._bar.refresh()
+            self._drawn = time.monotonic()
 
     def close(self) -> None:
         """Draw the final state and release the terminal line."""

@@ -277,7 +277,8 @@ def test_block_gru_with_zero_weights_keeps_sigmoid_of_one_of_the_state():
 def test_conv_maxpool_equals_lax_and_v3_cnn_shapes():
     """The encoder's block form of convolution plus max-pooling against `lax`, with gradients;
     the V3 CNNs' shapes and parameter counts by hand."""
-    from dreamer.core.cnn_v3 import DecoderV3, EncoderV3, conv_maxpool
+    from dreamer.core.cnn_v3 import DecoderV3, EncoderV3
+    from dreamer.core.kernels import conv_maxpool
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 3))
     kernel = jax.random.normal(jax.random.PRNGKey(1), (5, 5, 3, 4))
 
@@ -423,7 +424,7 @@ def test_continuation_target_and_squared_error_image_loss():
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_upsample_conv_equals_nearest_upsampling_then_conv(kernel_size):
     """Values and gradients of the phase form against repeat-then-`lax` convolution."""
-    from dreamer.core.cnn_v3 import upsample_conv
+    from dreamer.core.kernels import upsample_conv
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 5, 3))
     kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 3, 4))
 

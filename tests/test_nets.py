@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder, conv_transpose_2x, conv_valid, space_to_depth
+from dreamer.core.kernels import conv_transpose_2x, conv_valid, space_to_depth
+from dreamer.core.nets import Conv2s, ConvTranspose2x, Decoder, Encoder
 
 
 def reference_conv_transpose(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -61,17 +62,17 @@ def test_conv_transpose_method_rule():
     """The paper decoder's first two layers (1 x 1 and 5 x 5 inputs, kernel 5) would compute 13x
     and 2.8x the definition's products as phases and take 'taps'; its kernel-6 layers on 13 x 13
     and 30 x 30 inputs (1.3x, 1.1x) take 'phases'."""
-    from dreamer.core import nets
+    from dreamer.core import kernels
     chosen = []
-    original = nets.conv_valid
-    nets.conv_valid = lambda *a, **k: chosen.append("phases") or original(*a, **k)
+    original = kernels.conv_valid
+    kernels.conv_valid = lambda *a, **k: chosen.append("phases") or original(*a, **k)
     try:
         for size, kernel_size in [(1, 5), (5, 5), (13, 6), (30, 6)]:
-            jax.eval_shape(nets.conv_transpose_2x, jnp.zeros((1, size, size, 2)),
+            jax.eval_shape(kernels.conv_transpose_2x, jnp.zeros((1, size, size, 2)),
                            jnp.zeros((kernel_size, kernel_size, 2, 2)))
             chosen.append(size)
     finally:
-        nets.conv_valid = original
+        kernels.conv_valid = original
     assert chosen == [1, 5, "phases", 13, "phases", 30]
 
 
@@ -106,7 +107,7 @@ def test_conv_valid_matches_lax_including_gradient(method, cin, cout):
 
 
 def test_conv_method_rule_picks_shift_only_for_large_narrowing_layers():
-    from dreamer.core.nets import _prefer_shift
+    from dreamer.core.kernels import _prefer_shift
     assert _prefer_shift(800 * 14 * 14, 4 * 32, 64)  # the encoder's second layer (space-to-depth input)
     assert not _prefer_shift(800 * 31 * 31, 4 * 3, 32)  # its first, widening layer
     assert not _prefer_shift(100, 64, 8)  # tiny layers keep one im2col matmul
@@ -134,7 +135,7 @@ def test_encoder_decoder_shapes():
 
 
 def test_matmul_is_the_plain_matmul_in_float32_and_accumulates_bfloat16_in_float32():
-    from dreamer.core.nets import matmul
+    from dreamer.core.kernels import matmul
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(3, 5, 64)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(64, 7)), jnp.float32)
@@ -156,7 +157,7 @@ def test_matmul_is_the_plain_matmul_in_float32_and_accumulates_bfloat16_in_float
 
 def test_dense_through_matmul_equals_flax_dense():
     import flax.linen as nn
-    from dreamer.core.nets import dense_dot_general
+    from dreamer.core.kernels import dense_dot_general
     x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 3, 6)), jnp.float32)
     plain, ours = nn.Dense(4), nn.Dense(4, dot_general=dense_dot_general)
     params = plain.init(jax.random.PRNGKey(0), x)

@@ -151,3 +151,23 @@ def test_a_signal_during_an_evaluation_reruns_it_on_resume(tmp_path, reference):
     assert host["step"] == 200 and [work["evaluate"] for work in host["pending_work"]] == [True]
     assert not any("eval/return" in record for record in log(logdir, 200))
     assert_resumes_exactly(logdir, reference, 200)
+
+
+def test_the_measured_update_time_says_what_the_run_would_take():
+    from dreamer.schedule import Schedule
+    from dreamer.trainer import UpdateRate
+
+    paper = build_config(overrides={"env.name": "dmc_walker_walk"})  # 1M steps, 100 updates per 1000
+    schedule = Schedule(paper.train, paper.env.action_repeat)
+    schedule.train_start, schedule.scheduled_updates = 5000, 100
+    rate = UpdateRate(paper, schedule)
+    rate.times = [7.5]
+    line = rate.estimate(left_in_burst=40)
+    # 100 + 995,000 * 100 // 1000 = 99,600 updates, 100 of them run, 40 still owed: 99,540 x 7.5 s
+    assert line.startswith("warning: 7.5 s per update") and "99,540 updates" in line
+    assert "8.6 days" in line and "--configs cpu" in line
+    short = build_config(overrides={"env.name": "dmc_walker_walk", "steps": 6000})
+    rate = UpdateRate(short, schedule)
+    rate.times = [0.5]
+    assert rate.estimate(0) == ("0.5 s per update (measured after compilation): the 100 updates left to "
+                                "env step 6,000 take about 1 min of updates alone")

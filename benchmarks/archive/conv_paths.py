@@ -1,11 +1,11 @@
 """Why the CNNs convolve through matmuls on the CPU: each stride-1 convolution of the Dreamer
-V1 encoder and decoder, timed as `nets.conv_valid`'s two matmul formulations and as XLA's own
+V1 encoder and decoder, timed as `kernels.conv_valid`'s two matmul formulations and as XLA's own
 convolution, forward, gradient to the input and gradient to the kernel separately.
 
     python -m benchmarks.archive.conv_paths [--batch 800] [--repeats 5]
 
 The shapes are the paper-size model's at batch 16 x 50: the decoder's phase convolutions (see
-`nets.conv_transpose_2x`, 'phases') and the encoder's space-to-depth convolutions (`nets.Conv2s`).
+`kernels.conv_transpose_2x`, 'phases') and the encoder's space-to-depth convolutions (`nets.Conv2s`).
 The last column says which XLA CPU path ran `lax`: `ynn` (the YNNPACK library, XLA's default
 for convolutions in jaxlib 0.10) or `eigen`; on other backends, the backend's name. Set
 XLA_FLAGS to compare, e.g. `--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce` keeps
@@ -22,7 +22,7 @@ import jax
 from jax import lax
 
 from benchmarks.common import median_seconds
-from dreamer.core import nets
+from dreamer.core import kernels
 
 # name: (input height = width, Cin, kernel, Cout), the padded inputs the layers convolve.
 SHAPES = {
@@ -38,8 +38,8 @@ def lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-METHODS = {"patches": functools.partial(nets.conv_valid, method="patches"),
-           "shift": functools.partial(nets.conv_valid, method="shift"), "lax": lax_conv}
+METHODS = {"patches": functools.partial(kernels.conv_valid, method="patches"),
+           "shift": functools.partial(kernels.conv_valid, method="shift"), "lax": lax_conv}
 
 
 def median_ms(fn, args, repeats: int) -> float:
