@@ -1,12 +1,18 @@
-"""What every benchmark records: the commit, the machine and the matmul ceiling; and how
-the timing benchmarks time a call."""
+"""What every benchmark records and how: `write_record` (the one writer of records: the
+command, commit, machine and wall time, then the benchmark's own figures), the matmul ceiling,
+and how the timing benchmarks time a call."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +35,36 @@ def git_commit() -> str:
 def machine() -> str:
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}; JAX {jax.__version__} on {devices}"
+
+
+def command_line(module: str, argv: list[str] | None = None) -> str:
+    """`python -m MODULE ARGS` as it was run (ARGS: this process's by default)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def provenance(command: str, started: float) -> dict[str, Any]:
+    """What every record starts with: the command, the commit, the machine, the wall time in
+    seconds since `started`."""
+    return {"command": command, "commit": git_commit(), "machine": machine(),
+            "wall_seconds": round(time.time() - started, 1)}
+
+
+def write_record(out: Path, name: str, title: str, record: dict[str, Any], body: str) -> tuple[Path, Path]:
+    """Write a benchmark's record as `out/NAME.json` (`record`, which holds its `provenance`)
+    and `out/NAME.md`: the title, the provenance as a list, then `body` (tables, notes)."""
+    missing = [key for key in ("command", "commit", "machine", "wall_seconds") if key not in record]
+    if missing:
+        raise ValueError(f"record {name!r} lacks {missing}: start it with provenance(...)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    minutes = record["wall_seconds"] / 60
+    wall = f"{record['wall_seconds']:.0f} s" if minutes < 2 else f"{minutes:.0f} min"
+    header = (f"# {title}\n\n- command: `{record['command']}`\n- commit: `{record['commit']}`\n"
+              f"- machine: {record['machine']}\n- wall time: {wall}\n")
+    md_path.write_text(header + "\n" + body.strip() + "\n")
+    return md_path, json_path
 
 
 def matmul_ceiling_gflops(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:

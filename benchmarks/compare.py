@@ -16,14 +16,15 @@ record holds its command, commit, machine and wall times.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks import aggregate, plots
 from benchmarks.aggregate import RecordedRun, Run, RunDir
+from benchmarks.common import command_line, provenance, write_record
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.errors import UserError
 
@@ -78,6 +79,7 @@ def compare(argv: list[str]) -> int:
     parser.add_argument("--budgets", type=int, nargs="+", required=True, help="environment steps of the table")
     parser.add_argument("--record", help="write benchmarks/results/NAME.{md,json,png}")
     args = parser.parse_args(argv)
+    start = time.time()
     runs: list[Run] = []
     random_returns: dict[tuple[str, str], dict] = {}
     for label, path in map(parse_sweep, args.sweep):
@@ -94,10 +96,8 @@ def compare(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             plots.plot_sweep(runs, Path(tmp), max(args.budgets), args.budgets, random_returns=random_returns)
             shutil.copyfile(Path(tmp) / "grid.png", RESULTS / f"{args.record}.png")
-        command = "python -m benchmarks.compare " + shlex.join(argv)
-        (RESULTS / f"{args.record}.md").write_text(
-            f"# {args.record}\n\n- command: `{command}`\n\n![learning curves]({args.record}.png)\n\n{table}")
-        (RESULTS / f"{args.record}.json").write_text(json.dumps({"command": command, "summary": summary}, indent=1) + "\n")
+        record = {**provenance(command_line("benchmarks.compare", argv), start), "summary": summary}
+        write_record(RESULTS, args.record, args.record, record, f"![learning curves]({args.record}.png)\n\n{table}")
     return 0
 
 

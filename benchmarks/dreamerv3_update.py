@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks.common import git_commit, machine, matmul_ceiling_gflops
+from benchmarks.common import command_line, matmul_ceiling_gflops, provenance, write_record
 from benchmarks.throughput import measure_update
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import build_config
@@ -71,16 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = [measure_size(size, args.repeats) for size in args.sizes]
     table = to_table(rows, ceiling, official)
     print(table)
-    result = {"rows": rows, "roofline_gflops": ceiling, "official": official, "commit": git_commit(),
-              "machine": machine(), "backend": jax.default_backend(), "wall_seconds": round(time.time() - start, 1),
-              "command": "python -m benchmarks.dreamerv3_update " + " ".join(argv)}
+    result = {**provenance(command_line("benchmarks.dreamerv3_update", argv), start), "rows": rows,
+              "roofline_gflops": ceiling, "official": official, "backend": jax.default_backend()}
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dreamerv3_update.json").write_text(json.dumps(result, indent=1))
-        (args.out / "dreamerv3_update.md").write_text(
-            f"# DreamerV3 update speed\n\n- command: `{result['command']}`\n- commit: `{result['commit']}`\n"
-            f"- machine: {result['machine']}\n- matmul ceiling: {ceiling:.0f} GFLOP/s\n"
-            f"- wall time: {result['wall_seconds']} s\n\n{table}\n")
+        write_record(args.out, "dreamerv3_update", "DreamerV3 update speed", result,
+                     f"matmul ceiling: {ceiling:.0f} GFLOP/s\n\n{table}")
 
 
 if __name__ == "__main__":

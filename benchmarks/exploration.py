@@ -22,8 +22,6 @@ if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables 
 
     reexec_with_huge_pages()
 
-import json
-import shlex
 import sys
 import tempfile
 import time
@@ -128,11 +126,9 @@ def coverage(runs: dict[str, np.ndarray], nq: int, angles: list[bool], bins: int
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Exploration coverage on {record['env']}", "",
-             f"- command: `{record['command']}`", f"- commit: `{record['commit']}`",
-             f"- machine: {record['machine']}", f"- presets: {record['configs']}; "
-             f"{record['steps']} environment steps per run; seeds {record['seeds']}",
-             f"- wall time: {record['wall_seconds'] / 60:.1f} min in all", "",
+    """The record's body under `write_record`'s header."""
+    lines = [f"Presets: {record['configs']}; {record['steps']} environment steps per run; seeds "
+             f"{record['seeds']}.", "",
              "Cells occupied by the visited physics states (simulator qpos/qvel, not pixels); "
              "position grid over " + record["position_dims"] + ". Mean over seeds.", "",
              "| method | position cells | state cells (pos+vel) | mean true episode return | updates | wall time |",
@@ -160,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="result file stem (default exploration_<env>_<configs>)")
     args = parser.parse_args(argv)
 
-    from benchmarks.common import git_commit, machine
+    from benchmarks.common import command_line, provenance, write_record
 
     overrides = dict(item.split("=", 1) for item in args.set)
     start = time.time()
@@ -194,16 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.env.startswith("dmc_cartpole"):
         dims = "cart position x pole angle (wrapped)"
     record = {
+        **provenance(command_line("benchmarks.exploration", argv), start),
         "benchmark": "exploration", "env": args.env, "configs": args.configs, "steps": args.steps,
         "seeds": args.seeds, "overrides": overrides, "position_dims": dims,
-        "command": "python -m benchmarks.exploration " + shlex.join(argv),
-        "commit": git_commit(), "machine": machine(), "wall_seconds": time.time() - start,
         "summary": summary, "per_seed": per_seed, "plan2explore_wins": wins,
     }
     name = args.name or f"exploration_{args.env}_{'_'.join(args.configs) or 'default'}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
-    (args.out / f"{name}.md").write_text(markdown(record))
+    write_record(args.out, name, f"Exploration coverage on {args.env}", record, markdown(record))
     print(markdown(record))
     return 0
 

@@ -46,7 +46,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import git_commit  # noqa: E402
+from benchmarks.common import command_line, git_commit, provenance, write_record  # noqa: E402
 from dreamer.cli import ArgumentParser, run_command  # noqa: E402
 from dreamer.errors import UserError  # noqa: E402
 from dreamer.logger import read_metrics  # noqa: E402
@@ -165,9 +165,7 @@ def published(step: int, task: str) -> float | None:
 
 
 def write(out: Path, summary: dict, run: Run | None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(to_markdown(summary))
+    write_record(out, "summary", f"GPU protocol: {summary.get('device', '?')}", summary, to_markdown(summary))
     if run is None:
         return
     if (run.logdir / "metrics.jsonl").exists():
@@ -203,11 +201,9 @@ def plot(evals: list[dict], task: str, path: Path) -> None:
 
 
 def to_markdown(s: dict) -> str:
-    lines = [f"# GPU protocol: {s.get('device', '?')}", "",
-             f"- command: `{s.get('command')}`", f"- commit: `{s.get('commit')}`",
-             f"- versions: {', '.join(f'{k} {v}' for k, v in s.get('versions', {}).items())}",
-             f"- budget: {s.get('minutes')} min; wall time {s.get('wall_seconds')} s"
-             + ("; **cut by the watchdog**" if s.get("watchdog") else ""), "",
+    """The summary's body under `write_record`'s header."""
+    lines = [f"- versions: {', '.join(f'{k} {v}' for k, v in s.get('versions', {}).items())}",
+             f"- budget: {s.get('minutes')} min" + ("; **cut by the watchdog**" if s.get("watchdog") else ""), "",
              f"## Update, batch {' x '.join(map(str, s.get('batch', PAPER_BATCH)))}", "",
              "| precision | seconds per update | compile s | GFLOP |", "| --- | --- | --- | --- |"]
     for precision, row in s.get("throughput", {}).items():
@@ -253,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"cannot write into --out '{args.out}': {err.strerror or err}") from None
     start = time.time()
     deadline = start + 60 * args.minutes
-    summary: dict = {"command": "python -m benchmarks.gpu_protocol " + " ".join(argv), "minutes": args.minutes,
-                     "env": args.env, "batch": list(args.batch), "commit": args.commit or git_commit(),
+    summary: dict = {**provenance(command_line("benchmarks.gpu_protocol", argv), start),
+                     "commit": args.commit or git_commit(),  # an offline host's copy has no git
+                     "minutes": args.minutes, "env": args.env, "batch": list(args.batch),
                      "versions": versions(), "device": device()}
     print(f"device: {summary['device']}\nversions: {summary['versions']}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="gpu-protocol-"))

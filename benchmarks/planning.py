@@ -17,7 +17,6 @@ if __name__ == "__main__":  # before JAX starts: glibc reads allocator tunables 
     reexec_with_huge_pages()
 
 import sys
-import json
 import time
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, xla_flops
+from benchmarks.common import command_line, matmul_ceiling_gflops, provenance, write_record, xla_flops
 from dreamer.cli import ArgumentParser, run_command
-from dreamer.device import DeviceAgent
 from dreamer.config import build_config
+from dreamer.device import DeviceAgent
 from dreamer.registry import agent_class
 from planet.planner import cem, initial_plan  # the pure CEM function, not the agent
 
@@ -104,13 +103,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
+    start = time.time()
     ceiling = matmul_ceiling_gflops()
     rows = [measure(p, args.repeats) for p in args.presets]
     for row in rows:
         row["roofline_gflops"] = ceiling
         row["roofline_fraction"] = row["gflops_achieved"] / ceiling
-    record = {"benchmark": "planet_planning", "commit": git_commit(), "machine": machine(),
-              "devices": [str(d) for d in jax.devices()], "results": rows}
     lines = ["| preset | H x iters x candidates | latent steps/action | ms/action | GFLOP/action | GFLOP/s | of ceiling |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -120,12 +118,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     print(f"matmul ceiling (float32, XLA, best of 1024-4096 squared): {ceiling:.0f} GFLOP/s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "planet_planning.json").write_text(json.dumps(record, indent=1))
-    md = (f"# PlaNet planning cost\n\n- command: `python -m benchmarks.planning`\n- commit: `{record['commit']}`\n"
-          f"- machine: {record['machine']}\n- matmul ceiling: {ceiling:.0f} GFLOP/s\n\n{table}\n")
-    (args.out / "planet_planning.md").write_text(md)
-
+    record = {**provenance(command_line("benchmarks.planning"), start), "benchmark": "planet_planning",
+              "devices": [str(d) for d in jax.devices()], "results": rows}
+    write_record(args.out, "planet_planning", "PlaNet planning cost", record,
+                 f"matmul ceiling: {ceiling:.0f} GFLOP/s\n\n{table}")
 
 if __name__ == "__main__":
     sys.exit(run_command(lambda: main() or 0, sys.argv[1:]))

@@ -10,7 +10,6 @@ the uniform random policy on the same environment settings (measured here, not q
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import git_commit, machine
+from benchmarks.common import provenance, write_record
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import config_from_dict
 from dreamer.logger import read_metrics
@@ -57,7 +56,6 @@ def main() -> None:
         sys.exit("the command needs an explicit --logdir")
     start = time.time()
     code = subprocess.call(command)
-    wall = time.time() - start
     logdir = find_logdir(command)
     import yaml
 
@@ -65,24 +63,20 @@ def main() -> None:
     evals = [(m["step"], m["eval/return"]) for m in read_metrics(logdir / "metrics.jsonl") if "eval/return" in m]
     random_returns = random_policy_returns(config, args.random_episodes) if args.random_episodes else []
     record = {
-        "name": args.name, "command": shlex.join(command), "exit_code": code,
-        "commit": git_commit(), "machine": machine(), "wall_seconds": round(wall, 1),
+        **provenance(shlex.join(command), start), "name": args.name, "exit_code": code,
         "env": config.env.name, "agent": config.agent, "steps": config.steps,
         "eval": [{"step": s, "return": r} for s, r in evals],
         "best_eval_return": max((r for _, r in evals), default=None),
         "random_policy_return_mean": float(np.mean(random_returns)) if random_returns else None,
         "random_policy_episodes": len(random_returns),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=1))
-    (RESULTS / f"{args.name}.md").write_text(to_markdown(record))
+    write_record(RESULTS, args.name, args.name, record, to_markdown(record))
     print(to_markdown(record))
 
 
 def to_markdown(r: dict) -> str:
-    lines = [f"# {r['name']}", "", f"- command: `{r['command']}`", f"- commit: `{r['commit']}`",
-             f"- machine: {r['machine']}", f"- wall time: {r['wall_seconds'] / 60:.1f} min (exit code {r['exit_code']})",
-             f"- best evaluation return: {r['best_eval_return']}",
+    """The record's body under `write_record`'s header."""
+    lines = [f"- exit code: {r['exit_code']}", f"- best evaluation return: {r['best_eval_return']}",
              f"- uniform random policy, same env settings: {r['random_policy_return_mean']} "
              f"(mean of {r['random_policy_episodes']} episodes)", "", "| env step | eval return |", "| --- | --- |"]
     lines += [f"| {e['step']} | {e['return']:.1f} |" for e in r["eval"]]

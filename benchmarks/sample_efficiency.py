@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -183,8 +181,10 @@ def header(args: argparse.Namespace, passthrough: list[str]) -> str:
     return "\n".join(lines)
 
 
-def provenance(args, argv: list[str], attempts: list[dict], jobs: list[launch.Job], wall: float) -> dict:
-    from benchmarks.common import git_commit  # noqa: PLC0415 (git, only when recording)
+def sweep_record(args, argv: list[str], attempts: list[dict], jobs: list[launch.Job], start: float,
+                 summary: dict) -> dict:
+    """The record of a sweep: its provenance, each run's attempts and wall time, the summary."""
+    from benchmarks import common  # noqa: PLC0415 (git and JAX's devices, only when recording)
 
     runs = []
     for job in jobs:
@@ -192,27 +192,23 @@ def provenance(args, argv: list[str], attempts: list[dict], jobs: list[launch.Jo
         runs.append({"run": job.name, "attempts": len(mine), "finished": launch.is_finished(job),
                      "wall_seconds": round(sum(a.get("wall_seconds") or 0 for a in mine), 1),
                      "hosts": sorted({f"{a.get('host')} ({a.get('cpu_count')} CPUs)" for a in mine})})
-    return {"command": shlex.join(["python", "-m", "benchmarks.sample_efficiency", *argv]),
-            "commit": git_commit(), "launcher": args.launcher,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} "
-                       f"({platform.node()})",
-            "this_invocation_wall_seconds": round(wall, 1), "runs": runs}
+    return {**common.provenance(common.command_line("benchmarks.sample_efficiency", argv), start),
+            "launcher": args.launcher, "runs": runs, "summary": summary}
 
 
-def write_record(name: str, out: Path, summary_md: str, summary: dict, prov: dict) -> list[Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_sweep_record(name: str, out: Path, summary_md: str, record: dict) -> list[Path]:
+    from benchmarks import common  # noqa: PLC0415
+
     run_lines = [f"| {r['run']} | {'yes' if r['finished'] else 'no'} | {r['attempts']} | "
-                 f"{r['wall_seconds'] / 60:.1f} | {', '.join(r['hosts'])} |" for r in prov["runs"]]
-    md = "\n".join([
-        f"# {name}", "", f"- command: `{prov['command']}`", f"- commit: `{prov['commit']}`",
-        f"- machine: {prov['machine']}; launcher: {prov['launcher']}", "", f"![learning curves]({name}.png)", "",
+                 f"{r['wall_seconds'] / 60:.1f} | {', '.join(r['hosts'])} |" for r in record["runs"]]
+    body = "\n".join([
+        f"Launcher: {record['launcher']}; the wall time above is this invocation's, the runs' own below.", "",
+        f"![learning curves]({name}.png)", "",
         "| run | finished | attempts | wall time (min) | host |", "| --- | --- | --- | --- | --- |", *run_lines, "",
         summary_md])
-    paths = [RESULTS / f"{name}.md", RESULTS / f"{name}.json", RESULTS / f"{name}.png"]
-    paths[0].write_text(md)
-    paths[1].write_text(json.dumps({"provenance": prov, "summary": summary}, indent=1) + "\n")
-    shutil.copyfile(out / "plots" / "grid.png", paths[2])
-    return paths
+    md, js = common.write_record(RESULTS, name, name, record, body)
+    shutil.copyfile(out / "plots" / "grid.png", RESULTS / f"{name}.png")
+    return [md, js, RESULTS / f"{name}.png"]
 
 
 def sweep(argv: list[str]) -> int:
@@ -250,8 +246,8 @@ def sweep(argv: list[str]) -> int:
     print(md_path.read_text())
     print(f"wrote {md_path}, {json_path} and {len(plot_paths)} plots in {out / 'plots'}", file=sys.stderr)
     if args.record:
-        prov = provenance(args, argv, read_attempts(out), jobs, time.time() - start)
-        paths = write_record(args.record, out, md_path.read_text(), summary, prov)
+        record = sweep_record(args, argv, read_attempts(out), jobs, start, summary)
+        paths = write_sweep_record(args.record, out, md_path.read_text(), record)
         print(f"recorded {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} run(s) did not finish: "

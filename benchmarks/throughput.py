@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import git_commit, machine, matmul_ceiling_gflops, median_seconds
+from benchmarks.common import command_line, matmul_ceiling_gflops, median_seconds, provenance, write_record
 from dreamer.cli import ArgumentParser, run_command
 from dreamer.config import Config, build_config
 from dreamer.device import DeviceAgent
@@ -246,16 +246,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.batch and min(args.batch) < 1:
             raise UserError(f"--batch takes two positive integers, got {args.batch[0]} {args.batch[1]}")
         result = run(args.configs, args.quick, args.env, tuple(args.batch) if args.batch else None)
-    result.update(commit=git_commit(), machine=machine(), wall_seconds=round(time.time() - start, 1),
-                  command="python -m benchmarks.throughput " + " ".join(argv))
+    result = {**provenance(command_line("benchmarks.throughput", argv), start), **result}
     table = to_table(result)
     print(table)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "throughput.json").write_text(json.dumps(result, indent=1))
-        (args.out / "throughput.md").write_text(
-            f"# Throughput\n\n- command: `{result['command']}`\n- commit: `{result['commit']}`\n"
-            f"- machine: {result['machine']}\n- wall time: {result['wall_seconds']} s\n\n{table}\n")
+        write_record(args.out, "throughput", "Throughput", result, table)
     if args.json:
         print(json.dumps(result))
 

@@ -1,10 +1,10 @@
-"""A signal stops a run at once and the rerun continues exactly: in-process runs of the
-training driver on a fake vector environment, its parts injected, a SIGINT sent from inside
-the run at a chosen moment (during a burst of updates, during collection, during an
-evaluation). A run interrupted at step S and resumed writes, once it has handled step S,
-the checkpoint and the log lines of a run that was never interrupted, bit for bit. (From
-its first own episode on a resumed run cannot match: checkpoints hold no environment state,
-see tests/test_resume.py.)"""
+"""The training driver in-process, on a fake vector environment with its parts injected: the
+overlapped loop equals the synchronous one, and a signal stops a run at once and the rerun
+continues exactly. SIGINT is sent from inside the run at a chosen moment (during a burst of
+updates, during collection, during an evaluation). A run interrupted at step S and resumed
+writes, once it has handled step S, the checkpoint and the log lines of a run that was never
+interrupted, bit for bit. (From its first own episode on a resumed run cannot match:
+checkpoints hold no environment state, see tests/test_resume.py.)"""
 
 from __future__ import annotations
 
@@ -88,6 +88,10 @@ def run(logdir: Path, loop: str = "sync", updates: int | None = None, collects: 
     return stopped, signallers, time.time() - sent[0] if sent else 0.0
 
 
+def final_state(logdir: Path) -> bytes:
+    return latest(logdir).state_bytes
+
+
 def log(logdir: Path, last: int) -> list[dict]:
     return [comparable(r) for r in read_metrics(logdir / "metrics.jsonl") if r["step"] <= last]
 
@@ -105,6 +109,18 @@ def reference(tmp_path_factory) -> Path:
     assert stopped is None and latest(logdir).host["pending_work"] == []
     assert signallers["update"].calls == latest(logdir).host["scheduled_updates"] == 24
     return logdir
+
+
+def test_the_overlapped_loop_without_lag_equals_the_synchronous_one(tmp_path, reference):
+    """With `max_lag 0` the actor waits for every update owed so far, so the overlapped loop
+    collects, updates, evaluates and checkpoints exactly as the synchronous one."""
+    logdir = tmp_path / "run"
+    stopped, signallers, _ = run(logdir, "overlapped")
+    assert stopped is None and signallers["update"].calls == 24
+    assert final_state(logdir) == final_state(reference)
+    for key in ("step", "episodes", "scheduled_updates", "train_start", "rng", "actor_key", "replay"):
+        assert latest(logdir).host[key] == latest(reference).host[key], key
+    assert log(logdir, 400) == log(reference, 400)
 
 
 def assert_resumes_exactly(logdir: Path, reference: Path, step: int, loop: str = "sync") -> None:
