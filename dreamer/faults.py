@@ -23,6 +23,11 @@ ENV_VAR = "DREAMER_CRASH_AT"
 _passes: dict[str, int] = {}
 
 
+def reset() -> None:
+    """Forget the passes counted so far (a test runs several commands in one process)."""
+    _passes.clear()
+
+
 def crash_point(name: str) -> None:
     spec = os.environ.get(ENV_VAR)
     if not spec:

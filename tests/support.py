@@ -5,10 +5,13 @@ devices); the fixtures built on them live in `conftest.py`."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import time
+import traceback
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,6 +72,23 @@ def run_train(*args: str, timeout: int = 600, fault: str | None = None) -> subpr
         env["DREAMER_CRASH_AT"] = fault
     return subprocess.run([sys.executable, "-m", "dreamer.train", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`python -m dreamer.train ARGS` through `dreamer.train.main` in this process: its exit
+    status and what it printed, as `run_train` returns them, without starting Python and JAX
+    anew. An exception that would end the process prints its traceback and gives status 1,
+    as Python does."""
+    from dreamer import train
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = train.main(list(args))
+        except Exception:  # noqa: BLE001 (what the interpreter would print)
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["dreamer.train", *args], code, out.getvalue(), err.getvalue())
 
 
 # ----------------------------------------------------------------------------- training processes

@@ -4,6 +4,8 @@ its code, config section, preset and entry point, trains through `python -m drea
 
 from __future__ import annotations
 
+import pytest
+
 import math
 import os
 import subprocess
@@ -14,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from dreamer.logger import read_metrics
+
+pytestmark = pytest.mark.e2e  # a plug-in agent installed and trained in a process
 
 ROOT = Path(__file__).resolve().parent.parent
 

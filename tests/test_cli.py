@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import dreamer
 from dreamer import checkpoint
 from dreamer.errors import ConfigError
 
-from tests.support import run_train
+from tests.support import train_in_process
 
 
 def snapshot(directory: Path) -> dict[str, bytes | None]:
@@ -153,42 +152,41 @@ def make_run_logdir(path: Path, case: str) -> Path:
 
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
-    """Start every subprocess of this module, two at a time (each spends ~3 s importing jax)."""
+    """Run every command of this module in-process (`dreamer.train.main`), as it answers on the
+    command line: exit status, stdout, stderr."""
     runs = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, (args, _) in CASES.items():
-            path = make_logdir(tmp_path_factory.mktemp(name) / "run")
-            runs[name] = (path, snapshot(path), pool.submit(run_train, *args, "--logdir", str(path)))
-        file_dir = tmp_path_factory.mktemp("file")
-        (file_dir / "not_a_dir").write_text("precious\n")
-        runs["logdir-file"] = (file_dir, snapshot(file_dir), pool.submit(
-            run_train, "--configs", "debug", "--logdir", str(file_dir / "not_a_dir")))
-        foreign = tmp_path_factory.mktemp("foreign")  # a folder that is not a run
-        (foreign / "notes.txt").write_text("mine\n")
-        (foreign / "eval_policy_000001500.gif").write_bytes(b"GIF89a")
-        runs["not-a-run"] = (foreign, snapshot(foreign), pool.submit(run_train, *RUN_ARGS, "--logdir", str(foreign)))
-        latin = tmp_path_factory.mktemp("latin") / "latin.yaml"
-        latin.write_bytes(b"# caf\xe9\nseed: 1\n")
-        path = make_logdir(tmp_path_factory.mktemp("not-utf8") / "run")
-        runs["not-utf8"] = (path, snapshot(path), pool.submit(
-            run_train, "--configs", str(latin), "--logdir", str(path)))
-        path = make_run_logdir(tmp_path_factory.mktemp("finished") / "run", "finished")
-        runs["finished"] = (path, snapshot(path), pool.submit(
-            run_train, *RUN_ARGS, "--steps", "400", "--logdir", str(path)))
-        new = tmp_path_factory.mktemp("camera") / "new" / "run"  # a camera the task lacks
-        runs["bad-camera"] = (new, {}, pool.submit(run_train, *RUN_ARGS, "--env.camera", "99",
-                                                   "--logdir", str(new)))
-        bad_yaml = tmp_path_factory.mktemp("yaml") / "broken.yaml"
-        bad_yaml.write_text("model: [deter: 3\n")
-        path = make_logdir(tmp_path_factory.mktemp("bad-yaml") / "run")
-        runs["bad-yaml"] = (path, snapshot(path), pool.submit(
-            run_train, "--configs", str(bad_yaml), "--logdir", str(path)))
-        runs["logdir-unwritable"] = (file_dir, snapshot(file_dir), pool.submit(
-            run_train, "--configs", "debug", "--logdir", "/proc/dreamer_run"))
-        for name, (args, _) in RESUME_CASES.items():
-            path = make_run_logdir(tmp_path_factory.mktemp(name) / "run", name)
-            runs[name] = (path, snapshot(path), pool.submit(run_train, *RUN_ARGS, *args, "--logdir", str(path)))
-        return {name: (path, before, future.result()) for name, (path, before, future) in runs.items()}
+    for name, (args, _) in CASES.items():
+        path = make_logdir(tmp_path_factory.mktemp(name) / "run")
+        runs[name] = (path, snapshot(path), train_in_process(*args, "--logdir", str(path)))
+    file_dir = tmp_path_factory.mktemp("file")
+    (file_dir / "not_a_dir").write_text("precious\n")
+    runs["logdir-file"] = (file_dir, snapshot(file_dir), train_in_process(
+        "--configs", "debug", "--logdir", str(file_dir / "not_a_dir")))
+    foreign = tmp_path_factory.mktemp("foreign")  # a folder that is not a run
+    (foreign / "notes.txt").write_text("mine\n")
+    (foreign / "eval_policy_000001500.gif").write_bytes(b"GIF89a")
+    runs["not-a-run"] = (foreign, snapshot(foreign), train_in_process(*RUN_ARGS, "--logdir", str(foreign)))
+    latin = tmp_path_factory.mktemp("latin") / "latin.yaml"
+    latin.write_bytes(b"# caf\xe9\nseed: 1\n")
+    path = make_logdir(tmp_path_factory.mktemp("not-utf8") / "run")
+    runs["not-utf8"] = (path, snapshot(path), train_in_process(
+        "--configs", str(latin), "--logdir", str(path)))
+    path = make_run_logdir(tmp_path_factory.mktemp("finished") / "run", "finished")
+    runs["finished"] = (path, snapshot(path), train_in_process(
+        *RUN_ARGS, "--steps", "400", "--logdir", str(path)))
+    new = tmp_path_factory.mktemp("camera") / "new" / "run"  # a camera the task lacks
+    runs["bad-camera"] = (new, {}, train_in_process(*RUN_ARGS, "--env.camera", "99", "--logdir", str(new)))
+    bad_yaml = tmp_path_factory.mktemp("yaml") / "broken.yaml"
+    bad_yaml.write_text("model: [deter: 3\n")
+    path = make_logdir(tmp_path_factory.mktemp("bad-yaml") / "run")
+    runs["bad-yaml"] = (path, snapshot(path), train_in_process(
+        "--configs", str(bad_yaml), "--logdir", str(path)))
+    runs["logdir-unwritable"] = (file_dir, snapshot(file_dir), train_in_process(
+        "--configs", "debug", "--logdir", "/proc/dreamer_run"))
+    for name, (args, _) in RESUME_CASES.items():
+        path = make_run_logdir(tmp_path_factory.mktemp(name) / "run", name)
+        runs[name] = (path, snapshot(path), train_in_process(*RUN_ARGS, *args, "--logdir", str(path)))
+    return runs
 
 
 @pytest.mark.parametrize("case", [name for name in CASES if name != "debug"])

@@ -18,7 +18,7 @@ from tests.support import ROOT
 
 COMMANDS = ["dreamer.train", "dreamer.evaluate", "benchmarks.sample_efficiency", "benchmarks.throughput",
             "benchmarks.planning", "benchmarks.exploration", "benchmarks.archive.memory", "benchmarks.archive.checkpoint_cost",
-            "benchmarks.gpu_protocol", "benchmarks.record_run", "benchmarks.reference"]
+            "benchmarks.gpu_protocol", "benchmarks.record_run", "benchmarks.reference", "benchmarks.stop_latency"]
 
 
 @pytest.fixture(scope="module")

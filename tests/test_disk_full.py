@@ -2,7 +2,8 @@
 complete checkpoint intact, and once there is space again the same command resumes.
 
 The failures are injected (`DREAMER_CRASH_AT=POINT:N:enospc`, at the exact write) so they run
-anywhere; where this process may mount a tmpfs (root), a real full disk is tried too."""
+anywhere, in-process on a fake vector environment; where this process may mount a tmpfs
+(root), a real full disk is tried too, end to end (`-m e2e`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from dreamer import faults
 from dreamer.logger import read_metrics
-from tests.support import run_train
+from tests.support import run_train, train_in_process
+
+try:  # tests/ is on sys.path under pytest's default (prepend) import mode
+    import fake_envs
+except ImportError:  # tests/ is a package
+    from tests import fake_envs
 
 ARGS = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--steps", "2000",
         "--train.checkpoint_every", "500", "--train.video_every", "0"]
+FAST = ["--env", f"gym:{fake_envs.__name__}:FakeDict-v0", "--env.obs", "vector", "--configs", "debug",
+        "--steps", "2000", "--train.checkpoint_every", "500", "--train.video_every", "0"]
 
 
 def run(logdir: Path, fault: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -41,22 +50,32 @@ def checkpoints_complete(logdir: Path) -> list[str]:
     return names
 
 
-def test_injected_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path):
+def run_in_process(logdir: Path, monkeypatch, fault: str | None = None) -> subprocess.CompletedProcess:
+    faults.reset()
+    if fault:
+        monkeypatch.setenv(faults.ENV_VAR, fault)
+    else:
+        monkeypatch.delenv(faults.ENV_VAR, raising=False)
+    return train_in_process(*FAST, "--logdir", str(logdir))
+
+
+def test_injected_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch):
     logdir = tmp_path / "run"
-    result = run(logdir, "replay:2:enospc")  # the second episode cannot be written
+    result = run_in_process(logdir, monkeypatch, "replay:12:enospc")  # the episode ending at 600: not written
     assert_disk_error(result)
     assert not [p for p in (logdir / "replay").iterdir() if not p.name.endswith(".npz")]
     first = checkpoints_complete(logdir)
-    result = run(logdir, "checkpoint:1:enospc")  # resumes, then its checkpoint cannot be written
+    result = run_in_process(logdir, monkeypatch, "checkpoint:1:enospc")  # resumes, then cannot save
     assert_disk_error(result)
     assert "resuming from" in result.stderr
     assert len(checkpoints_complete(logdir)) >= len(first)
-    result = run(logdir)  # space again: resumes and finishes
+    result = run_in_process(logdir, monkeypatch)  # space again: resumes and finishes
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [m["step"] for m in read_metrics(logdir / "metrics.jsonl")]
     assert max(steps) == 2000 and steps == sorted(steps)
 
 
+@pytest.mark.e2e
 def test_a_real_full_disk(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()

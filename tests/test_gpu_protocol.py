@@ -3,6 +3,8 @@ with the files it promises."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -10,6 +12,8 @@ import sys
 import time
 
 from tests.support import ROOT
+
+pytestmark = pytest.mark.e2e  # the protocol's processes, as on a lent accelerator
 
 
 def test_protocol_runs_inside_its_budget_and_writes_its_files(tmp_path):

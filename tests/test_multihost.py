@@ -5,6 +5,8 @@ gradient all-reduce must leave both with bit-identical train states."""
 
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 import os
 import socket
@@ -13,6 +15,8 @@ import sys
 
 from dreamer import checkpoint
 from tests.support import ROOT
+
+pytestmark = pytest.mark.e2e  # two host processes
 
 
 def free_port() -> int:

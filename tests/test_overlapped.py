@@ -23,6 +23,8 @@ from dreamer.logger import read_metrics
 from dreamer.registry import agent_class
 from tests.support import TIMEOUT, at_step, episode_files, latest, logged_after, run, start, steps_by_key, wait_for
 
+pytestmark = pytest.mark.e2e  # the overlapped loop's processes on MuJoCo
+
 BASE = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--train.video_every", "0",
         "--train.checkpoint_minutes", "0", "--env.time_limit", "500"]
 OVERLAPPED = [*BASE, "--train.loop", "overlapped"]

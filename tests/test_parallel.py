@@ -8,6 +8,8 @@ XLA_FLAGS=--xla_force_host_platform_device_count=2.
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -15,6 +17,8 @@ import textwrap
 from pathlib import Path
 
 from dreamer.logger import read_metrics
+
+pytestmark = pytest.mark.e2e  # processes with two virtual devices
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_DEVICES = {**os.environ, "PYTHONPATH": str(ROOT),

@@ -34,6 +34,8 @@ from dreamer.logger import read_metrics
 from dreamer.replay import read_episode
 from tests.support import TIMEOUT, at_step, episode_files, latest, logged_after, run, start, steps_by_key, wait_for
 
+pytestmark = pytest.mark.e2e  # crash and resume chains of training processes
+
 ROOT = Path(__file__).resolve().parent.parent
 # Checkpoints by step count only, so that none depends on how busy the machine is.
 BASE = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--train.video_every", "0",

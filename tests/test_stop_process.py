@@ -20,6 +20,8 @@ from dreamer import checkpoint
 from dreamer.trainer import StopRequests
 from tests.support import ROOT
 
+pytestmark = pytest.mark.e2e  # signals to a training process
+
 # A wide RSSM on a large batch: updates of about a second or more on 2 cores, in bursts of
 # 20; a checkpoint after prefill (at 150 steps), before the first burst.
 COMMAND = ["--env", "gym:tests.fake_envs:FakeDict-v0", "--env.obs", "vector", "--configs", "debug",

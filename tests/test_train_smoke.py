@@ -10,6 +10,8 @@ from dreamer.logger import read_metrics
 
 from tests.support import run_train
 
+pytestmark = pytest.mark.e2e  # the training command on MuJoCo
+
 
 def check_logdir(logdir: Path, steps: int, episode_length: int) -> list[dict]:
     config = yaml.safe_load((logdir / "config.yaml").read_text())
