@@ -277,8 +277,9 @@ def test_zero_shot_never_switches(agent_and_state):
 
 # ----------------------------------------------------------------------------- the command line
 
+@pytest.mark.e2e
 def test_plan2explore_debug_run(tmp_path):
-    """The issue's command, end to end (about two minutes on 2 cores)."""
+    """The command on MuJoCo, end to end (about two minutes on 2 cores)."""
     from tests.test_train_smoke import check_logdir
     logdir = tmp_path / "run"
     result = run_train("--env", "dmc_walker_walk", "--agent", "plan2explore", "--configs", "debug",

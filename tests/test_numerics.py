@@ -10,8 +10,7 @@ import numpy as np
 
 from dreamer.agent import Dreamer
 from dreamer.logger import read_metrics
-from tests.support import run_train
-from tests.support import A, placed, random_batch, tiny_config
+from tests.support import A, placed, random_batch, tiny_config, train_in_process
 from tests.tracing import count_traces
 
 
@@ -39,9 +38,8 @@ def test_nonfinite_update_is_skipped_then_training_resumes():
 
 def test_repeated_nonfinite_updates_stop_the_run(tmp_path):
     logdir = tmp_path / "run"
-    result = run_train("--env", "gym:tests.fake_envs:FakeNaNReward-v0", "--configs", "debug",
-                       "--steps", "3000", "--train.max_nonfinite", "3", "--logdir", str(logdir),
-                       timeout=300)
+    result = train_in_process("--env", "gym:tests.fake_envs:FakeNaNReward-v0", "--configs", "debug",
+                              "--steps", "3000", "--train.max_nonfinite", "3", "--logdir", str(logdir))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     # Warnings may come first (NaN rewards are logged as such); the last line is the error.

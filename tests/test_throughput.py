@@ -38,6 +38,7 @@ def test_unrolled_flops_are_not_taken_from_an_earlier_trace():
     assert throughput.unrolled_flops(agent.update, state, batch) == fresh
 
 
+@pytest.mark.e2e  # the whole benchmark, on MuJoCo
 def test_quick_json_has_the_documented_keys(capsys, monkeypatch):
     # Tiny everything: the debug preset, short environment runs, a small ceiling measurement.
     monkeypatch.setattr(throughput, "ENV_SECONDS", {True: 0.5, False: 20.0})
