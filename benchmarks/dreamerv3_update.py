@@ -7,7 +7,7 @@ SIZE` at its batch (16 x 64), float32, as the train loop runs it (jitted, state 
 compile seconds (from scratch, no compilation cache), median seconds per update, FLOPs with the
 scans unrolled, and the fraction of the float32 matmul ceiling measured in the same process.
 The parameter count is printed too. The official code's figures on a machine of this kind
-(issue 20: 16.9 s at 12M, 4.9 s at 1M) are the bar; `--official FILE` adds figures measured
+(reported: 16.9 s at 12M, 4.9 s at 1M) are the bar; `--official FILE` adds figures measured
 here from a JSON {size: {"update_seconds": s, "compile_seconds": s, "params": n}}.
 """
 
@@ -32,8 +32,9 @@ from dreamer.config import build_config
 from dreamer.registry import agent_class
 
 ACTION_SIZE = 6  # walker
-# The official code's update on a 2-core CPU of this kind, as issue 20 reports it (seconds).
-ISSUE_OFFICIAL_SECONDS = {"size1m": 4.9, "size12m": 16.9}
+# The official code's update on a 2-core CPU of this kind, as reported (seconds); measured here:
+# benchmarks/results/dreamerv3_update_cpu.md.
+REPORTED_OFFICIAL_SECONDS = {"size1m": 4.9, "size12m": 16.9}
 
 
 def measure_size(size: str, repeats: int) -> dict:
@@ -49,7 +50,7 @@ def to_table(rows: list[dict], ceiling: float, official: dict) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         rate = r["update_gflop"] / r["update_seconds"]
-        ref = official.get(r["size"], {}).get("update_seconds", ISSUE_OFFICIAL_SECONDS.get(r["size"]))
+        ref = official.get(r["size"], {}).get("update_seconds", REPORTED_OFFICIAL_SECONDS.get(r["size"]))
         speedup = f"{ref / r['update_seconds']:.1f}x" if ref else "-"
         lines.append(f"| {r['size']} | {r['params'] / 1e6:.2f}M | {r['update_seconds']:.2f} | "
                      f"{r['compile_seconds']:.1f} | {r['update_gflop']:.0f} | {rate:.0f} ({100 * rate / ceiling:.0f}%) | "
