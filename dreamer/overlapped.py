@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from dreamer.config import Config
-from dreamer.trainer import CollectHook, Parts, StopRequests, Trainer, Work, default_parts
+from dreamer.stopping import StopRequests
+from dreamer.trainer import CollectHook, Parts, Trainer, Work, default_parts
 
 
 @jax.jit

@@ -3,14 +3,19 @@ environment steps (action repeat included), and the rules that read them.
 
 Host-side and JSON-serialisable (`state_dict`), so a checkpoint restores the schedule exactly.
 The training loop (`dreamer.trainer.Trainer`) advances it after each collection step and asks
-what is due.
+what is due. `UpdateRate` measures the updates as they run and says what the rest would take.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
-from dreamer.config import TrainConfig
+import numpy as np
+
+from dreamer.config import Config, TrainConfig
+from dreamer.logger import Progress
 
 
 def crossed(step: int, delta: int, every: int) -> bool:
@@ -65,3 +70,58 @@ class Schedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.episodes = state["step"], state["episodes"]
         self.scheduled_updates, self.train_start = state["scheduled_updates"], state["train_start"]
+
+
+class UpdateRate:
+    """The measured seconds per update (the first update of the process, which compiles, not
+    counted): shown in the progress bar during a burst with the time the burst has left, and
+    once, after `MEASURED` updates, printed with what the rest of the run would take at it,
+    with a warning and the alternative where that is more than a day."""
+
+    MEASURED = 3
+    DAY = 86_400.0
+
+    def __init__(self, config: Config, schedule: Schedule):
+        self.config, self.schedule = config, schedule
+        self.last: float | None = None  # when the previous update finished
+        self.times: list[float] = []
+        self.said = False
+
+    @property
+    def seconds(self) -> float | None:
+        return float(np.median(self.times)) if self.times else None
+
+    def update_done(self, done: int, owed: int, progress: Progress | None) -> None:
+        now = time.time()
+        if self.last is not None and done > 1:  # between two updates of one burst
+            self.times = (self.times + [now - self.last])[-50:]
+        self.last = now
+        if self.seconds is None:
+            return
+        if progress is not None:
+            progress.burst(done, owed, (owed - done) * self.seconds)
+        if not self.said and len(self.times) >= self.MEASURED:
+            self.said = True
+            print(self.estimate(owed - done), file=sys.stderr)
+
+    def estimate(self, left_in_burst: int) -> str:
+        """One line: seconds per update and the time the run's remaining updates would take."""
+        cfg, schedule = self.config.train, self.schedule
+        total = cfg.train_steps + cfg.updates_after(self.config.steps - (schedule.train_start or 0))
+        left = max(total - schedule.scheduled_updates, 0) + left_in_burst
+        seconds = left * self.seconds
+        line = (f"{self.seconds:.3g} s per update (measured after compilation): the {left:,} "
+                f"updates left to env step {self.config.steps:,} take about {format_duration(seconds)} "
+                "of updates alone")
+        if seconds > self.DAY:
+            line = (f"warning: {line}. For a run that ends sooner, train smaller and less often "
+                    "(--configs cpu; see docs/configs.md) or lower --steps")
+        return line
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"

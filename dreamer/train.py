@@ -33,7 +33,8 @@ from dreamer.device import DataParallel, join_hosts
 from dreamer.presets import preset_description, preset_files
 from dreamer.registry import agent_class, agent_specs
 from dreamer.runlock import LOCK_FILE, RunLock
-from dreamer.trainer import Interrupted, RunFinished, StopRequests
+from dreamer.stopping import Interrupted, StopRequests
+from dreamer.trainer import RunFinished
 
 
 def help_epilog() -> str:

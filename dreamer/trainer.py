@@ -19,8 +19,6 @@ is cut back to its length at the checkpoint, so no step is logged or updated twi
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import sys
 import threading
 import time
@@ -42,73 +40,8 @@ from dreamer.errors import CheckpointError, ConfigError, TrainingError, UserErro
 from dreamer.logger import METRICS_FILE, Logger, Progress, truncate_metrics
 from dreamer.registry import agent_class
 from dreamer.replay import InsufficientDataError, Replay
-from dreamer.schedule import Schedule
-
-
-class StopRequests:
-    """SIGINT and SIGTERM ask the run to stop: the loop answers between two updates, saves a
-    checkpoint and ends. A second signal ends the process within seconds whatever it is doing
-    (an update running in XLA included): a watcher thread, woken by the signal itself, runs
-    the `on_exit` callbacks (flushing the logs, bounded by `FLUSH_SECONDS`) and exits with
-    128 + the signal number. Checkpoints are renamed into place when complete, so the newest
-    complete one stays intact."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-    FLUSH_SECONDS = 2.0
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.on_exit: list[Callable[[], None]] = []
-        self._previous: dict = {}
-        self._pipe: tuple[int, int] | None = None
-        self._previous_fd = -1
-
-    def _request(self, signum: int, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def _watch(self, read_fd: int) -> None:
-        """Python runs signal handlers on the main thread only between bytecodes; the wakeup
-        fd is written by the C-level handler at once, so this thread sees every signal."""
-        seen = 0
-        while data := os.read(read_fd, 64):
-            for signum in data:
-                if signum not in self.SIGNALS:
-                    continue
-                seen += 1
-                if self.signum is None:
-                    self.signum = signum
-                if seen >= 2:
-                    self._exit_now(signum)
-        os.close(read_fd)
-
-    def _exit_now(self, signum: int) -> None:
-        print(f"\n{signal.Signals(signum).name} again: exiting now (the newest complete checkpoint "
-              "stays; rerun the same command to resume from it)", file=sys.stderr, flush=True)
-        flusher = threading.Thread(target=lambda: [callback() for callback in self.on_exit], daemon=True)
-        flusher.start()
-        flusher.join(self.FLUSH_SECONDS)
-        os._exit(128 + signum)
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-            return self
-        self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        self._pipe = (read_fd, write_fd)
-        self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(read_fd,), name="stop-watcher", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-        if self._pipe is not None:
-            signal.set_wakeup_fd(self._previous_fd)
-            os.close(self._pipe[1])  # the watcher reads end of file and ends
-            self._pipe = None
+from dreamer.schedule import Schedule, UpdateRate
+from dreamer.stopping import Interrupted, StopRequests
 
 
 class RunFinished(Exception):
@@ -117,17 +50,6 @@ class RunFinished(Exception):
     def __init__(self, logdir: Path, step: int, steps: int):
         super().__init__(f"the run in '{logdir}' is at env step {step}, --steps is {steps}: "
                          "nothing to do (raise --steps to train on)")
-
-
-class Interrupted(Exception):
-    """The run stopped on a signal, after saving a checkpoint (or with nothing new to save)."""
-
-    def __init__(self, signum: int, step: int, path: Path | None):
-        name = signal.Signals(signum).name
-        saved = f"latest checkpoint '{path}'" if path else "no checkpoint yet"
-        super().__init__(f"interrupted by {name} at env step {step}; {saved}; rerun the same "
-                         "command to resume")
-        self.exit_code = 128 + signum
 
 
 def check_hosts_agree(config: Config, resume: checkpoint.Resume) -> None:
@@ -190,61 +112,6 @@ class UpdateMetrics:
             self.pending[key] = [np.asarray(value, dtype) for value in values]
 
 
-
-
-class UpdateRate:
-    """The measured seconds per update (the first update of the process, which compiles, not
-    counted): shown in the progress bar during a burst with the time the burst has left, and
-    once, after `MEASURED` updates, printed with what the rest of the run would take at it,
-    with a warning and the alternative where that is more than a day."""
-
-    MEASURED = 3
-    DAY = 86_400.0
-
-    def __init__(self, config: Config, schedule: Schedule):
-        self.config, self.schedule = config, schedule
-        self.last: float | None = None  # when the previous update finished
-        self.times: list[float] = []
-        self.said = False
-
-    @property
-    def seconds(self) -> float | None:
-        return float(np.median(self.times)) if self.times else None
-
-    def update_done(self, done: int, owed: int, progress: Progress | None) -> None:
-        now = time.time()
-        if self.last is not None and done > 1:  # between two updates of one burst
-            self.times = (self.times + [now - self.last])[-50:]
-        self.last = now
-        if self.seconds is None:
-            return
-        if progress is not None:
-            progress.burst(done, owed, (owed - done) * self.seconds)
-        if not self.said and len(self.times) >= self.MEASURED:
-            self.said = True
-            print(self.estimate(owed - done), file=sys.stderr)
-
-    def estimate(self, left_in_burst: int) -> str:
-        """One line: seconds per update and the time the run's remaining updates would take."""
-        cfg, schedule = self.config.train, self.schedule
-        total = cfg.train_steps + cfg.updates_after(self.config.steps - (schedule.train_start or 0))
-        left = max(total - schedule.scheduled_updates, 0) + left_in_burst
-        seconds = left * self.seconds
-        line = (f"{self.seconds:.3g} s per update (measured after compilation): the {left:,} "
-                f"updates left to env step {self.config.steps:,} take about {format_duration(seconds)} "
-                "of updates alone")
-        if seconds > self.DAY:
-            line = (f"warning: {line}. For a run that ends sooner, train smaller and less often "
-                    "(--configs cpu; see docs/configs.md) or lower --steps")
-        return line
-
-
-def format_duration(seconds: float) -> str:
-    if seconds >= 2 * 86_400:
-        return f"{seconds / 86_400:.1f} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min"
 
 
 # Called after each collection step with the training envs and the episodes that just

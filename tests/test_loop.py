@@ -20,7 +20,8 @@ from dreamer import checkpoint
 from dreamer.config import build_config
 from dreamer.logger import read_metrics
 from dreamer.overlapped import make_trainer
-from dreamer.trainer import Interrupted, StopRequests, default_parts
+from dreamer.stopping import Interrupted, StopRequests
+from dreamer.trainer import default_parts
 from tests.support import TINY, comparable, latest
 
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode
@@ -171,7 +172,7 @@ def test_a_signal_during_an_evaluation_reruns_it_on_resume(tmp_path, reference):
 
 def test_the_measured_update_time_says_what_the_run_would_take():
     from dreamer.schedule import Schedule
-    from dreamer.trainer import UpdateRate
+    from dreamer.schedule import UpdateRate
 
     paper = build_config(overrides={"env.name": "dmc_walker_walk"})  # 1M steps, 100 updates per 1000
     schedule = Schedule(paper.train, paper.env.action_repeat)

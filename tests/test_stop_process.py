@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dreamer import checkpoint
-from dreamer.trainer import StopRequests
+from dreamer.stopping import StopRequests
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e  # signals to a training process
