@@ -19,6 +19,7 @@ import numpy as np
 
 from dreamer import checkpoint
 from dreamer.config import Config, build_config
+from dreamer.errors import ConfigError
 from dreamer.device import DeviceAgent
 from dreamer.logger import read_metrics
 
@@ -31,6 +32,24 @@ TINY = {"model.deter": 8, "model.stoch": 4, "model.classes": 3, "model.hidden": 
         "train.seq_len": 5, "planet.horizon": 3, "planet.iterations": 2,
         "planet.candidates": 16, "planet.top_k": 4, "explore.units": 8, "explore.layers": 1}
 B, T, A, E = 2, 5, 3, 7  # batch, sequence length, action size, embedding size of the RSSM tests
+
+
+def write(directory, name: str, text: str):
+    """A preset file `directory/NAME.yaml` holding `text`."""
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def config_error(*args, **kwargs) -> str:
+    """The one-line message of the ConfigError that `build_config(*args, **kwargs)` raises."""
+    import pytest
+
+    with pytest.raises(ConfigError) as info:
+        build_config(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
 
 
 def tiny_config(agent: str = "dreamer", **overrides) -> Config:
