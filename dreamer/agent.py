@@ -28,9 +28,9 @@ class Dreamer(WorldModelAgent):
         if self.config.behavior.replay_value_scale > 0:  # DreamerV3's value loss on the replayed sequences
             replay = {"feat": self.wm.rssm.get_feat(post), "reward": batch["reward"],
                       "is_terminal": batch["is_terminal"], "is_last": batch["is_last"]}
-        agent_state, metrics = self.ac.update(agent_state, wm_params, merge_batch_time(post), key, task_reward,
-                                              replay)
-        return agent_state, {f"behavior/{k}": v for k, v in metrics.items()}
+        agent_state, metrics, wm_loss = self.ac.update(agent_state, wm_params, merge_batch_time(post), key,
+                                                       task_reward, replay)
+        return agent_state, {f"behavior/{k}": v for k, v in metrics.items()}, wm_loss
 
     def choose_action(self, state: TrainState, pstate: dict, is_first: jax.Array, key: jax.Array,
                       mode: str) -> tuple[jax.Array, dict]:

@@ -96,10 +96,16 @@ class WorldModelAgent:
         reference code, which computes all losses first and then applies the optimisers.
         A non-finite loss or gradient leaves the state as it was (see `skip_nonfinite`)."""
         key, k_wm, k_agent = jax.random.split(state.key, 3)
-        wm, wm_opt, post, metrics = self.wm.update(state.wm, state.wm_opt, batch, k_wm,
-                                                   self.reward_grad(state.agent))
+
+        def loss(wm_params):  # the world model's, plus what the agent adds to it
+            wm_loss, (post, metrics) = self.wm.loss(wm_params, batch, k_wm, self.reward_grad(state.agent))
+            agent, agent_metrics, agent_wm_loss = self.update_agent_state(state.agent, state.wm, post, batch,
+                                                                          k_agent)
+            return wm_loss + agent_wm_loss, (agent, metrics, agent_metrics)
+
+        grads, (agent, metrics, agent_metrics) = jax.grad(loss, has_aux=True)(state.wm)
+        wm, wm_opt, metrics["grad_norm"] = self.wm.apply_gradients(state.wm, state.wm_opt, grads)
         metrics = {f"model/{k}": v for k, v in metrics.items()}
-        agent, agent_metrics = self.update_agent_state(state.agent, state.wm, post, batch, k_agent)
         metrics.update(agent_metrics)
         new_state = TrainState(wm, wm_opt, agent, key, state.applied_updates + 1)
         return skip_nonfinite(state, new_state, metrics)
@@ -114,11 +120,14 @@ class WorldModelAgent:
         return None
 
     def update_agent_state(self, agent_state: Any, wm_params: dict, post: State, batch: Batch,
-                           key: jax.Array) -> tuple[Any, dict]:
+                           key: jax.Array) -> tuple[Any, dict, jax.Array]:
         """Train the agent's own parts: `post` are the posterior states of the batch
         [B, T, ...] under `wm_params`, the world model's parameters before this update's
-        step. Returns (new agent state, metrics with their prefixes)."""
-        return agent_state, {}
+        step. Returns (new agent state, metrics with their prefixes, a scalar loss that the
+        world model's gradient also takes). `post` carries that gradient: what the agent
+        learns from it stops the gradient; the returned loss may keep it (DreamerV3's replay
+        value loss trains the representation so). Default: nothing learned, loss 0."""
+        return agent_state, {}, jnp.zeros(())
 
     def on_env_steps(self, state: TrainState, env_steps: int) -> TrainState:
         """Host-side hook the train loop calls after each collection step with the run's

@@ -128,9 +128,15 @@ class Plan2Explore(WorldModelAgent):
             # The disagreement about arriving at replayed step t+1 by its action (batch action[t+1]).
             replayed = intrinsic({"feat": feat, "action": batch["action"][:, 1:]})  # [B, T-1]
             explore_replay = {**task_replay, "reward": jnp.pad(replayed, ((0, 0), (1, 0)))}
-        task, task_metrics = self.task_ac.update(p2e.task, wm_params, start, k_task, task_reward, task_replay)
-        explore, expl_metrics = self.explore_ac.update(p2e.explore, wm_params, start, k_expl, intrinsic,
-                                                       explore_replay)
+        task, task_metrics, task_wm_loss = self.task_ac.update(p2e.task, wm_params, start, k_task, task_reward,
+                                                               task_replay)
+        explore, expl_metrics, explore_wm_loss = self.explore_ac.update(p2e.explore, wm_params, start, k_expl,
+                                                                        intrinsic, explore_replay)
+        # Replay value losses train the representation as DreamerV3's does, the task critic's
+        # only where task rewards may shape it (`model.reward_grad`, the few-shot switch).
+        reward_grad = self.reward_grad(p2e)
+        reward_grad = self.wm.cfg.reward_grad if reward_grad is None else reward_grad
+        wm_loss = explore_wm_loss + jnp.where(reward_grad, task_wm_loss, 0.0)
         # 'imagined_reward' is the mean of what the reward function returned: undo the division.
         raw = expl_metrics["imagined_reward"] * normaliser
         m = self.cfg.momentum
@@ -140,7 +146,7 @@ class Plan2Explore(WorldModelAgent):
         metrics = {f"behavior/{k}": v for k, v in task_metrics.items()}
         metrics.update({f"explore/{k}": v for k, v in {**expl_metrics, **ens_metrics}.items()})
         metrics.update({"explore/imagined_disagreement": raw, "explore/phase": p2e.phase})
-        return p2e, metrics
+        return p2e, metrics, wm_loss
 
     # ------------------------------------------------------------------ acting
 

@@ -245,8 +245,8 @@ def test_behaviour_losses_see_the_world_model_before_its_step(agent_and_state):
     _, k_wm, k_agent = jax.random.split(state.key, 3)
     stepped_wm, _, post, _ = jax.jit(agent.wm.update)(state.wm, state.wm_opt, batch, k_wm)
     behaviour = jax.jit(agent.update_agent_state)
-    _, before = behaviour(state.agent, state.wm, post, batch, k_agent)
-    _, after = behaviour(state.agent, stepped_wm, post, batch, k_agent)
+    _, before, _ = behaviour(state.agent, state.wm, post, batch, k_agent)
+    _, after, _ = behaviour(state.agent, stepped_wm, post, batch, k_agent)
     _, metrics = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
     name = "behavior/imagined_return"
     assert abs(float(before[name]) - float(after[name])) > 1e-4 * abs(float(before[name]))  # the test can tell

@@ -153,7 +153,7 @@ def test_slow_critic_ema_and_regulariser():
     assert float(ac.value_loss(state.value, slow, feat, returns, weight)) == pytest.approx(float(expected), rel=1e-5)
     # One update: slow <- 0.98 slow + 0.02 value (the value after its own step).
     update = jax.jit(lambda s, w, start, k: ac.update(s, w, start, k, lambda seq: seq["feat"][:, 1:, 0]))
-    new, _ = update(state, wm_params, wm.rssm.initial(4), jax.random.PRNGKey(3))
+    new, _, _ = update(state, wm_params, wm.rssm.initial(4), jax.random.PRNGKey(3))
     for s0, v1, s1 in zip(*(jax.tree.leaves(x) for x in (state.slow_value, new.value, new.slow_value))):
         np.testing.assert_allclose(s1, 0.98 * s0 + 0.02 * v1, rtol=1e-5, atol=1e-7)
     assert ac.init(jax.random.PRNGKey(1)).slow_value != {} and ActorCritic(
@@ -203,6 +203,33 @@ def test_every_switch_together_trains():
     for old_part, new_part in ((state.wm, new.wm), (state.agent.actor, new.agent.actor),
                                (state.agent.value, new.agent.value), (state.agent.slow_value, new.agent.slow_value)):
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old_part), jax.tree.leaves(new_part)))
+
+
+@pytest.mark.parametrize("replay_value_grad", [True, False])
+def test_the_replay_value_loss_trains_the_representation_when_asked(replay_value_grad):
+    """`update_agent_state` hands the world model 0.3 x the replay value loss (the critic before
+    its step) as a function of the posterior states, or 0 with `replay_value_grad` off."""
+    from dreamer.agent import Dreamer
+    from dreamer.config import build_config
+    from tests.support import TINY
+    agent = Dreamer(build_config(["dreamerv3"], {**TINY, "behavior.replay_value_grad": replay_value_grad}), A, False)
+    state = placed(agent).init(jax.random.PRNGKey(0))
+    # A critic that reads its input (its output layer starts at zero).
+    value = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), state.agent.value)
+    state = state._replace(agent=state.agent._replace(value=value))
+    batch = jax.tree.map(jnp.asarray, random_batch())
+    key = jax.random.PRNGKey(1)
+    _, (post, _) = jax.jit(agent.wm.loss)(state.wm, batch, key)
+
+    def wm_loss(deter):
+        _, metrics, loss = agent.update_agent_state(state.agent, state.wm, {**post, "deter": deter}, batch, key)
+        return loss, metrics["behavior/replay_value_loss"]
+    (loss, replay_value_loss), grad = jax.jit(jax.value_and_grad(wm_loss, has_aux=True))(post["deter"])
+    if replay_value_grad:
+        assert float(loss) == pytest.approx(0.3 * float(replay_value_loss), rel=1e-5) and float(loss) > 0
+        assert float(jnp.abs(grad[:, :-1]).max()) > 0 and float(jnp.abs(grad[:, -1]).max()) == 0  # states 0..T-2
+    else:
+        assert float(loss) == 0 and float(jnp.abs(grad).max()) == 0
 
 
 def test_adaptive_gradient_clipping_per_tensor():

@@ -235,8 +235,8 @@ class ActorCritic:
     def value_loss(self, value_params, slow_value_params, feat: jax.Array, returns: jax.Array,
                    weight: jax.Array) -> jax.Array:
         """Weighted mean over [...] of the critic's loss at feat [..., F] towards returns [...]
-        (and towards the slow critic's predictions, if any)."""
-        feat = jax.lax.stop_gradient(feat)
+        (and towards the slow critic's predictions, if any). The gradient reaches the critic and
+        `feat`; the targets are constants."""
         out = self.value.apply(value_params, feat)
         loss = self.value_out.loss(out, returns)
         if self.cfg.slow_critic_rate > 0:  # towards the slow critic's predictions
@@ -253,26 +253,36 @@ class ActorCritic:
         return lambda_return(replay["reward"][:, 1:], start_returns[:, :-1], live, start_returns[:, -1], lam)
 
     def update(self, state: ACState, wm_params, start: State, key: jax.Array, reward_fn: RewardFn,
-               replay: dict | None = None) -> tuple[ACState, dict]:
+               replay: dict | None = None) -> tuple[ACState, dict, jax.Array]:
         """One actor and one value step from imagined rollouts starting at `start` [N, ...].
         With `replay_value_scale` > 0, `replay` (see `replay_returns`) holds the replayed
-        sequences whose posterior states are `start`, in order (N = B * T)."""
-        start = jax.tree.map(jax.lax.stop_gradient, start)
-        wm_params = jax.lax.stop_gradient(wm_params)
+        sequences whose posterior states are `start`, in order (N = B * T).
+
+        Returns (new state, metrics, representation loss): the scaled replay value loss as a
+        function of `replay['feat']` under the critic before its step, for the world model's
+        gradient (`replay_value_grad`; DreamerV3's `repval_grad`), else 0."""
+        sg = jax.lax.stop_gradient
+        start, wm_params = sg(start), sg(wm_params)
         (actor_loss, aux), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
             state.actor, state.value, wm_params, start, key, reward_fn, state.return_range)
+        scale = self.cfg.replay_value_scale
+        if scale > 0:
+            batch, length = replay["reward"].shape
+            targets = sg(self.replay_returns(replay, aux["returns"][:, 0].reshape(batch, length)))
+            live = 1.0 - replay["is_last"][:, :-1].astype(jnp.float32)
+
+        def replay_loss(value_params, feat):  # feat [B, T, F]: the critic on replayed states 0..T-2
+            return self.value_loss(value_params, state.slow_value, feat[:, :-1], targets, live)
 
         def critic_loss(value_params):
-            loss = self.value_loss(value_params, state.slow_value, aux["feat"], aux["returns"], aux["weight"])
-            if self.cfg.replay_value_scale > 0:
-                batch, length = replay["reward"].shape
-                targets = self.replay_returns(replay, aux["returns"][:, 0].reshape(batch, length))
-                weight = 1.0 - replay["is_last"][:, :-1].astype(jnp.float32)
-                loss += self.cfg.replay_value_scale * self.value_loss(
-                    value_params, state.slow_value, replay["feat"][:, :-1], targets, weight)
-            return loss
+            imagined = self.value_loss(value_params, state.slow_value, sg(aux["feat"]), aux["returns"], aux["weight"])
+            replayed = replay_loss(value_params, sg(replay["feat"])) if scale > 0 else jnp.zeros(())
+            return imagined + scale * replayed, (imagined, replayed)
 
-        value_loss, value_grads = jax.value_and_grad(critic_loss)(state.value)
+        (_, (value_loss, replay_value_loss)), value_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.value)
+        representation_loss = jnp.zeros(())
+        if scale > 0 and self.cfg.replay_value_grad:
+            representation_loss = scale * replay_loss(sg(state.value), replay["feat"])
         actor_updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor)
         value_updates, value_opt = self.value_opt.update(value_grads, state.value_opt, state.value)
         value = optax.apply_updates(state.value, value_updates)
@@ -290,4 +300,6 @@ class ActorCritic:
         }
         if self.discrete or self.cfg.actor_dist == "bounded_normal":  # the tanh-normal has no closed form
             metrics["actor_entropy"] = self.dist(state.actor, aux["feat"]).entropy().mean()
-        return new_state, metrics
+        if scale > 0:
+            metrics["replay_value_loss"] = replay_value_loss
+        return new_state, metrics, representation_loss

@@ -112,6 +112,9 @@ class ActorCriticConfig:
     # DreamerV3's replay value loss: the critic also regresses lambda-returns computed along
     # the replayed sequence (real rewards, imagined returns as bootstraps), with this weight.
     replay_value_scale: float = option(0.0, min=0.0)
+    # Whether that loss also trains the world model's representation through the replayed
+    # posterior states (DreamerV3's `repval_grad`); False: the critic only.
+    replay_value_grad: bool = True
     actor_layers: int = option(4, positive=True)
     actor_units: int = option(400, positive=True)
     value_layers: int = option(3, positive=True)

@@ -219,7 +219,7 @@ class WorldModel:
         kl_loss, kl_value = self.rssm.kl_loss(post, prior)
         loss = sum(recon.values()) + self.cfg.reward_scale * reward_loss + kl_loss
         metrics = {f"{name}_loss": value for name, value in recon.items()}
-        metrics.update(reward_loss=reward_loss, kl=kl_value)
+        metrics.update(reward_loss=reward_loss, kl=kl_value, kl_loss=kl_loss)
         if "cont" in params:
             logits = self.cont_head.apply(params["cont"], feat)[..., 0]
             target = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cfg.cont_discount
@@ -235,10 +235,13 @@ class WorldModel:
                reward_grad: jax.Array | None = None):
         """One gradient step on the ELBO. Returns (params, opt_state, posterior, metrics)."""
         grads, (post, metrics) = jax.grad(self.loss, has_aux=True)(params, batch, key, reward_grad)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        params, opt_state, metrics["grad_norm"] = self.apply_gradients(params, opt_state, grads)
         return params, opt_state, post, metrics
+
+    def apply_gradients(self, params: Params, opt_state, grads: Params):
+        """One optimiser step. Returns (params, opt_state, the gradient's global norm)."""
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
     # ------------------------------------------------------------------ acting and reporting
 

@@ -27,7 +27,16 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   dynamics and representation scales), `policy_*`: the policy head (bounded normal), and
   `encoder_*`: the encoder on vectors and an image, `vecdec_*` and `imgdec_*`: the decoder's
   vector and image paths with their losses: the same quantities;
-- `return_*`: the lambda-returns of a random imagined rollout, as `imag_loss` computes them.
+- `return_*`: the lambda-returns of a random imagined rollout, as `imag_loss` computes them;
+- `update_*`: one whole training step of the official agent (`Agent.train` at a tiny float32
+  config with vector and image inputs, `replay_context` 0) on a batch of 2 x 4 steps with an
+  episode end inside: every parameter before (`param_`), the batch (`batch_`), each loss term
+  (`loss_`), the gradient of every parameter (`grad_`), the optimiser's first update
+  (`update_`), the parameters after the step including the slow critic (`after_`) and the return
+  normaliser's state. Its samples come from `fixed_normal` and `fixed_categorical`, which stand
+  in for `jax.random.normal` and `jax.random.categorical` in both codebases: deterministic
+  functions of the shape and of the probabilities, so that the same distributions give the same
+  samples without sharing a random-number stream.
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -340,6 +349,114 @@ def return_data(o, rng) -> dict:
     return {"return_rew": rew, "return_con": con, "return_val": val, "return_ret": np.asarray(ret)}
 
 
+def fixed_normal(key, shape=(), dtype=np.float32):
+    """Stands in for `jax.random.normal`: the same values for the same shape, any key."""
+    import jax.numpy as jnp
+
+    count = int(np.prod(shape))
+    return (1.2 * jnp.sin(0.7 * jnp.arange(count, dtype=jnp.float32) + 0.4)).reshape(shape).astype(dtype)
+
+
+def fixed_categorical(key, logits, axis=-1, shape=None, replace=True):
+    """Stands in for `jax.random.categorical`: the class whose log-probability plus a smooth
+    function of it and of the class index is largest, whatever the key or the logits' offset."""
+    import jax
+    import jax.numpy as jnp
+
+    assert axis == -1, axis
+    logp = jax.nn.log_softmax(logits, -1)
+    index = jnp.argmax(logp + 1.5 * jnp.sin(5.0 * logp + 2.1 * jnp.arange(logits.shape[-1])), -1)
+    return index if shape is None else jnp.broadcast_to(index, shape)
+
+
+KERNEL_SCALE = 0.5
+UPDATE_CONFIG = {  # the official defaults at tiny sizes; no warmup, so that the step moves
+    "agent.dyn.rssm": dict(deter=16, hidden=8, stoch=4, classes=3, blocks=2),
+    "agent.enc.simple": dict(depth=2, units=8, layers=2),
+    "agent.dec.simple": dict(depth=2, units=8, layers=2, bspace=2),
+    "agent.rewhead": dict(layers=1, units=8), "agent.conhead": dict(layers=1, units=8),
+    "agent.policy": dict(layers=2, units=8), "agent.value": dict(layers=2, units=8),
+    "agent.imag_length": 3, "agent.opt.warmup": 0}
+
+
+def update_batch(rng, batch: int, length: int) -> dict:
+    """A replayed batch in the official layout (action t is taken at step t); the second
+    sequence's episode ends at step 2 and the next one starts at step 3."""
+    data = {"position": (5 * rng.normal(size=(batch, length, 2))).astype(np.float32),
+            "velocity": rng.normal(size=(batch, length, 3)).astype(np.float32),
+            "image": rng.integers(0, 256, (batch, length, 64, 64, 3), dtype=np.uint8),
+            "reward": rng.normal(size=(batch, length)).astype(np.float32),
+            "action": rng.uniform(-1.2, 1.2, (batch, length, 2)).astype(np.float32),
+            **{k: np.zeros((batch, length), bool) for k in ("is_first", "is_last", "is_terminal")}}
+    data["is_first"][:, 0] = data["is_first"][1, 3] = True
+    data["is_terminal"][1, 2] = data["is_last"][1, 2] = True
+    return data
+
+
+def update_data(o, rng) -> dict:
+    """One official training step (see the module's docstring)."""
+    import ruamel.yaml
+    from unittest import mock
+
+    jax, jnp, nj, elements = o["jax"], o["jnp"], o["nj"], o["elements"]
+    from dreamerv3 import agent as agent_module
+
+    folder = Path(agent_module.__file__).parent
+    configs = ruamel.yaml.YAML(typ="safe").load((folder / "configs.yaml").read_text())
+    config = elements.Config(configs["defaults"]).update(UPDATE_CONFIG)
+    batch, length = 2, 4
+    config = elements.Config(**config.agent, logdir="", seed=0, jax=config.jax, batch_size=batch,
+                             batch_length=length, replay_context=0, report_length=length, replica=0, replicas=1)
+    Space = elements.Space
+    obs_space = {"position": Space(np.float32, (2,)), "velocity": Space(np.float32, (3,)),
+                 "image": Space(np.uint8, (64, 64, 3)), "reward": Space(np.float32),
+                 **{k: Space(bool) for k in ("is_first", "is_last", "is_terminal")}}
+    agent = object.__new__(agent_module.Agent)  # the inner agent, without the outer jit wrapper
+    agent.__init__(obs_space, {"action": Space(np.float32, (2,), -1, 1)}, config)
+    data = update_batch(rng, batch, length)
+    inputs = {**data, "stepid": np.zeros((batch, length, 20), np.uint8), "consec": np.zeros((batch, length), np.int32)}
+
+    def train(inputs):
+        return agent.train(agent.init_train(batch), inputs)
+
+    def gradients(inputs):
+        carry, obs, prevact, _ = agent._apply_replay_context(agent.init_train(batch), inputs)
+        _, _, grads, aux = nj.grad(agent.loss, agent.modules, has_aux=True)(carry, obs, prevact, training=True)
+        return grads, aux[3]
+
+    with mock.patch.object(jax.random, "normal", fixed_normal), \
+            mock.patch.object(jax.random, "categorical", fixed_categorical):
+        state = nj.init(train)({}, inputs, seed=0)
+        learned = [k for k in state if not k.startswith(("opt/", "retnorm/", "valnorm/", "advnorm/"))
+                   and not k.endswith("_count/value")]
+        params = {**state, **random_params(jnp, rng, {k: state[k] for k in learned})}
+        # Two-hot outputs peaked around the middle bins, so that rewards and values stay in a
+        # plausible range; sharper latent logits, so that the KL exceeds the free nats in places.
+        for k in learned:
+            if "/head/logits/" in k:
+                peak = -0.5 * np.abs(np.arange(params[k].shape[-1]) - params[k].shape[-1] // 2)
+                params[k] = params[k] + peak if k.endswith("bias") else 0.1 * params[k]
+            elif k.startswith(("dyn/obslogit/", "dyn/priorlogit/")):
+                params[k] = 4.0 * params[k]
+            elif not k.endswith("/scale"):
+                params[k] = KERNEL_SCALE * params[k]
+        _, (grads, metrics) = nj.pure(gradients)(params, inputs, seed=0)
+        after, _ = nj.pure(train)(params, inputs, seed=0)
+    opt = agent._make_opt(**config.opt)
+    trained = {k: params[k] for k in grads}
+    updates, _ = opt.update(grads, opt.init(trained), trained)
+    for k, update in updates.items():  # the same step as the agent's own optimiser
+        np.testing.assert_allclose(after[k], trained[k] + update, rtol=1e-6, atol=1e-9)
+    out = {f"batch_{k}": v for k, v in data.items()}
+    out.update({f"param_{k}": params[k] for k in learned})
+    out.update({f"loss_{k[5:]}": v for k, v in metrics.items() if k.startswith("loss/")})
+    out.update({f"grad_{k}": v for k, v in grads.items()})
+    out.update({f"update_{k}": v for k, v in updates.items()})
+    out.update({f"after_{k}": after[k] for k in learned})
+    out["retnorm"] = jnp.stack([after["retnorm/lo/value"], after["retnorm/hi/value"]])
+    return {f"update_{k}": np.asarray(v) for k, v in out.items()}
+
+
 def generate(o) -> dict:
     rng = np.random.default_rng(SEED)
     twohot_targets = np.array([0.0, 0.5, -3.0, 1e3, -1e6, 20.0, 1e-3], np.float32)
@@ -356,6 +473,7 @@ def generate(o) -> dict:
     data.update(vector_decoder_data(o, rng))
     data.update(image_decoder_data(o, rng))
     data.update(return_data(o, rng))
+    data.update(update_data(o, rng))
     return data
 
 
