@@ -162,3 +162,18 @@ def test_dense_through_matmul_equals_flax_dense():
     plain, ours = nn.Dense(4), nn.Dense(4, dot_general=dense_dot_general)
     params = plain.init(jax.random.PRNGKey(0), x)
     np.testing.assert_array_equal(ours.apply(params, x), plain.apply(params, x))
+
+
+def test_adam_adds_epsilon_as_tensorflow_does():
+    """Step t: m_hat / (sqrt(v_hat) + eps / sqrt(1 - 0.999^t)). At step 1 m_hat = g and
+    sqrt(v_hat) = |g|, so a gradient of 1e-5 moves by 1e-5 / (1e-5 + 1e-7 / sqrt(0.001))
+    (optax's Adam: 1e-5 / (1e-5 + 1e-7)); a large one by about 1."""
+    from dreamer.core.nets import scale_by_tf_adam
+    adam = scale_by_tf_adam(eps=1e-7)
+    grads = {"w": jnp.array([1e-5, -2.0])}
+    updates, state = adam.update(grads, adam.init(grads))
+    eps_1 = 1e-7 / np.sqrt(1 - np.float32(0.999))
+    np.testing.assert_allclose(updates["w"], [1e-5 / (1e-5 + eps_1), -2.0 / (2.0 + eps_1)], rtol=1e-5)
+    updates, _ = adam.update(grads, state)  # same gradient again: the same direction
+    eps_2 = 1e-7 / np.sqrt(1 - np.float32(0.999) ** 2)
+    np.testing.assert_allclose(updates["w"], [1e-5 / (1e-5 + eps_2), -2.0 / (2.0 + eps_2)], rtol=1e-5)

@@ -4,14 +4,16 @@ The golden data (`update_*` in `tests/data/parity/dreamerv3_parts.npz`, made by
 `tests/parity/generate_dreamerv3.py`) holds the official agent's parameters before one training
 step at a tiny float32 config with vector and image inputs, the batch, every loss term, every
 parameter's gradient, the optimiser's update, the parameters after the step (the slow critic's
-too) and the return normaliser's state. The adapter below maps the official parameters into our
-train state; our `Dreamer.update` runs on the same batch, and the samples of both codebases come
-from the same deterministic stand-ins for `jax.random.normal` and `jax.random.categorical`.
-Each quantity must match to a relative error of 1e-5 (`relative_error`).
+too) and the return normaliser's state; `discrete_update_*` the same with vector inputs alone
+and one of 3 discrete actions. The adapter below maps the official parameters into our train
+state; our `Dreamer.update` runs on the same batch, and the samples of both codebases come from
+the same deterministic stand-ins for `jax.random.normal` and `jax.random.categorical`. Each
+quantity must match to a relative error of 1e-5 (`relative_error`).
 """
 
 from __future__ import annotations
 
+import functools
 from unittest import mock
 
 import jax
@@ -26,8 +28,16 @@ from dreamer.config import build_config
 from dreamer.core import actor_critic, world_model
 from dreamer.core.actor_critic import ACState
 from tests.parity.generate_dreamerv3 import fixed_categorical, fixed_normal
-from tests.test_parity_dreamerv3 import (ENCODER_NAMES, IMGDEC_NAMES, RSSM_NAMES, RTOL, STOCH, VECDEC_NAMES,
-                                         golden, relative_error)
+from tests.test_parity_dreamerv3 import (
+    ENCODER_NAMES,
+    IMGDEC_NAMES,
+    RSSM_NAMES,
+    RTOL,
+    STOCH,
+    VECDEC_NAMES,
+    golden,
+    relative_error,
+)
 
 # The generator's UPDATE_CONFIG in our keys.
 OVERRIDES = {"model.deter": 16, "model.hidden": 8, "model.stoch": 4, "model.classes": 3, "model.gru_blocks": 2,
@@ -35,8 +45,10 @@ OVERRIDES = {"model.deter": 16, "model.hidden": 8, "model.stoch": 4, "model.clas
              "model.head_units": 8, "behavior.actor_layers": 2, "behavior.actor_units": 8,
              "behavior.value_layers": 2, "behavior.value_units": 8, "behavior.horizon": 3,
              "model.warmup": 0, "behavior.warmup": 0}
-OBS_SPACE = {"position": ((2,), np.dtype(np.float32)), "velocity": ((3,), np.dtype(np.float32)),
-             "image": ((64, 64, 3), np.dtype(np.uint8))}
+VECTORS = {"position": ((2,), np.dtype(np.float32)), "velocity": ((3,), np.dtype(np.float32))}
+# prefix in the golden data -> (observations, action size, discrete)
+VARIANTS = {"update_": ({**VECTORS, "image": ((64, 64, 3), np.dtype(np.uint8))}, 2, False),
+            "discrete_update_": (VECTORS, 3, True)}
 
 
 def head_names(official: str, ours: str, layers: int, output: str) -> dict[str, str]:
@@ -51,8 +63,10 @@ def prefixed(names: dict[str, str], official: str, ours: str) -> dict[str, str]:
     return {f"{official}/{k.split('/', 1)[1]}": f"{ours}/{v}" for k, v in names.items()}
 
 
-# Every official parameter -> its path in our TrainState. The policy's two output layers (mean,
-# stddev) are fused into our one output layer of 2A units (mean first): `POLICY_OUT`.
+# Every official parameter -> its path in our TrainState. For continuous actions, the policy's
+# two output layers (mean, stddev) are fused into our one output layer of 2A units (mean first):
+# `POLICY_OUT`; its discrete head (logits) is that layer.
+POLICY_OUT = "agent/actor/params/MLP_0/Dense_2"
 NAMES = {
     **{k: f"wm/{v.split('/', 1)[0]}/params/{v.split('/', 1)[1]}" for k, v in ENCODER_NAMES.items()},
     **{k: f"wm/rssm/params/{v}" for k, v in RSSM_NAMES.items()},
@@ -60,44 +74,51 @@ NAMES = {
     **prefixed(VECDEC_NAMES, "dec", "wm/vector_decoder/params"),
     **head_names("rew", "wm/reward/params", 1, "logits"),
     **head_names("con", "wm/cont/params", 1, "logit"),
-    **{k: v for k, v in head_names("pol", "agent/actor/params/MLP_0", 2, "").items() if "/head/" not in k},
+    **head_names("pol", "agent/actor/params/MLP_0", 2, "action/logits"),
     **head_names("val", "agent/value/params", 2, "logits"),
     **head_names("slowval", "agent/slow_value/params", 2, "logits"),
 }
-POLICY_OUT = "agent/actor/params/MLP_0/Dense_2"
+FUSED = {f"pol/head/action/{part}/{p}" for part in ("mean", "stddev") for p in ("kernel", "bias")}
 VECDEC_FIRST = "wm/vector_decoder/params/MLP_0/Dense_0/kernel"  # rows [stoch, deter] there, [deter, stoch] here
+
+
+def tree_put(tree: dict, path: str, value) -> None:
+    """Set the leaf at 'a/b/c' of a nested dict, creating the dicts on the way."""
+    *parents, name = path.split("/")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[name] = jnp.asarray(value)
+
+
+def tree_get(tree: dict, path: str) -> np.ndarray:
+    for part in path.split("/"):
+        tree = tree[part]
+    return np.asarray(tree)
 
 
 def to_ours(official: dict[str, np.ndarray]) -> dict:
     """Official parameters (or gradients, updates) by name -> our nested tree of them."""
     tree: dict = {}
-    def put(path, value):
-        *parents, name = path.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[name] = jnp.asarray(value)
+    put = functools.partial(tree_put, tree)
     for name, value in official.items():
-        if name.startswith("pol/head/"):
+        if name in FUSED:
             continue
         if NAMES[name] == VECDEC_FIRST:
             value = np.concatenate([value[STOCH:], value[:STOCH]], 0)
         put(NAMES[name], value)
-    for p in ("kernel", "bias"):
-        put(f"{POLICY_OUT}/{p}", np.concatenate([official[f"pol/head/action/{part}/{p}"] for part in ("mean", "stddev")], -1))
+    if FUSED <= set(official):
+        for p in ("kernel", "bias"):
+            put(f"{POLICY_OUT}/{p}", np.concatenate([official[f"pol/head/action/{part}/{p}"]
+                                                     for part in ("mean", "stddev")], -1))
     return tree
 
 
 def from_ours(tree: dict, official_names) -> dict[str, np.ndarray]:
     """The inverse of `to_ours` for the named official tensors."""
-    def get(path):
-        node = tree
-        for part in path.split("/"):
-            node = node[part]
-        return np.asarray(node)
+    get = functools.partial(tree_get, tree)
     out = {}
     for name in official_names:
-        if name.startswith("pol/head/action/"):
+        if name in FUSED:
             part, p = name.split("/")[3:]
             out[name] = np.split(get(f"{POLICY_OUT}/{p}"), 2, -1)[("mean", "stddev").index(part)]
             continue
@@ -124,20 +145,23 @@ def section(g: dict, prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in g.items() if k.startswith(prefix)}
 
 
-def our_update(g: dict):
-    """Our agent's one update on the official parameters and batch: (metrics, new state, the
-    recorded gradients and updates as official-named dicts)."""
+def our_update(g: dict, prefix: str):
+    """Our agent's one update on the official parameters and batch of the variant `prefix`:
+    (metrics, new state, the recorded gradients and updates as official-named dicts)."""
+    obs_space, action_size, discrete = VARIANTS[prefix]
     record = lambda make: lambda *a, **k: recording(make(*a, **k))  # noqa: E731
     with mock.patch.object(world_model, "make_optimizer", record(world_model.make_optimizer)), \
             mock.patch.object(actor_critic, "make_optimizer", record(actor_critic.make_optimizer)):
-        agent = Dreamer(build_config(["dreamerv3"], OVERRIDES), 2, False, OBS_SPACE)
-    params = to_ours(section(g, "update_param_"))
+        agent = Dreamer(build_config(["dreamerv3"], OVERRIDES), action_size, discrete, obs_space)
+    params = to_ours(section(g, f"{prefix}param_"))
     wm, ac = params["wm"], params["agent"]
     state = TrainState(wm, agent.wm.optimizer.init(wm),
                        ACState(ac["actor"], ac["value"], agent.ac.actor_opt.init(ac["actor"]),
                                agent.ac.value_opt.init(ac["value"]), ac["slow_value"], jnp.zeros(2)),
                        jax.random.PRNGKey(0), jnp.zeros((), jnp.int32))
-    batch = {k: jnp.asarray(v) for k, v in section(g, "update_batch_").items()}
+    batch = {k: jnp.asarray(v) for k, v in section(g, f"{prefix}batch_").items()}
+    if discrete:
+        batch["action"] = jax.nn.one_hot(batch["action"], action_size)
     # Ours stores with step t the action that led to it; the official, the action taken at t.
     batch["action"] = jnp.pad(batch["action"][:, :-1], ((0, 0), (1, 0), (0, 0)))
     with mock.patch.object(jax.random, "normal", fixed_normal), \
@@ -145,14 +169,14 @@ def our_update(g: dict):
         new, metrics = jax.jit(agent.update)(state, batch)
     recorded = {name: {"wm": new.wm_opt[i], "agent": {"actor": new.agent.actor_opt[i], "value": new.agent.value_opt[i]}}
                 for i, name in ((1, "grad"), (2, "update"))}
-    names = list(section(g, "update_grad_"))
+    names = list(section(g, f"{prefix}grad_"))
     return metrics, new, {kind: from_ours(tree, names) for kind, tree in recorded.items()}
 
 
-def update_pairs(g: dict) -> dict:
-    metrics, new, recorded = our_update(g)
-    loss = section(g, "update_loss_")
-    pairs = {f"loss {key}": (metrics[f"model/{key}_loss"], loss[key]) for key in ("image", "position", "velocity")}
+def update_pairs(g: dict, prefix: str) -> dict:
+    metrics, new, recorded = our_update(g, prefix)
+    loss = section(g, f"{prefix}loss_")
+    pairs = {f"loss {key}": (metrics[f"model/{key}_loss"], loss[key]) for key in VARIANTS[prefix][0]}
     pairs.update({
         "loss rew": (metrics["model/reward_loss"], loss["rew"]),
         "loss con": (metrics["model/cont_loss"], loss["con"]),
@@ -161,34 +185,36 @@ def update_pairs(g: dict) -> dict:
         "loss policy": (metrics["behavior/actor_loss"], loss["policy"]),
         "loss value": (metrics["behavior/value_loss"], loss["value"]),
         "loss repval": (metrics["behavior/replay_value_loss"], loss["repval"]),
-        "return normaliser": (new.agent.return_range, g["update_retnorm"]),
+        "return normaliser": (new.agent.return_range, g[f"{prefix}retnorm"]),
     })
     for kind in ("grad", "update"):
-        pairs.update({f"{kind} {k}": (v, g[f"update_{kind}_{k}"]) for k, v in recorded[kind].items()})
-    after = from_ours({"wm": new.wm, "agent": new.agent._asdict()}, section(g, "update_after_"))
-    pairs.update({f"after {k}": (v, g[f"update_after_{k}"]) for k, v in after.items()})
+        pairs.update({f"{kind} {k}": (v, g[f"{prefix}{kind}_{k}"]) for k, v in recorded[kind].items()})
+    after = from_ours({"wm": new.wm, "agent": new.agent._asdict()}, section(g, f"{prefix}after_"))
+    pairs.update({f"after {k}": (v, g[f"{prefix}after_{k}"]) for k, v in after.items()})
     return pairs
 
 
-@pytest.fixture(scope="module")
-def pairs():
-    return update_pairs(golden())
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request):
+    return request.param, update_pairs(golden(), request.param)
 
 
-def test_the_adapter_maps_every_official_parameter():
+@pytest.mark.parametrize("prefix", list(VARIANTS))
+def test_the_adapter_maps_every_official_parameter(prefix):
     g = golden()
-    official = section(g, "update_param_")
-    assert set(official) == set(NAMES) | {f"pol/head/action/{part}/{p}" for part in ("mean", "stddev")
-                                          for p in ("kernel", "bias")}
-    assert set(section(g, "update_grad_")) == {k for k in official if not k.startswith("slowval/")}
+    official = section(g, f"{prefix}param_")
+    assert set(official) <= set(NAMES) | FUSED
+    assert set(section(g, f"{prefix}grad_")) == {k for k in official if not k.startswith("slowval/")}
     ours = to_ours(official)
     assert sum(x.size for x in jax.tree.leaves(ours)) == sum(x.size for x in official.values())
+    assert from_ours(ours, official).keys() == official.keys()
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad", "update", "after", "return"])
-def test_one_update_matches_the_official_code(pairs, kind):
+def test_one_update_matches_the_official_code(variant, kind):
+    prefix, pairs = variant
     compared = {name: pair for name, pair in pairs.items() if name.startswith(kind)}
     assert compared
     errors = {name: relative_error(*pair) for name, pair in compared.items()}
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= RTOL, f"{worst}: relative error {errors[worst]:.2e}"
+    assert errors[worst] <= RTOL, f"{prefix}{worst}: relative error {errors[worst]:.2e}"

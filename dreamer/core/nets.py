@@ -69,7 +69,35 @@ Dense = functools.partial(nn.Dense, dot_general=dense_dot_general, kernel_init=I
 def clipped_adam(lr: float, eps: float, grad_clip: float) -> optax.GradientTransformation:
     """Adam on gradients whose global norm is clipped to `grad_clip`: the optimiser of the
     Dreamer, PlaNet and Plan2Explore papers' networks, each with its own settings."""
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr, eps=eps))
+    # Nested as optax.adam's chain is, so that its state keeps the layout checkpoints hold.
+    adam = optax.chain(scale_by_tf_adam(eps), optax.scale_by_learning_rate(lr))
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+
+
+def scale_by_tf_adam(eps: float, b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+    """Adam's direction as TensorFlow computes it, which the Dreamer, PlaNet and Plan2Explore
+    reference code used: `eps` is added to the square root of the second moment before its
+    bias correction, m_hat / (sqrt(v_hat) + eps / sqrt(1 - b2^t)), where `optax.scale_by_adam`
+    adds it after (eps alone). The two differ where gradients are small, most in early steps.
+    The state is optax's `ScaleByAdamState` (count, biased first and second moments)."""
+
+    def init(params):
+        return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params),
+                                      jax.tree.map(jnp.zeros_like, params))
+
+    beta1, beta2 = jnp.float32(b1), jnp.float32(b2)  # (1 - beta) in float32 in both places, as there
+
+    def update(grads, state, params=None):
+        mu = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: beta2 * v + (1 - beta2) * jnp.square(g), state.nu, grads)
+        count = state.count + 1
+        t = count.astype(jnp.float32)
+        first, second = 1 - beta1 ** t, 1 - beta2 ** t
+        eps_t = eps / jnp.sqrt(second)
+        updates = jax.tree.map(lambda m, v: (m / first) / (jnp.sqrt(v / second) + eps_t), mu, nu)
+        return updates, optax.ScaleByAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
 
 
 def clip_by_agc(clip: float, min_norm: float = 1e-3) -> optax.GradientTransformation:

@@ -36,7 +36,8 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   normaliser's state. Its samples come from `fixed_normal` and `fixed_categorical`, which stand
   in for `jax.random.normal` and `jax.random.categorical` in both codebases: deterministic
   functions of the shape and of the probabilities, so that the same distributions give the same
-  samples without sharing a random-number stream.
+  samples without sharing a random-number stream. `discrete_update_*`: the same with vector
+  inputs alone and one of 3 discrete actions (the categorical policy).
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -64,15 +65,20 @@ def check_checkout(path: Path) -> str:
     """The checkout's commit, which must be the pinned one."""
     if not (path / "dreamerv3").is_dir():
         raise GeneratorError(f"'{path}' is not a checkout of danijar/dreamerv3 (no dreamerv3/ folder)")
+    return pinned_commit(path, "danijar/dreamerv3", OFFICIAL_COMMIT)
+
+
+def pinned_commit(path: Path, repository: str, pinned: str) -> str:
+    """The commit of the git checkout `path` of `repository`, which must be `pinned`."""
     try:
         commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         raise GeneratorError(f"'{path}' is not a git checkout: its commit cannot be checked "
-                             f"(clone danijar/dreamerv3 and check out {OFFICIAL_COMMIT[:7]})") from None
-    if commit != OFFICIAL_COMMIT:
+                             f"(clone {repository} and check out {pinned[:7]})") from None
+    if commit != pinned:
         raise GeneratorError(f"'{path}' is at commit {commit[:7]}, the data is pinned to "
-                             f"{OFFICIAL_COMMIT[:7]}: git -C {path} checkout {OFFICIAL_COMMIT[:7]}")
+                             f"{pinned[:7]}: git -C {path} checkout {pinned[:7]}")
     return commit
 
 
@@ -83,7 +89,6 @@ def import_official(path: Path):
         import jax
         import jax.numpy as jnp
         import ninjax as nj
-
         from dreamerv3.agent import Agent
         from embodied.jax import heads, nets, outs, utils
     except ImportError as err:
@@ -379,24 +384,29 @@ UPDATE_CONFIG = {  # the official defaults at tiny sizes; no warmup, so that the
     "agent.imag_length": 3, "agent.opt.warmup": 0}
 
 
-def update_batch(rng, batch: int, length: int) -> dict:
-    """A replayed batch in the official layout (action t is taken at step t); the second
-    sequence's episode ends at step 2 and the next one starts at step 3."""
+def update_batch(rng, batch: int, length: int, discrete: bool) -> dict:
+    """A replayed batch in the official layout (action t is taken at step t): two vectors and an
+    image, 2-d continuous actions; or the vectors alone and one of 3 discrete actions. The
+    second sequence's episode ends at step 2 and the next one starts at step 3."""
     data = {"position": (5 * rng.normal(size=(batch, length, 2))).astype(np.float32),
-            "velocity": rng.normal(size=(batch, length, 3)).astype(np.float32),
-            "image": rng.integers(0, 256, (batch, length, 64, 64, 3), dtype=np.uint8),
-            "reward": rng.normal(size=(batch, length)).astype(np.float32),
-            "action": rng.uniform(-1.2, 1.2, (batch, length, 2)).astype(np.float32),
-            **{k: np.zeros((batch, length), bool) for k in ("is_first", "is_last", "is_terminal")}}
+            "velocity": rng.normal(size=(batch, length, 3)).astype(np.float32)}
+    if not discrete:
+        data["image"] = rng.integers(0, 256, (batch, length, 64, 64, 3), dtype=np.uint8)
+    data["reward"] = rng.normal(size=(batch, length)).astype(np.float32)
+    data["action"] = (rng.integers(0, 3, (batch, length)).astype(np.int32) if discrete
+                      else rng.uniform(-1.2, 1.2, (batch, length, 2)).astype(np.float32))
+    data.update({k: np.zeros((batch, length), bool) for k in ("is_first", "is_last", "is_terminal")})
     data["is_first"][:, 0] = data["is_first"][1, 3] = True
     data["is_terminal"][1, 2] = data["is_last"][1, 2] = True
     return data
 
 
-def update_data(o, rng) -> dict:
-    """One official training step (see the module's docstring)."""
-    import ruamel.yaml
+def update_data(o, rng, discrete: bool) -> dict:
+    """One official training step (see the module's docstring); `discrete`: the second batch
+    layout of `update_batch`, under the prefix `discrete_`."""
     from unittest import mock
+
+    import ruamel.yaml
 
     jax, jnp, nj, elements = o["jax"], o["jnp"], o["nj"], o["elements"]
     from dreamerv3 import agent as agent_module
@@ -409,11 +419,13 @@ def update_data(o, rng) -> dict:
                              batch_length=length, replay_context=0, report_length=length, replica=0, replicas=1)
     Space = elements.Space
     obs_space = {"position": Space(np.float32, (2,)), "velocity": Space(np.float32, (3,)),
-                 "image": Space(np.uint8, (64, 64, 3)), "reward": Space(np.float32),
-                 **{k: Space(bool) for k in ("is_first", "is_last", "is_terminal")}}
+                 "reward": Space(np.float32), **{k: Space(bool) for k in ("is_first", "is_last", "is_terminal")}}
+    if not discrete:
+        obs_space["image"] = Space(np.uint8, (64, 64, 3))
+    action = Space(np.int32, (), 0, 3) if discrete else Space(np.float32, (2,), -1, 1)
     agent = object.__new__(agent_module.Agent)  # the inner agent, without the outer jit wrapper
-    agent.__init__(obs_space, {"action": Space(np.float32, (2,), -1, 1)}, config)
-    data = update_batch(rng, batch, length)
+    agent.__init__(obs_space, {"action": action}, config)
+    data = update_batch(rng, batch, length, discrete)
     inputs = {**data, "stepid": np.zeros((batch, length, 20), np.uint8), "consec": np.zeros((batch, length), np.int32)}
 
     def train(inputs):
@@ -454,7 +466,7 @@ def update_data(o, rng) -> dict:
     out.update({f"update_{k}": v for k, v in updates.items()})
     out.update({f"after_{k}": after[k] for k in learned})
     out["retnorm"] = jnp.stack([after["retnorm/lo/value"], after["retnorm/hi/value"]])
-    return {f"update_{k}": np.asarray(v) for k, v in out.items()}
+    return {f"{'discrete_' if discrete else ''}update_{k}": np.asarray(v) for k, v in out.items()}
 
 
 def generate(o) -> dict:
@@ -473,15 +485,19 @@ def generate(o) -> dict:
     data.update(vector_decoder_data(o, rng))
     data.update(image_decoder_data(o, rng))
     data.update(return_data(o, rng))
-    data.update(update_data(o, rng))
+    data.update(update_data(o, rng, discrete=False))
+    data.update(update_data(o, rng, discrete=True))
     return data
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/parity/generate_dreamerv3.py",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="a git checkout of danijar/dreamerv3")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+def run(argv, script: str, repository: str, default_out: Path, check_checkout, import_official, generate) -> int:
+    """A generator's command line (shared by this library's parity generators): check the
+    checkout, run `generate` on the imported official code, write the arrays and the commit to
+    `--out` at once or nothing at all (one `error:` line, status 2)."""
+    parser = argparse.ArgumentParser(prog=f"python tests/parity/{script}",
+                                     description=f"Golden data from {repository}'s official code.")
+    parser.add_argument("--official", type=Path, required=True, help=f"a git checkout of {repository}")
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)
     try:
         commit = check_checkout(args.official.resolve())
@@ -497,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(args.out)
     print(f"wrote {len(data)} arrays to {args.out} (official {commit[:7]})")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, "generate_dreamerv3.py", "danijar/dreamerv3", DEFAULT_OUT, check_checkout, import_official,
+               generate)
 
 
 if __name__ == "__main__":
