@@ -189,35 +189,23 @@ def test_norm_reaches_every_layer_of_model_and_actor_critic():
     assert not any("Norm" in "/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(plain.wm))
 
 
-def test_every_switch_together_trains():
-    """Dreamer's update with the whole dreamerv3 preset at tiny sizes: finite metrics, every
-    part moves."""
-    from dreamer.agent import Dreamer
-    from dreamer.config import build_config
-    from tests.support import TINY
-    agent = Dreamer(build_config(["dreamerv3"], {**TINY, "model.warmup": 0, "behavior.warmup": 0}), A, False)
-    state = placed(agent).init(jax.random.PRNGKey(0))
-    new, metrics = placed(agent).update(jax.tree.map(jnp.copy, state), random_batch())
-    assert all(np.isfinite(float(v)) for v in metrics.values())
-    assert float(metrics["behavior/return_scale"]) >= 1.0
-    for old_part, new_part in ((state.wm, new.wm), (state.agent.actor, new.agent.actor),
-                               (state.agent.value, new.agent.value), (state.agent.slow_value, new.agent.slow_value)):
-        assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old_part), jax.tree.leaves(new_part)))
-
-
 @pytest.mark.parametrize("replay_value_grad", [True, False])
 def test_the_replay_value_loss_trains_the_representation_when_asked(replay_value_grad):
     """`update_agent_state` hands the world model 0.3 x the replay value loss (the critic before
-    its step) as a function of the posterior states, or 0 with `replay_value_grad` off."""
+    its step) as a function of the posterior states, or 0 with `replay_value_grad` off. (The
+    whole update, this included, is compared with the official code in
+    tests/test_parity_dreamerv3_update.py.)"""
     from dreamer.agent import Dreamer
     from dreamer.config import build_config
     from tests.support import TINY
-    agent = Dreamer(build_config(["dreamerv3"], {**TINY, "behavior.replay_value_grad": replay_value_grad}), A, False)
+    config = build_config(["dreamerv3"], {**TINY, "behavior.replay_value_grad": replay_value_grad})
+    agent = Dreamer(config, A, False, {"v": ((3,), np.dtype(np.float32))})  # vectors: a quick compile
     state = placed(agent).init(jax.random.PRNGKey(0))
     # A critic that reads its input (its output layer starts at zero).
     value = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), state.agent.value)
     state = state._replace(agent=state.agent._replace(value=value))
-    batch = jax.tree.map(jnp.asarray, random_batch())
+    batch = {k: v for k, v in random_batch().items() if k != "image"}
+    batch = jax.tree.map(jnp.asarray, {**batch, "v": np.ones(batch["reward"].shape + (3,), np.float32)})
     key = jax.random.PRNGKey(1)
     _, (post, _) = jax.jit(agent.wm.loss)(state.wm, batch, key)
 
