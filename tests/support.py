@@ -14,13 +14,14 @@ import time
 import traceback
 from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 from dreamer import checkpoint
 from dreamer.config import Config, build_config
-from dreamer.errors import ConfigError
 from dreamer.device import DeviceAgent
+from dreamer.errors import ConfigError
 from dreamer.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,3 +183,56 @@ def at_step(metrics: list[dict], step: int) -> dict:
         if record["step"] == step:
             merged.update(comparable(record))
     return merged
+
+
+# ----------------------------------------------------------------------------- parity tests
+
+
+@contextlib.contextmanager
+def recording_optimizers():
+    """Agents built inside keep, in each optimiser's state, its last gradient and update:
+    (inner state, grads, updates), for the parity tests to read."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from dreamer.core import actor_critic, world_model
+
+    def recording(make):
+        def make_recording(*args, **kwargs):
+            opt = make(*args, **kwargs)
+
+            def init(params):
+                zeros = jax.tree.map(jnp.zeros_like, params)
+                return opt.init(params), zeros, zeros
+
+            def update(grads, state, params=None):
+                updates, inner = opt.update(grads, state[0], params)
+                return updates, (inner, grads, updates)
+            return optax.GradientTransformation(init, update)
+        return make_recording
+
+    with mock.patch.object(world_model, "make_optimizer", recording(world_model.make_optimizer)), \
+            mock.patch.object(actor_critic, "make_optimizer", recording(actor_critic.make_optimizer)):
+        yield
+
+
+def section(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose names start with `prefix`, by the rest of their names."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def tree_put(tree: dict, path: str, value) -> None:
+    """Set the leaf at 'a/b/c' of a nested dict, creating the dicts on the way."""
+    import jax.numpy as jnp
+
+    *parents, name = path.split("/")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[name] = jnp.asarray(value)
+
+
+def tree_get(tree: dict, path: str) -> np.ndarray:
+    for part in path.split("/"):
+        tree = tree[part]
+    return np.asarray(tree)

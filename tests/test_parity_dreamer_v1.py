@@ -32,11 +32,10 @@ import pytest
 from dreamer.agent import Dreamer
 from dreamer.base_agent import TrainState
 from dreamer.config import build_config
-from dreamer.core import actor_critic, world_model
 from dreamer.core.actor_critic import ACState
 from tests.parity.generate_dreamer_v1 import fixed_normal_jax
+from tests.support import recording_optimizers, section, tree_get, tree_put
 from tests.test_parity_dreamerv3 import RTOL, relative_error
-from tests.test_parity_dreamerv3_update import recording, tree_get, tree_put
 
 DATA = Path(__file__).resolve().parent / "data" / "parity" / "dreamer_v1_update.npz"
 ACTOR_GRAD_RTOL = 1e-4
@@ -63,10 +62,6 @@ GRU = "wm/rssm/params/gru"
 def golden() -> dict[str, np.ndarray]:
     with np.load(DATA, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
-
-
-def section(g: dict, prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in g.items() if k.startswith(prefix)}
 
 
 def to_ours(official: dict[str, np.ndarray]) -> dict:
@@ -113,9 +108,7 @@ def from_ours(tree: dict, names) -> dict[str, np.ndarray]:
 
 
 def our_update(g: dict):
-    record = lambda make: lambda *a, **k: recording(make(*a, **k))  # noqa: E731
-    with mock.patch.object(world_model, "make_optimizer", record(world_model.make_optimizer)), \
-            mock.patch.object(actor_critic, "make_optimizer", record(actor_critic.make_optimizer)):
+    with recording_optimizers():
         agent = Dreamer(build_config([], OVERRIDES), 2, False)
     params = to_ours(section(g, "param_"))
     wm, ac = params["wm"], params["agent"]

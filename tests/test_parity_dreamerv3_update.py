@@ -19,15 +19,14 @@ from unittest import mock
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from dreamer.agent import Dreamer
 from dreamer.base_agent import TrainState
 from dreamer.config import build_config
-from dreamer.core import actor_critic, world_model
 from dreamer.core.actor_critic import ACState
-from tests.parity.generate_dreamerv3 import fixed_categorical, fixed_normal
+from tests.parity.common import fixed_categorical, fixed_normal
+from tests.support import recording_optimizers, section, tree_get, tree_put
 from tests.test_parity_dreamerv3 import (
     ENCODER_NAMES,
     IMGDEC_NAMES,
@@ -82,20 +81,6 @@ FUSED = {f"pol/head/action/{part}/{p}" for part in ("mean", "stddev") for p in (
 VECDEC_FIRST = "wm/vector_decoder/params/MLP_0/Dense_0/kernel"  # rows [stoch, deter] there, [deter, stoch] here
 
 
-def tree_put(tree: dict, path: str, value) -> None:
-    """Set the leaf at 'a/b/c' of a nested dict, creating the dicts on the way."""
-    *parents, name = path.split("/")
-    for part in parents:
-        tree = tree.setdefault(part, {})
-    tree[name] = jnp.asarray(value)
-
-
-def tree_get(tree: dict, path: str) -> np.ndarray:
-    for part in path.split("/"):
-        tree = tree[part]
-    return np.asarray(tree)
-
-
 def to_ours(official: dict[str, np.ndarray]) -> dict:
     """Official parameters (or gradients, updates) by name -> our nested tree of them."""
     tree: dict = {}
@@ -129,29 +114,11 @@ def from_ours(tree: dict, official_names) -> dict[str, np.ndarray]:
     return out
 
 
-def recording(opt: optax.GradientTransformation) -> optax.GradientTransformation:
-    """`opt`, with the last gradient and update kept in its state: (inner, grads, updates)."""
-    def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return opt.init(params), zeros, zeros
-
-    def update(grads, state, params=None):
-        updates, inner = opt.update(grads, state[0], params)
-        return updates, (inner, grads, updates)
-    return optax.GradientTransformation(init, update)
-
-
-def section(g: dict, prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in g.items() if k.startswith(prefix)}
-
-
 def our_update(g: dict, prefix: str):
     """Our agent's one update on the official parameters and batch of the variant `prefix`:
     (metrics, new state, the recorded gradients and updates as official-named dicts)."""
     obs_space, action_size, discrete = VARIANTS[prefix]
-    record = lambda make: lambda *a, **k: recording(make(*a, **k))  # noqa: E731
-    with mock.patch.object(world_model, "make_optimizer", record(world_model.make_optimizer)), \
-            mock.patch.object(actor_critic, "make_optimizer", record(actor_critic.make_optimizer)):
+    with recording_optimizers():
         agent = Dreamer(build_config(["dreamerv3"], OVERRIDES), action_size, discrete, obs_space)
     params = to_ours(section(g, f"{prefix}param_"))
     wm, ac = params["wm"], params["agent"]

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from tests.parity.generate_dreamerv3 import GeneratorError, pinned_commit, run
+    from tests.parity.common import GeneratorError, pinned_commit, run
 except ImportError:  # run as a script: its folder is on the path
-    from generate_dreamerv3 import GeneratorError, pinned_commit, run
+    from common import GeneratorError, pinned_commit, run
 
 OFFICIAL_COMMIT = "56d4d444dfd0582b0e79dab80aebbea74c0ce40d"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "parity" / "dreamer_v1_update.npz"

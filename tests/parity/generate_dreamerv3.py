@@ -45,20 +45,31 @@ dependency is one `error:` line and exit status 2.
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+try:
+    from tests.parity.common import (
+        GeneratorError,
+        fixed_categorical,
+        fixed_normal,
+        pinned_commit,
+        run,
+    )
+except ImportError:  # run as a script: its folder is on the path
+    from common import (
+        GeneratorError,
+        fixed_categorical,
+        fixed_normal,
+        pinned_commit,
+        run,
+    )
+
 OFFICIAL_COMMIT = "e3f02248693a79dc8b0ebd62c93683888ddaccfe"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "parity" / "dreamerv3_parts.npz"
 SEED = 0
-
-
-class GeneratorError(Exception):
-    """A problem with the checkout or the environment: one line, nothing written."""
 
 
 def check_checkout(path: Path) -> str:
@@ -66,20 +77,6 @@ def check_checkout(path: Path) -> str:
     if not (path / "dreamerv3").is_dir():
         raise GeneratorError(f"'{path}' is not a checkout of danijar/dreamerv3 (no dreamerv3/ folder)")
     return pinned_commit(path, "danijar/dreamerv3", OFFICIAL_COMMIT)
-
-
-def pinned_commit(path: Path, repository: str, pinned: str) -> str:
-    """The commit of the git checkout `path` of `repository`, which must be `pinned`."""
-    try:
-        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        raise GeneratorError(f"'{path}' is not a git checkout: its commit cannot be checked "
-                             f"(clone {repository} and check out {pinned[:7]})") from None
-    if commit != pinned:
-        raise GeneratorError(f"'{path}' is at commit {commit[:7]}, the data is pinned to "
-                             f"{pinned[:7]}: git -C {path} checkout {pinned[:7]}")
-    return commit
 
 
 def import_official(path: Path):
@@ -354,26 +351,6 @@ def return_data(o, rng) -> dict:
     return {"return_rew": rew, "return_con": con, "return_val": val, "return_ret": np.asarray(ret)}
 
 
-def fixed_normal(key, shape=(), dtype=np.float32):
-    """Stands in for `jax.random.normal`: the same values for the same shape, any key."""
-    import jax.numpy as jnp
-
-    count = int(np.prod(shape))
-    return (1.2 * jnp.sin(0.7 * jnp.arange(count, dtype=jnp.float32) + 0.4)).reshape(shape).astype(dtype)
-
-
-def fixed_categorical(key, logits, axis=-1, shape=None, replace=True):
-    """Stands in for `jax.random.categorical`: the class whose log-probability plus a smooth
-    function of it and of the class index is largest, whatever the key or the logits' offset."""
-    import jax
-    import jax.numpy as jnp
-
-    assert axis == -1, axis
-    logp = jax.nn.log_softmax(logits, -1)
-    index = jnp.argmax(logp + 1.5 * jnp.sin(5.0 * logp + 2.1 * jnp.arange(logits.shape[-1])), -1)
-    return index if shape is None else jnp.broadcast_to(index, shape)
-
-
 KERNEL_SCALE = 0.5
 UPDATE_CONFIG = {  # the official defaults at tiny sizes; no warmup, so that the step moves
     "agent.dyn.rssm": dict(deter=16, hidden=8, stoch=4, classes=3, blocks=2),
@@ -488,31 +465,6 @@ def generate(o) -> dict:
     data.update(update_data(o, rng, discrete=False))
     data.update(update_data(o, rng, discrete=True))
     return data
-
-
-def run(argv, script: str, repository: str, default_out: Path, check_checkout, import_official, generate) -> int:
-    """A generator's command line (shared by this library's parity generators): check the
-    checkout, run `generate` on the imported official code, write the arrays and the commit to
-    `--out` at once or nothing at all (one `error:` line, status 2)."""
-    parser = argparse.ArgumentParser(prog=f"python tests/parity/{script}",
-                                     description=f"Golden data from {repository}'s official code.")
-    parser.add_argument("--official", type=Path, required=True, help=f"a git checkout of {repository}")
-    parser.add_argument("--out", type=Path, default=default_out)
-    args = parser.parse_args(argv)
-    try:
-        commit = check_checkout(args.official.resolve())
-        data = generate(import_official(args.official.resolve()))
-    except GeneratorError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    data["official_commit"] = np.array(commit)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **data)
-    tmp.replace(args.out)
-    print(f"wrote {len(data)} arrays to {args.out} (official {commit[:7]})")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
