@@ -106,11 +106,11 @@ def measure_update(config: Config, batch_shape: tuple[int, int], repeats: int) -
     compiled = device.update.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
     flops = unrolled_flops(agent.update, state, batch)
-    state, _ = compiled(state, batch)  # warm-up: first-run allocations
+    state, _, _ = compiled(state, batch)  # warm-up: first-run allocations
     holder = {"state": state}
 
     def step():
-        holder["state"], metrics = compiled(holder["state"], batch)
+        holder["state"], metrics, _ = compiled(holder["state"], batch)
         return holder["state"], metrics
 
     seconds = median_seconds(step, repeats)

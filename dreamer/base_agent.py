@@ -6,7 +6,8 @@ devices are `dreamer.device.DeviceAgent`'s, which the loop builds around an agen
 
 The loop sees this interface (through `DeviceAgent`, which jits the pure ones):
   state = agent.initial_state(key)                          # a pytree (TrainState)
-  state, metrics = agent.update(state, batch)               # pure; batch [B, T, ...]
+  state, metrics, entries = agent.update(state, batch)      # pure; batch [B, T, ...]
+  entries = agent.context(pstate["latent"])                 # what the replay stores per step
   action, pstate = agent.act(state, obs, pstate, key, mode) # pure; pstate {'latent', 'action', ...}
   pstate = agent.initial_policy_state(num_envs)
   state = agent.on_env_steps(state, env_steps)              # host side, after collection
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from dreamer.core.rssm import State
 from dreamer.core.world_model import WorldModel
 from dreamer.envs.base import image_space
@@ -87,28 +89,60 @@ class WorldModelAgent:
         """What the agent carries between steps: the latent state and the last action [N, ...]."""
         return {"latent": self.wm.rssm.initial(batch), "action": jnp.zeros((batch, self.action_size))}
 
+    # ------------------------------------------------------------------ replay context
+
+    def context_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The keys the replay stores with each step for `train.replay_context`, key ->
+        (step shape, dtype): the latent state entering the step, i.e. the posterior of the
+        step before (at an episode's first step it is ignored: the state resets there).
+        Empty without replay context."""
+        if not self.config.train.replay_context:
+            return {}
+        rssm = self.wm.rssm
+        return {"context_deter": ((rssm.cfg.deter,), np.dtype(np.float32)),
+                "context_stoch": ((rssm.stoch_size,), np.dtype(np.float32))}
+
+    def context(self, latent: State) -> dict[str, jax.Array]:
+        """`context_space`'s entries of latent states [..., ...]: the posterior a step leaves,
+        which the replay stores with the step after it."""
+        if not self.config.train.replay_context:
+            return {}
+        return {"context_deter": latent["deter"], "context_stoch": latent["stoch"]}
+
+    def start_state(self, batch: Batch) -> State | None:
+        """Where the batch's sequences start: the stored context of their first steps, or
+        None (the zero state) without replay context."""
+        if not self.config.train.replay_context:
+            return None
+        initial = self.wm.rssm.initial(batch["reward"].shape[0])
+        return {**initial, "deter": batch["context_deter"][:, 0], "stoch": batch["context_stoch"][:, 0]}
+
     # ------------------------------------------------------------------ training
 
-    def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict, dict]:
         """One update (pure): the world model on the batch [B, T, ...],
         and the agent's own parts from its posterior states. Every loss sees the world model's
         parameters from before this update, as in the Dreamer, DreamerV3 and Plan2Explore
         reference code, which computes all losses first and then applies the optimisers.
-        A non-finite loss or gradient leaves the state as it was (see `skip_nonfinite`)."""
+        A non-finite loss or gradient leaves the state as it was (see `skip_nonfinite`).
+        Returns (state, metrics, entries): `context` of the posterior states [B, T, ...], for
+        the replay to store with the steps after them (empty without replay context)."""
         key, k_wm, k_agent = jax.random.split(state.key, 3)
 
         def loss(wm_params):  # the world model's, plus what the agent adds to it
-            wm_loss, (post, metrics) = self.wm.loss(wm_params, batch, k_wm, self.reward_grad(state.agent))
+            wm_loss, (post, metrics) = self.wm.loss(wm_params, batch, k_wm, self.reward_grad(state.agent),
+                                                    start=self.start_state(batch))
             agent, agent_metrics, agent_wm_loss = self.update_agent_state(state.agent, state.wm, post, batch,
                                                                           k_agent)
-            return wm_loss + agent_wm_loss, (agent, metrics, agent_metrics)
+            entries = jax.lax.stop_gradient(self.context(post))
+            return wm_loss + agent_wm_loss, (agent, metrics, agent_metrics, entries)
 
-        grads, (agent, metrics, agent_metrics) = jax.grad(loss, has_aux=True)(state.wm)
+        grads, (agent, metrics, agent_metrics, entries) = jax.grad(loss, has_aux=True)(state.wm)
         wm, wm_opt, metrics["grad_norm"] = self.wm.apply_gradients(state.wm, state.wm_opt, grads)
         metrics = {f"model/{k}": v for k, v in metrics.items()}
         metrics.update(agent_metrics)
         new_state = TrainState(wm, wm_opt, agent, key, state.applied_updates + 1)
-        return skip_nonfinite(state, new_state, metrics)
+        return (*skip_nonfinite(state, new_state, metrics), entries)
 
     def init_agent_state(self, key: jax.Array) -> Any:
         """The agent's own learned parts (`TrainState.agent`); default: none."""

@@ -1,7 +1,8 @@
 """Host-side collection: steps a VectorEnv with an agent's policy and assembles episodes.
 
 Stored step t holds observation t and the action that led to it (zeros at an episode start),
-the convention `WorldModel.loss` expects.
+the convention `WorldModel.loss` expects, and what the collector's `extras` gave after that
+action was chosen (the agent's replay context).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dreamer.envs import VectorEnv, make_env
 
 # (obs dict of [N, ...] arrays, is_first [N]) -> actions float32 [N, A]
 ActFn = Callable[[dict], np.ndarray]
+ExtrasFn = Callable[[], dict]  # () -> per-step entries to store, dict of [N, ...] arrays
 
 
 def env_factory(config: Config, seed: int) -> partial:
@@ -37,11 +39,13 @@ def make_vector_env(config: Config, seed: int, num_envs: int | None = None,
 
 
 class Collector:
-    """Steps `envs` one agent step at a time and returns the episodes that finish."""
+    """Steps `envs` one agent step at a time and returns the episodes that finish. `extras`,
+    asked after each action, gives entries stored with the step that action leads to."""
 
-    def __init__(self, envs: VectorEnv, action_repeat: int):
+    def __init__(self, envs: VectorEnv, action_repeat: int, extras: ExtrasFn = dict):
         self.envs = envs
         self.action_repeat = action_repeat
+        self.extras = extras
         n = envs.num_envs
         self.obs = envs.step(np.zeros((n, envs.action_size), np.float32))  # resets every env
         self._episodes: list[list[dict]] = [[] for _ in range(n)]
@@ -50,8 +54,10 @@ class Collector:
     def _record(self, obs: dict, action: np.ndarray) -> list[dict]:
         """Append step t to each env's episode; return the episodes that just ended."""
         done = []
+        extras = {key: np.asarray(value) for key, value in self.extras().items()}
         for i, steps in enumerate(self._episodes):
             step = {key: value[i] for key, value in obs.items()}
+            step.update({key: value[i] for key, value in extras.items()})
             step["action"] = np.zeros_like(action[i]) if obs["is_first"][i] else action[i]
             if obs["is_first"][i]:
                 steps.clear()
@@ -68,13 +74,14 @@ class Collector:
         return self._record(self.obs, actions), stepped * self.action_repeat
 
 
-def episode_signature(envs: VectorEnv) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def episode_signature(envs: VectorEnv, extras_space: dict | None = None
+                      ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """The step shape and dtype of every key of the episodes the collector assembles from
-    `envs`: what the run's replay accepts."""
+    `envs` (and its `extras`, key -> (shape, dtype)): what the run's replay accepts."""
     flag = ((), np.dtype(bool))
     return {**envs.obs_space, "reward": ((), np.dtype(np.float32)),
             "is_first": flag, "is_last": flag, "is_terminal": flag,
-            "action": ((envs.action_size,), np.dtype(np.float32))}
+            "action": ((envs.action_size,), np.dtype(np.float32)), **(extras_space or {})}
 
 
 def random_actions(rng: np.random.Generator, batch: int, action_size: int, discrete: bool) -> np.ndarray:
@@ -100,6 +107,11 @@ class AgentActor:
         inputs = {name: obs[name] for name in self.keys}
         action, self.pstate = self.device.policy(train_state, inputs, self.pstate, key, self.mode)
         return np.asarray(action)
+
+    def context(self) -> dict:
+        """The agent's replay context of the latent state the last action came from [N, ...]
+        (of the initial state before the first, and while random actions prefill)."""
+        return self.device.agent.context(self.pstate["latent"])
 
 
 def run_episodes(envs: VectorEnv, act: ActFn, action_repeat: int, episodes: int,

@@ -60,12 +60,22 @@ class TrainConfig:
 
     batch_size: int = option(50, positive=True)
     seq_len: int = option(50, min=2)
-    prefill: int = option(5000, min=0)  # random-action environment steps before training
+    prefill: int = option(5000, min=0)  # environment steps collected before training starts
+    # who acts during prefill: 'random' (uniform actions, Dreamer V1 and PlaNet) or 'policy'
+    # (the untrained agent, as the official DreamerV3)
+    prefill_actions: str = option("random", choices=("random", "policy"))
     train_every: int = option(1000, positive=True)
     train_steps: int = option(100, positive=True)  # updates per `train_every` env steps
     train_ratio: float = option(0.0, min=0.0)  # if > 0: replayed steps per env step (overrides)
     replay_capacity: int = option(1_000_000, positive=True)  # agent steps kept in memory
     cross_episodes: bool = False  # sequences may run into the next episode; False: inside one (Dreamer)
+    # each stored step is also queued once, in consecutive sequences that training batches take
+    # first (the official DreamerV3's replay.online)
+    online: bool = False
+    # 1: each replayed sequence starts from the latent state stored with its first step (the
+    # policy's when collected, the newest training pass's after), not from zeros; the pass
+    # writes its posterior states back (the official DreamerV3's replay_context 1)
+    replay_context: int = option(0, min=0, max=1)
     eval_every: int = option(10_000, positive=True)
     eval_episodes: int = option(1, min=0)
     log_every: int = option(1000, positive=True)
@@ -387,7 +397,8 @@ RESUME_SAFE_KEYS = frozenset({
 # Keys added after runs were saved, whose defaults are what those runs did (image observations):
 # a saved config without them takes the defaults instead of being refused as truncated.
 LATER_KEYS = frozenset({"env.obs", "model.mlp_layers", "model.mlp_units", "model.symlog_inputs",
-                        "model.vector_loss"})
+                        "model.vector_loss", "train.online", "train.replay_context",
+                        "train.prefill_actions"})
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

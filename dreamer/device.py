@@ -97,6 +97,23 @@ class DataParallel:
             return jax.device_put(batch, self.split)
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.split, x), batch)
 
+    def host_rows(self, tree: Any) -> Any:
+        """This host's sequences of arrays split like the batch (`constrain_rows`), as NumPy
+        arrays [B, ...] in the order of the host's batch."""
+        if jax.process_count() == 1:
+            return jax.device_get(tree)
+
+        def rows(x):
+            shards = sorted(x.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+            return np.concatenate([np.asarray(shard.data) for shard in shards])
+        return jax.tree.map(rows, tree)
+
+    def constrain_rows(self, tree: Any) -> Any:
+        """Inside jit: arrays [B, ...] split over the devices as the batch is."""
+        if self.num_devices == 1:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, self.split)
+
     def constrain_state(self, tree: Any) -> Any:
         """Inside jit: keep the updated state replicated, so its sharding never changes
         between updates (which would retrace the update)."""
@@ -112,11 +129,12 @@ class DeviceAgent:
 
         state = device.init(key)                          # replicated train state
         state = device.restore(host_tree)                 # a checkpoint's arrays, replicated
-        state, metrics = device.update(state, batch)      # jitted `agent.update`, state donated
+        state, metrics, entries = device.update(state, batch)   # jitted `agent.update`, state donated
         action, pstate = device.policy(state, obs, pstate, key, mode)   # jitted `agent.act`
         videos = device.report(state, batch)              # jitted `agent.report`
         state = device.on_env_steps(state, env_steps)     # host side, after collection
         device.local(tree), device.shard(batch)           # this host's copy; a placed batch
+        device.host_rows(entries)                         # this host's rows of update outputs
     """
 
     def __init__(self, agent, devices: int = 1):
@@ -129,8 +147,9 @@ class DeviceAgent:
 
     def _constrained(self, update: Callable) -> Callable:
         def constrained(state, batch):
-            new_state, metrics = update(state, batch)
-            return self.placement.constrain_state(new_state), metrics
+            new_state, metrics, entries = update(state, batch)
+            return (self.placement.constrain_state(new_state), metrics,
+                    self.placement.constrain_rows(entries))
         return constrained
 
     @property
@@ -153,6 +172,9 @@ class DeviceAgent:
 
     def local(self, tree: Any) -> Any:
         return self.placement.local(tree)
+
+    def host_rows(self, tree: Any) -> Any:
+        return self.placement.host_rows(tree)
 
     def shard(self, batch: dict) -> dict:
         """A host batch [B, T, ...] on the devices, split over them; with one device sent to

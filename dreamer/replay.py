@@ -16,6 +16,13 @@ among those at least ``seq_len`` long, then a start uniformly inside it. With
 of all stored episodes (in insertion order), so a sequence may cross episode boundaries; the
 next episode's ``is_first=True`` tells the model to reset its state there.
 
+With ``online=True`` (DreamerV3's online replay) every stored step is also queued once, in
+consecutive non-overlapping sequences, and training batches take the queued sequences first:
+each fresh sequence is trained on soon after it arrives, then sampled uniformly like the rest.
+
+A sampled sequence's position can be kept (`sample_with_positions`) to write values back into
+its steps later (`overwrite`), e.g. the latent states a training pass computed for them.
+
 Everything here is host-side numpy; images stay uint8 on disk and in memory.
 """
 
@@ -37,6 +44,7 @@ from dreamer.fileio import fsync_directory, write_synced
 
 Episode = dict[str, np.ndarray]
 Signature = dict[str, tuple[tuple[int, ...], np.dtype]]
+Position = tuple[int, int]  # (serial number of the episode, first step in it) of a sequence
 
 REQUIRED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 FLAG_KEYS = ("is_first", "is_last", "is_terminal")
@@ -178,12 +186,15 @@ class Replay:
         signature: per key, the step shape and dtype every episode must have (a training run
             gives its environment's, see `dreamer.collect.episode_signature`); None: whatever
             the first stored (when loading: the newest) episode has.
+        online: queue every added step once, in consecutive sequences, for `sample` to take
+            first (DreamerV3's `replay.online`); episodes read by `load` are not queued.
 
     Episodes dropped for capacity stay on disk: the replay directory is the run's record.
     """
 
     def __init__(self, directory: str | Path | None, *, capacity: int, seq_len: int,
-                 seed: int = 0, signature: Signature | None = None, cross_episodes: bool = False) -> None:
+                 seed: int = 0, signature: Signature | None = None, cross_episodes: bool = False,
+                 online: bool = False) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if capacity < seq_len:
@@ -197,6 +208,11 @@ class Replay:
         self._cross_episodes = bool(cross_episodes)
         self._expected = None if signature is None else dict(signature)
         self._last_stamp: dt.datetime | None = None
+        self._online = bool(online)
+        self._queue: list[Position] = []  # online sequences, in the order they arrived
+        self._queue_next = 0  # the first of them not yet sampled
+        self._cursor: Position | None = None  # where the next online sequence starts (cross_episodes)
+        self._first_serial = 0  # serial number of the oldest episode in memory
         self._set_contents([], [])
 
     # -- public properties -------------------------------------------------------------
@@ -246,7 +262,31 @@ class Replay:
     def insert_episode(self, arrays: Episode, path: Path | None) -> None:
         """The second half of `add_episode`: make a saved episode sampleable."""
         episodes, paths = self._episodes + [arrays], self._paths + [path]
-        self._set_contents(*self._drop_oldest(episodes, paths))
+        kept = self._drop_oldest(episodes, paths)
+        self._first_serial += len(episodes) - len(kept[0])
+        self._set_contents(*kept)
+        if self._online:
+            self._queue_new(self._first_serial + self.num_episodes - 1)
+
+    def _queue_new(self, serial: int) -> None:
+        """Queue the online sequences that the new episode `serial` completes."""
+        length = self._seq_len
+        if not self._cross_episodes:
+            count = len(self._episodes[serial - self._first_serial]["reward"]) // length
+            self._queue.extend((serial, k * length) for k in range(count))
+            return
+        if self._cursor is None or self._cursor[0] < self._first_serial:  # first, or dropped
+            self._cursor = (serial, 0)
+        start = int(self._begins[self._cursor[0] - self._first_serial]) + self._cursor[1]
+        while start + length <= self.num_steps:
+            self._queue.append(self._position(start))
+            start += length
+        self._cursor = self._position(start) if start < self.num_steps else (serial + 1, 0)
+
+    def _position(self, start: int) -> Position:
+        """The position of the global step `start` (of the steps in memory, oldest first)."""
+        index = int(np.searchsorted(self._ends, start, side="right"))
+        return self._first_serial + index, start - int(self._begins[index])
 
     def load(self) -> int:
         """Replace the in-memory contents with the newest episodes in ``directory``.
@@ -275,52 +315,91 @@ class Replay:
             episodes.append(episode)
             paths.append(path)
             total += length
+        self._first_serial, self._queue, self._queue_next, self._cursor = 0, [], 0, None
         self._set_contents(episodes[::-1], paths[::-1])
         return total
 
     # -- sampling ----------------------------------------------------------------------
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """Sample ``batch_size`` sequences of ``seq_len`` consecutive steps.
+    def sample(self, batch_size: int, *, online: bool = True) -> dict[str, np.ndarray]:
+        """Sample ``batch_size`` sequences of ``seq_len`` consecutive steps; with an online
+        replay the queued sequences come first (`online` False: uniform only, for reports).
 
         Returns:
             dict with the episode keys; each value has shape [B, seq_len, ...] and the
             stored dtype.
         """
+        return self.sample_with_positions(batch_size, online=online)[0]
+
+    def sample_with_positions(self, batch_size: int, *, online: bool = True
+                              ) -> tuple[dict[str, np.ndarray], list[Position]]:
+        """`sample`, and where each sequence lies, for `overwrite`."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        queued = []
+        while online and self._queue_next < len(self._queue) and len(queued) < batch_size:
+            serial, offset = self._queue[self._queue_next]
+            self._queue_next += 1
+            if serial >= self._first_serial:  # not dropped for capacity since
+                queued.append((serial - self._first_serial, offset))
+        first, offsets = self._uniform_starts(batch_size - len(queued))
+        starts = queued + list(zip(first.tolist(), offsets.tolist()))
+        batch = {key: np.empty((batch_size, self._seq_len, *shape), dtype)
+                 for key, (shape, dtype) in self._signature.items()}
+        for b, (episode_index, offset) in enumerate(starts):
+            for index, src, dst, count in self._segments(episode_index, offset, self._seq_len):
+                episode = self._episodes[index]
+                for key, out in batch.items():
+                    out[b, dst:dst + count] = episode[key][src:src + count]
+        return batch, [(self._first_serial + index, offset) for index, offset in starts]
+
+    def _uniform_starts(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode index, first step) of `count` sequences drawn uniformly, [count] each."""
         total, length = self.num_steps, self._seq_len
         if self._cross_episodes:
             if total < length:
                 raise InsufficientDataError(
                     f"replay holds {total} steps in {self.num_episodes} episodes; at least "
                     f"seq_len={length} steps are needed to sample")
-            starts = self._rng.integers(0, total - length + 1, size=batch_size)  # [B]
-            first = np.searchsorted(self._ends, starts, side="right")  # [B] episode index
-            offsets = starts - self._begins[first]  # [B] step within that episode
-        else:
-            long_enough = np.flatnonzero(self._lengths >= length)
-            if not len(long_enough):
-                raise InsufficientDataError(
-                    f"replay holds no episode of at least seq_len={length} steps (longest: "
-                    f"{int(self._lengths.max(initial=0))}); sequences stay inside one episode "
-                    f"unless train.cross_episodes is set")
-            first = self._rng.choice(long_enough, size=batch_size)  # [B] episode index
-            offsets = self._rng.integers(0, self._lengths[first] - length + 1)  # [B]
-        batch = {key: np.empty((batch_size, length, *shape), dtype)
-                 for key, (shape, dtype) in self._signature.items()}
-        for b in range(batch_size):
-            for index, src, dst, count in self._segments(int(first[b]), int(offsets[b])):
-                episode = self._episodes[index]
-                for key, out in batch.items():
-                    out[b, dst:dst + count] = episode[key][src:src + count]
-        return batch
+            starts = self._rng.integers(0, total - length + 1, size=count)  # [count]
+            first = np.searchsorted(self._ends, starts, side="right")  # episode index
+            return first, starts - self._begins[first]
+        long_enough = np.flatnonzero(self._lengths >= length)
+        if not len(long_enough):
+            raise InsufficientDataError(
+                f"replay holds no episode of at least seq_len={length} steps (longest: "
+                f"{int(self._lengths.max(initial=0))}); sequences stay inside one episode "
+                f"unless train.cross_episodes is set")
+        first = self._rng.choice(long_enough, size=count)  # [count] episode index
+        return first, self._rng.integers(0, self._lengths[first] - length + 1)
 
-    def _segments(self, index: int, offset: int) -> Iterator[tuple[int, int, int, int]]:
-        """Split one sequence into (episode index, source start, destination start, count)."""
+    def overwrite(self, positions: list[Position], values: Mapping[str, np.ndarray], shift: int = 0) -> int:
+        """Write `values[key]` [B, T, ...] into the stored steps of the sequences at `positions`
+        (from `sample_with_positions`), step t of row b into step t + `shift` of its sequence,
+        in memory only (the files keep what was collected). Steps that are no longer stored,
+        or lie beyond the newest step, are skipped. Returns the number of steps written."""
+        written = 0
+        for b, (serial, offset) in enumerate(positions):
+            index, begin = serial - self._first_serial, offset + shift
+            if index < 0 or index >= self.num_episodes:
+                continue
+            length = next(iter(values.values())).shape[1]
+            for index, src, dst, count in self._segments(index, begin, length):
+                for key, value in values.items():
+                    self._episodes[index][key][src:src + count] = value[b, dst:dst + count]
+                written += count
+        return written
+
+    def _segments(self, index: int, offset: int, length: int) -> Iterator[tuple[int, int, int, int]]:
+        """Split `length` steps from step `offset` of episode `index` on into (episode index,
+        source start, destination start, count), running on into the next episodes; stops at
+        the newest stored step."""
         filled = 0
-        while filled < self._seq_len:
-            count = min(int(self._lengths[index]) - offset, self._seq_len - filled)
+        while index < self.num_episodes and offset >= self._lengths[index]:
+            offset -= int(self._lengths[index])
+            index += 1
+        while filled < length and index < self.num_episodes:
+            count = min(int(self._lengths[index]) - offset, length - filled)
             yield index, offset, filled, count
             filled += count
             index, offset = index + 1, 0
@@ -328,17 +407,36 @@ class Replay:
     # -- checkpointing -----------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampling RNG state as plain (JSON-serialisable) Python values."""
-        return {"rng": copy.deepcopy(self._rng.bit_generator.state)}
+        """Sampling RNG state and the online queue as plain (JSON-serialisable) Python values;
+        positions count episodes back from the newest, which `load` renumbers."""
+        end = self._first_serial + self.num_episodes
+        relative = lambda position: [position[0] - end, position[1]]
+        return {"rng": copy.deepcopy(self._rng.bit_generator.state),
+                "online_queue": [relative(position) for position in self._queue[self._queue_next:]],
+                "online_cursor": None if self._cursor is None else relative(self._cursor)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the sampling RNG state saved by :meth:`state_dict`."""
+        """Restore the sampling RNG state and online queue saved by :meth:`state_dict`."""
         rng_state = dict(state["rng"])
         expected = type(self._rng.bit_generator).__name__
         if rng_state.get("bit_generator") != expected:
             raise ValueError(f"replay RNG state is for {rng_state.get('bit_generator')!r}, "
                              f"expected {expected!r}")
         self._rng.bit_generator.state = rng_state
+        end = self._first_serial + self.num_episodes
+        absolute = lambda position: (end + int(position[0]), int(position[1]))
+        self._queue = [absolute(position) for position in state.get("online_queue", [])]
+        self._queue_next = 0
+        cursor = state.get("online_cursor")
+        self._cursor = None if cursor is None else absolute(cursor)
+
+    def sampling_state(self) -> tuple:
+        """The sampler's state in this process (RNG and online queue), to undo a draw with
+        `restore_sampling` while episodes may still be added."""
+        return copy.deepcopy(self._rng.bit_generator.state), self._queue_next
+
+    def restore_sampling(self, state: tuple) -> None:
+        self._rng.bit_generator.state, self._queue_next = state
 
     # -- internals ---------------------------------------------------------------------
 

@@ -32,8 +32,9 @@ class Schedule:
         self.scheduled_updates = 0  # updates run, whether applied or skipped as non-finite
 
     def prefilling(self, replay_steps: int) -> bool:
-        """Random actions and no updates until the replay holds `train.prefill` environment
-        steps and at least one sequence (`replay_steps` counts agent steps)."""
+        """No updates (and random actions, unless `train.prefill_actions` is 'policy') until the
+        replay holds `train.prefill` environment steps and at least one sequence
+        (`replay_steps` counts agent steps)."""
         return replay_steps * self.action_repeat < self.cfg.prefill or replay_steps < self.cfg.seq_len
 
     def updates_due(self, env_steps: int, replay_steps: int) -> int:

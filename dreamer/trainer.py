@@ -131,7 +131,7 @@ class Work:
     video: bool
     log: bool
     counts: dict[str, int]  # `Trainer.collection_counts` right after this step, for the log line
-    prefilling: bool  # still collecting random actions: no updates, no videos
+    prefilling: bool  # still collecting before training starts: no updates, no videos
     barrier: bool  # a checkpoint or the end: collection waits until the item is handled
 
     def to_dict(self) -> dict:
@@ -171,7 +171,7 @@ def default_parts(config: Config, parallel_envs: bool | None = None) -> Parts:
         make_agent=make_agent,
         make_replay=lambda folder, signature: Replay(
             folder, capacity=train.replay_capacity, seq_len=train.seq_len, seed=config.seed,
-            signature=signature, cross_episodes=train.cross_episodes),
+            signature=signature, cross_episodes=train.cross_episodes, online=train.online),
         make_logger=lambda logdir, purge_step: Logger(logdir, purge_step=purge_step),
         make_schedule=lambda: Schedule(train, config.env.action_repeat))
 
@@ -201,15 +201,17 @@ class Trainer:
                     and not resume.checkpoint.host.get("pending_work")):
                 raise RunFinished(logdir, resume.checkpoint.step, config.steps)
             self.state = self.initial_state(resume.checkpoint)  # replicated over devices
-            self.collector = Collector(self.envs, config.env.action_repeat)  # resets: renders once
+            self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
+            self.collector = Collector(self.envs, config.env.action_repeat,  # resets: renders once
+                                       extras=self.actor.context)
         except BaseException:
             self.envs.close()
             self.eval_envs.close()
             raise
-        self.replay = parts.make_replay(logdir / "replay", episode_signature(self.envs))
+        self.replay = parts.make_replay(logdir / "replay",
+                                        episode_signature(self.envs, self.agent.agent.context_space()))
         self.replay.load()
         self.replay_lock = threading.Lock()  # an actor thread may add episodes while updates sample
-        self.actor = AgentActor(self.agent, self.envs.num_envs, config.seed + 1, "train")
         self.acting_state = self.state  # what the training policy reads (`publish`)
         self.publish: Callable = lambda state: state  # a loop that acts beside the updates copies
         self.rng = np.random.default_rng(config.seed)  # prefill's random actions
@@ -325,7 +327,7 @@ class Trainer:
     # ------------------------------------------------------------------ collection
 
     def act(self, obs: dict) -> np.ndarray:
-        if self.schedule.prefilling(self.replay.num_steps):
+        if self.schedule.prefilling(self.replay.num_steps) and self.config.train.prefill_actions == "random":
             return random_actions(self.rng, self.envs.num_envs, self.envs.action_size, self.envs.discrete)
         state = self.agent.on_env_steps(self.acting_state, self.schedule.step)
         return self.actor(self.agent.local(state), obs)
@@ -392,31 +394,36 @@ class Trainer:
         previous update runs; stops after the update in progress on a signal. Then the acting
         policy gets the new state (`publish`). Returns the updates done."""
         start, done = time.time(), 0
-        batch = self.sample_batch()
+        batch, positions = self.sample_batch()
         for done in range(1, owed + 1):
-            self.state, metrics = self.agent.update(self.state, batch)
+            self.state, metrics, entries = self.agent.update(self.state, batch)
             self.metrics.add(self.agent.local(metrics))
-            drawn = self.replay.state_dict()  # the sampling RNG before the next batch
+            drawn = self.replay.sampling_state()  # before the next batch
+            written = positions
             if done < owed:
-                batch = self.sample_batch()
+                batch, positions = self.sample_batch()
             jax.block_until_ready(metrics)
+            if entries:  # the replay context: each posterior state goes with the step after it
+                with self.replay_lock:
+                    self.replay.overwrite(written, self.agent.host_rows(entries), shift=1)
             self.rate.update_done(done, owed, self.progress)
             if self.stopped():
-                self.replay.load_state_dict(drawn)  # the rerun draws the unused batch again
+                self.replay.restore_sampling(drawn)  # the rerun draws the unused batch again
                 break
         self.acting_state = self.publish(self.state)
         self.metrics.add({"perf/train_seconds": time.time() - start})
         self.check_finite(self.metrics.pending["train/nonfinite"][-done:])
         return done
 
-    def sample_batch(self) -> dict:
-        """One training batch [B, T, ...] from the replay, on the devices."""
+    def sample_batch(self) -> tuple[dict, list]:
+        """One training batch [B, T, ...] from the replay, on the devices, and where its
+        sequences lie in the replay."""
         try:
             with self.replay_lock:
-                batch = self.replay.sample(self.config.train.batch_size)
+                batch, positions = self.replay.sample_with_positions(self.config.train.batch_size)
         except InsufficientDataError as error:  # e.g. episodes shorter than seq_len
             raise TrainingError(str(error)) from None
-        return self.agent.shard(batch)
+        return self.agent.shard(batch), positions
 
     def check_finite(self, flags: list) -> None:
         """Warn about updates skipped for a non-finite loss or gradient; stop the run after
@@ -468,7 +475,7 @@ class Trainer:
         if work.prefilling:
             return
         with self.replay_lock:
-            batch = self.replay.sample(min(6, self.config.train.batch_size))
+            batch = self.replay.sample(min(6, self.config.train.batch_size), online=False)
         videos = self.agent.report(self.state, batch)
         for name, video in jax.device_get(videos).items():
             self.logger.video(f"train/{name}", video)

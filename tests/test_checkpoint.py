@@ -26,7 +26,7 @@ def trained_state(agent, updates: int = 2):
     """A state whose optimizer moments, key and update counter have all moved."""
     state = placed(agent).init(jax.random.PRNGKey(0))
     for seed in range(updates):
-        state, _ = placed(agent).update(state, random_batch(seed))
+        state, _, _ = placed(agent).update(state, random_batch(seed))
     return state
 
 
@@ -61,8 +61,8 @@ def test_round_trip_is_bit_exact(tmp_path, dreamer_and_state):
     restored = checkpoint.restore_state(agent.state_template(), ckpt)
     assert_trees_equal(state, restored)  # parameters, optimizer states, PRNG key, counter
     # Training on from the restored state is training on from the saved one.
-    a, metrics_a = placed(agent).update(jax.tree.map(jnp.asarray, state), random_batch(5))
-    b, metrics_b = placed(agent).update(jax.device_put(restored), random_batch(5))
+    a, metrics_a, _ = placed(agent).update(jax.tree.map(jnp.asarray, state), random_batch(5))
+    b, metrics_b, _ = placed(agent).update(jax.device_put(restored), random_batch(5))
     assert_trees_equal(a, b)
     assert float(metrics_a["model/loss"]) == float(metrics_b["model/loss"])
 

@@ -227,7 +227,7 @@ def test_behaviour_update_leaves_world_model_untouched(agent_and_state):
     key, k_wm, _ = jax.random.split(state.key, 3)
     wm_only, _, _, _ = jax.jit(agent.wm.update)(state.wm, state.wm_opt, batch, k_wm)
     copy = jax.tree.map(jnp.copy, state)  # `train` donates its input
-    new_state, metrics = placed(agent).update(copy, batch)
+    new_state, metrics, _ = placed(agent).update(copy, batch)
     for a, b in zip(jax.tree.leaves(wm_only), jax.tree.leaves(new_state.wm)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # two compilations: fusion may differ
     # ... while the actor and value did change.
@@ -247,7 +247,7 @@ def test_behaviour_losses_see_the_world_model_before_its_step(agent_and_state):
     behaviour = jax.jit(agent.update_agent_state)
     _, before, _ = behaviour(state.agent, state.wm, post, batch, k_agent)
     _, after, _ = behaviour(state.agent, stepped_wm, post, batch, k_agent)
-    _, metrics = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
+    _, metrics, _ = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
     name = "behavior/imagined_return"
     assert abs(float(before[name]) - float(after[name])) > 1e-4 * abs(float(before[name]))  # the test can tell
     assert float(metrics[name]) == pytest.approx(float(before[name]), rel=1e-5)
@@ -260,7 +260,7 @@ def test_update_traced_once_and_loss_decreases():
     state = placed(agent).init(jax.random.PRNGKey(0))
     losses = []
     for i in range(8):  # fresh arrays each call, same batch contents: the model can fit it
-        state, metrics = placed(agent).update(state, random_batch(seed=1))
+        state, metrics, _ = placed(agent).update(state, random_batch(seed=1))
         losses.append(float(metrics["model/loss"]))
     assert traces["update"] == 1  # new batches of the same shapes never retrace
     assert losses[-1] < losses[0]
@@ -272,8 +272,8 @@ def test_bfloat16_update_tracks_float32(agent_and_state):
     agent_bf16 = Dreamer(tiny_config(**{"train.precision": "bfloat16"}), A, False)
     state_bf16 = placed(agent_bf16).init(jax.random.PRNGKey(0))
     batch = random_batch(seed=2)
-    _, m32 = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
-    _, m16 = placed(agent_bf16).update(state_bf16, batch)
+    _, m32, _ = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
+    _, m16, _ = placed(agent_bf16).update(state_bf16, batch)
     assert all(np.isfinite(float(v)) for v in m16.values())
     for key in ("model/loss", "model/image_loss", "model/kl"):
         assert float(m16[key]) == pytest.approx(float(m32[key]), rel=0.02), key

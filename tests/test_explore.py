@@ -145,7 +145,7 @@ def test_train_step_metrics_and_single_trace(agent_and_state, traced_agent):
     agent, state = agent_and_state
     state = jax.tree.map(jnp.copy, state)  # `train` donates its input
     for seed in range(2):
-        state, metrics = placed(agent).update(state, random_batch(seed))
+        state, metrics, _ = placed(agent).update(state, random_batch(seed))
     assert traced_agent[1]["update"] == 1
     for key in ("explore/intrinsic_reward", "explore/ensemble_loss", "explore/disagreement",
                 "explore/actor_loss", "explore/value_loss", "behavior/actor_loss", "behavior/value_loss",
@@ -166,7 +166,7 @@ def test_exploration_update_ignores_environment_rewards(reward_grad, agent_and_s
         agent = tiny_agent(**{"model.reward_grad": True})
         state = placed(agent).init(jax.random.PRNGKey(0))
     def two_steps(batch):
-        once, _ = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
+        once, _, _ = placed(agent).update(jax.tree.map(jnp.copy, state), batch)
         return placed(agent).update(once, batch)[0]
 
     new = [two_steps(random_batch(reward=r)) for r in (None, 1.0)]
@@ -212,7 +212,7 @@ def test_exploration_reward_comes_from_the_ensemble_before_its_step():
     runs = {}
     for lr in (1e-9, 1e-2):
         agent = tiny_agent(**{"explore.lr": lr})
-        state, metrics = placed(agent).update(placed(agent).init(jax.random.PRNGKey(0)), random_batch(seed=3))
+        state, metrics, _ = placed(agent).update(placed(agent).init(jax.random.PRNGKey(0)), random_batch(seed=3))
         runs[lr] = agent, state, metrics
     (agent, slow, m_slow), (_, fast, m_fast) = runs.values()
     seq = imagined_sequence(agent, seed=2, batch=2, horizon=3)
@@ -230,7 +230,7 @@ def test_running_normaliser_is_debiased_mean():
     # debiased by 1 - 0.9^2 = 0.19: 0.58 / 0.19.
     behavior = behavior._replace(norm_ema=jnp.float32(0.58), norm_count=jnp.float32(2))
     assert float(agent.normaliser(behavior)) == pytest.approx(0.58 / 0.19, rel=1e-5)
-    state, metrics = placed(agent).update(state, random_batch())
+    state, metrics, _ = placed(agent).update(state, random_batch())
     raw = float(metrics["explore/imagined_disagreement"])
     assert float(state.agent.norm_count) == 1
     assert float(agent.normaliser(state.agent)) == pytest.approx(raw, rel=1e-4)

@@ -22,7 +22,7 @@ def test_nonfinite_update_is_skipped_then_training_resumes():
     before = jax.tree.map(np.asarray, state)  # `train` donates its input
     bad = random_batch(seed=1)
     bad["reward"][0, 2] = np.nan  # one NaN reward poisons the loss and every gradient
-    state, metrics = placed(agent).update(state, bad)
+    state, metrics, _ = placed(agent).update(state, bad)
     assert float(metrics["train/nonfinite"]) == 1.0
     assert not np.isfinite(float(metrics["model/loss"]))
     for old, new in zip(jax.tree.leaves(before.wm) + jax.tree.leaves(before.agent),
@@ -30,7 +30,7 @@ def test_nonfinite_update_is_skipped_then_training_resumes():
         np.testing.assert_array_equal(old, new)  # parameters and optimizer states untouched
     assert int(state.applied_updates) == 0
     assert not np.array_equal(before.key, state.key)  # the next update draws new noise
-    state, metrics = placed(agent).update(state, random_batch(seed=1))
+    state, metrics, _ = placed(agent).update(state, random_batch(seed=1))
     assert float(metrics["train/nonfinite"]) == 0.0 and int(state.applied_updates) == 1
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
     assert traces["update"] == 1  # the guard lives inside the one compiled update
@@ -59,7 +59,7 @@ def test_same_seed_same_losses():
         state = placed(agent).init(jax.random.PRNGKey(seed))
         out = []
         for i in range(3):
-            state, metrics = placed(agent).update(state, random_batch(seed=i))
+            state, metrics, _ = placed(agent).update(state, random_batch(seed=i))
             out.append(jax.device_get(metrics))
         return out
 

@@ -38,7 +38,7 @@ CHECK = textwrap.dedent("""
             agent = DeviceAgent(Dreamer(tiny_config(**{"devices": devices}), A, False), devices)
             state = agent.init(jax.random.PRNGKey(0))
             for seed in range(2):
-                state, metrics = agent.update(state, agent.shard(random_batch(seed, b=4)))
+                state, metrics, _ = agent.update(state, agent.shard(random_batch(seed, b=4)))
         assert traces["update"] == 1, traces  # the state keeps its sharding
         if devices == 2:
             leaf = jax.tree.leaves(state.wm)[0]
@@ -70,7 +70,7 @@ RESTORE = textwrap.dedent("""
 
     root = Path(sys.argv[1])
     saver = DeviceAgent(Dreamer(tiny_config(**{"devices": 2}), A, False), 2)
-    state, _ = saver.update(saver.init(jax.random.PRNGKey(0)), saver.shard(random_batch(0, b=4)))
+    state, _, _ = saver.update(saver.init(jax.random.PRNGKey(0)), saver.shard(random_batch(0, b=4)))
     checkpoint.save(root, state, {"step": 1}, keep=1)
     saved = jax.device_get(state)
     for devices in (2, 1):  # a run saved on two devices resumes on two, or on one
@@ -82,7 +82,7 @@ RESTORE = textwrap.dedent("""
         leaf = jax.tree.leaves(restored.wm)[0]
         assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == devices
         for seed in (1, 2):
-            restored, _ = agent.update(restored, agent.shard(random_batch(seed, b=4)))
+            restored, _, _ = agent.update(restored, agent.shard(random_batch(seed, b=4)))
         assert traces["update"] == 1, (devices, traces)  # placed as a fresh state is
     print("restored")
 """)

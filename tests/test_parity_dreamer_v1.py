@@ -121,7 +121,7 @@ def our_update(g: dict):
     # A chunk from inside an episode: no step starts or ends one.
     batch.update({k: jnp.zeros(shape, bool) for k in ("is_first", "is_last", "is_terminal")})
     with mock.patch.object(jax.random, "normal", fixed_normal_jax):
-        new, metrics = jax.jit(agent.update)(state, batch)
+        new, metrics, _ = jax.jit(agent.update)(state, batch)
     grads = {"wm": new.wm_opt[1], "agent": {"actor": new.agent.actor_opt[1], "value": new.agent.value_opt[1]}}
     return agent, params, metrics, new, from_ours(grads, list(section(g, "grad_")))
 

@@ -5,7 +5,9 @@ The golden data (`update_*` in `tests/data/parity/dreamerv3_parts.npz`, made by
 step at a tiny float32 config with vector and image inputs, the batch, every loss term, every
 parameter's gradient, the optimiser's update, the parameters after the step (the slow critic's
 too) and the return normaliser's state; `discrete_update_*` the same with vector inputs alone
-and one of 3 discrete actions. The adapter below maps the official parameters into our train
+and one of 3 discrete actions; `context_update_*` with vector inputs and `replay_context` 1:
+the sequences start from stored latent states, and the step's posterior states (which the
+replay stores) are compared too. The adapter below maps the official parameters into our train
 state; our `Dreamer.update` runs on the same batch, and the samples of both codebases come from
 the same deterministic stand-ins for `jax.random.normal` and `jax.random.categorical`. Each
 quantity must match to a relative error of 1e-5 (`relative_error`).
@@ -45,9 +47,10 @@ OVERRIDES = {"model.deter": 16, "model.hidden": 8, "model.stoch": 4, "model.clas
              "behavior.value_layers": 2, "behavior.value_units": 8, "behavior.horizon": 3,
              "model.warmup": 0, "behavior.warmup": 0}
 VECTORS = {"position": ((2,), np.dtype(np.float32)), "velocity": ((3,), np.dtype(np.float32))}
-# prefix in the golden data -> (observations, action size, discrete)
-VARIANTS = {"update_": ({**VECTORS, "image": ((64, 64, 3), np.dtype(np.uint8))}, 2, False),
-            "discrete_update_": (VECTORS, 3, True)}
+# prefix in the golden data -> (observations, action size, discrete, replay context)
+VARIANTS = {"update_": ({**VECTORS, "image": ((64, 64, 3), np.dtype(np.uint8))}, 2, False, 0),
+            "discrete_update_": (VECTORS, 3, True, 0),
+            "context_update_": (VECTORS, 2, False, 1)}
 
 
 def head_names(official: str, ours: str, layers: int, output: str) -> dict[str, str]:
@@ -117,31 +120,46 @@ def from_ours(tree: dict, official_names) -> dict[str, np.ndarray]:
 def our_update(g: dict, prefix: str):
     """Our agent's one update on the official parameters and batch of the variant `prefix`:
     (metrics, new state, the recorded gradients and updates as official-named dicts)."""
-    obs_space, action_size, discrete = VARIANTS[prefix]
+    obs_space, action_size, discrete, context = VARIANTS[prefix]
     with recording_optimizers():
-        agent = Dreamer(build_config(["dreamerv3"], OVERRIDES), action_size, discrete, obs_space)
+        agent = Dreamer(build_config(["dreamerv3"], {**OVERRIDES, "train.replay_context": context}),
+                        action_size, discrete, obs_space)
     params = to_ours(section(g, f"{prefix}param_"))
     wm, ac = params["wm"], params["agent"]
     state = TrainState(wm, agent.wm.optimizer.init(wm),
                        ACState(ac["actor"], ac["value"], agent.ac.actor_opt.init(ac["actor"]),
                                agent.ac.value_opt.init(ac["value"]), ac["slow_value"], jnp.zeros(2)),
                        jax.random.PRNGKey(0), jnp.zeros((), jnp.int32))
-    batch = {k: jnp.asarray(v) for k, v in section(g, f"{prefix}batch_").items()}
-    if discrete:
-        batch["action"] = jax.nn.one_hot(batch["action"], action_size)
-    # Ours stores with step t the action that led to it; the official, the action taken at t.
-    batch["action"] = jnp.pad(batch["action"][:, :-1], ((0, 0), (1, 0), (0, 0)))
+    batch = our_batch(g, prefix, action_size, discrete, context)
     with mock.patch.object(jax.random, "normal", fixed_normal), \
             mock.patch.object(jax.random, "categorical", fixed_categorical):
-        new, metrics = jax.jit(agent.update)(state, batch)
+        new, metrics, entries = jax.jit(agent.update)(state, batch)
     recorded = {name: {"wm": new.wm_opt[i], "agent": {"actor": new.agent.actor_opt[i], "value": new.agent.value_opt[i]}}
                 for i, name in ((1, "grad"), (2, "update"))}
     names = list(section(g, f"{prefix}grad_"))
-    return metrics, new, {kind: from_ours(tree, names) for kind, tree in recorded.items()}
+    return metrics, new, entries, {kind: from_ours(tree, names) for kind, tree in recorded.items()}
+
+
+def our_batch(g: dict, prefix: str, action_size: int, discrete: bool, context: int) -> dict:
+    """The official batch in our layout. Ours stores with step t the action that led to it; the
+    official, the action taken at t. With replay context the official batch has one step more,
+    the context step, whose stored state (`dyn/*`) the trained steps start from: ours stores
+    that state with the first trained step instead (`context_*`)."""
+    batch = {k: jnp.asarray(v) for k, v in section(g, f"{prefix}batch_").items()}
+    if discrete:
+        batch["action"] = jax.nn.one_hot(batch["action"], action_size)
+    if not context:
+        batch["action"] = jnp.pad(batch["action"][:, :-1], ((0, 0), (1, 0), (0, 0)))
+        return batch
+    stored = {"context_deter": batch.pop("dyn/deter"), "context_stoch": batch.pop("dyn/stoch")}
+    ours = {k: v[:, 1:] for k, v in batch.items()}
+    ours["action"] = batch["action"][:, :-1]  # the context step's action led to the first trained step
+    ours.update({k: v[:, :-1].reshape(*ours["reward"].shape, -1) for k, v in stored.items()})
+    return ours
 
 
 def update_pairs(g: dict, prefix: str) -> dict:
-    metrics, new, recorded = our_update(g, prefix)
+    metrics, new, entries, recorded = our_update(g, prefix)
     loss = section(g, f"{prefix}loss_")
     pairs = {f"loss {key}": (metrics[f"model/{key}_loss"], loss[key]) for key in VARIANTS[prefix][0]}
     pairs.update({
@@ -158,6 +176,9 @@ def update_pairs(g: dict, prefix: str) -> dict:
         pairs.update({f"{kind} {k}": (v, g[f"{prefix}{kind}_{k}"]) for k, v in recorded[kind].items()})
     after = from_ours({"wm": new.wm, "agent": new.agent._asdict()}, section(g, f"{prefix}after_"))
     pairs.update({f"after {k}": (v, g[f"{prefix}after_{k}"]) for k, v in after.items()})
+    written = section(g, f"{prefix}replay_dyn/")  # the posterior states the replay stores
+    pairs.update({f"after replay {k}": (entries[f"context_{k}"], v.reshape(*v.shape[:2], -1))
+                  for k, v in written.items()})
     return pairs
 
 
@@ -182,6 +203,8 @@ def test_one_update_matches_the_official_code(variant, kind):
     prefix, pairs = variant
     compared = {name: pair for name, pair in pairs.items() if name.startswith(kind)}
     assert compared
+    if prefix == "context_update_" and kind == "after":  # and the states the replay stores
+        assert {"after replay deter", "after replay stoch"} <= set(compared)
     errors = {name: relative_error(*pair) for name, pair in compared.items()}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= RTOL, f"{prefix}{worst}: relative error {errors[worst]:.2e}"

@@ -278,3 +278,66 @@ def test_the_runs_signature_not_the_newest_file_decides(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="action"):
         fresh.add_episode(foreign)
     assert all(path.exists() for path in good)
+
+
+# ----------------------------------------------------------------------------- online replay
+
+
+def starts_of(batch: dict) -> list[tuple[int, int]]:
+    """(episode id, step) where each sampled sequence begins."""
+    return [(int(r), int(s)) for r, s in zip(batch["reward"][:, 0], batch["step"][:, 0])]
+
+
+def test_online_sequences_come_first_each_once_inside_episodes() -> None:
+    replay = Replay(None, capacity=100, seq_len=4, online=True)
+    fill(replay, [10, 3])  # the first holds sequences at 0 and 4 (8-9 are left over); the second none
+    assert starts_of(replay.sample(1)) == [(0, 0)]
+    assert replay.sample(1, online=False)["reward"].shape == (1, 4)  # a report: the queue waits
+    batch, positions = replay.sample_with_positions(3)
+    assert starts_of(batch)[0] == (0, 4) and positions[0] == (0, 4)
+    replay.add_episode(make_episode(2, 8))  # queues 0 and 4
+    assert starts_of(replay.sample(2)) == [(2, 0), (2, 4)]
+
+
+def test_online_sequences_across_episodes_cover_every_step_once() -> None:
+    replay = Replay(None, capacity=100, seq_len=4, cross_episodes=True, online=True)
+    fill(replay, [3])  # 3 steps: no whole sequence yet
+    replay.add_episode(make_episode(1, 6))  # 9 steps: sequences at global 0 and 4, 8 waits
+    replay.add_episode(make_episode(2, 5))  # 14 steps: 8 (episode 1, step 5) and nothing at 12
+    assert starts_of(replay.sample(3)) == [(0, 0), (1, 1), (1, 5)]
+
+
+def test_the_online_queue_survives_a_checkpoint_and_an_undone_draw(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=100, seq_len=2, online=True)
+    fill(replay, [6, 4])  # queued: (0, 0), (0, 2), (0, 4), (1, 0), (1, 2)
+    replay.sample(1)
+    drawn = replay.sampling_state()
+    replay.sample(2)
+    replay.restore_sampling(drawn)  # as a stopped run undoes its unused batch
+    state = json.loads(json.dumps(replay.state_dict()))
+    fresh = Replay(tmp_path, capacity=100, seq_len=2, online=True)
+    fresh.load()
+    fresh.load_state_dict(state)
+    assert starts_of(fresh.sample(4)) == starts_of(replay.sample(4)) == [(0, 2), (0, 4), (1, 0), (1, 2)]
+
+
+def test_online_sequences_dropped_for_capacity_are_skipped() -> None:
+    replay = Replay(None, capacity=10, seq_len=2, online=True)
+    fill(replay, [6, 6])  # the first episode is dropped: its 3 queued sequences with it
+    assert starts_of(replay.sample(3)) == [(1, 0), (1, 2), (1, 4)]
+
+
+# ----------------------------------------------------------------------------- writing back
+
+
+def test_overwrite_writes_each_value_into_the_step_after_across_episodes() -> None:
+    replay = Replay(None, capacity=100, seq_len=3, cross_episodes=True)
+    for episode_id, length in enumerate([4, 3]):
+        replay.add_episode({**make_episode(episode_id, length), "mark": np.zeros(length, np.int32)})
+    positions = [(0, 2), (1, 0)]  # (episode, step): episode 0 steps 2-3 then episode 1 step 0; 1: 0-2
+    values = np.arange(6, dtype=np.int32).reshape(2, 3) + 100
+    assert replay.overwrite(positions, {"mark": values}, shift=1) == 5  # episode 1 ends after 2 of row 1
+    batch = replay.sample(200)  # every start position many times
+    marks = {(int(r), int(s)): int(m) for r, s, m in zip(*(batch[k].ravel() for k in ("reward", "step", "mark")))}
+    assert marks == {(0, 0): 0, (0, 1): 0, (0, 2): 0, (0, 3): 100,
+                     (1, 0): 101, (1, 1): 103, (1, 2): 104}  # row 1 wrote over row 0's 102

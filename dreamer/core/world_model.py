@@ -196,19 +196,21 @@ class WorldModel:
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, params: Params, batch: dict, key: jax.Array, reward_grad: jax.Array | None = None
-             ) -> tuple[jax.Array, tuple[State, dict]]:
+    def loss(self, params: Params, batch: dict, key: jax.Array, reward_grad: jax.Array | None = None,
+             start: State | None = None) -> tuple[jax.Array, tuple[State, dict]]:
         """Negative ELBO over a batch of sequences; returns (loss, (posterior states, metrics)).
 
         `reward_grad`: a bool scalar that overrides `model.reward_grad` inside jitted code
         (Plan2Explore's few-shot adaptation turns it on mid-run); None: the config's.
+        `start`: the state [B, ...] the sequences start from (a replayed context); None: zeros.
         """
         k_noise, k_latent = jax.random.split(key)
         image = None  # the encoder's input and the decoder's target
         if self.image_key is not None:
             image = self.preprocess(batch[self.image_key], k_noise)
         embed = self._embed(params, batch, image)  # [B, T, E]
-        post, prior = self.rssm.observe(params["rssm"], embed, batch["action"], batch["is_first"], k_latent)
+        post, prior = self.rssm.observe(params["rssm"], embed, batch["action"], batch["is_first"], k_latent,
+                                        state=start)
         feat = self.rssm.get_feat(post)  # [B, T, F]
         recon = self.reconstruction_losses(self.decode(params, feat), batch, image)
         # Without reward_grad only the head learns the reward: task rewards cannot shape the

@@ -37,7 +37,10 @@ inputs drawn from a seeded NumPy generator and writes what they return:
   in for `jax.random.normal` and `jax.random.categorical` in both codebases: deterministic
   functions of the shape and of the probabilities, so that the same distributions give the same
   samples without sharing a random-number stream. `discrete_update_*`: the same with vector
-  inputs alone and one of 3 discrete actions (the categorical policy).
+  inputs alone and one of 3 discrete actions (the categorical policy). `context_update_*`: vector
+  inputs, continuous actions and `replay_context` 1: a batch of 2 x 5 steps whose first step
+  holds random stored latent states (`batch_dyn/deter`, `batch_dyn/stoch`) that the 4 trained
+  steps start from; also the latent states the step writes back (`replay_dyn/*`).
 
 Nothing is written unless every part ran: a missing checkout, another commit or a missing
 dependency is one `error:` line and exit status 2.
@@ -378,9 +381,10 @@ def update_batch(rng, batch: int, length: int, discrete: bool) -> dict:
     return data
 
 
-def update_data(o, rng, discrete: bool) -> dict:
+def update_data(o, rng, discrete: bool, context: bool = False) -> dict:
     """One official training step (see the module's docstring); `discrete`: the second batch
-    layout of `update_batch`, under the prefix `discrete_`."""
+    layout of `update_batch`, under the prefix `discrete_`; `context`: vectors only, replay
+    context 1, under the prefix `context_`."""
     from unittest import mock
 
     import ruamel.yaml
@@ -393,17 +397,24 @@ def update_data(o, rng, discrete: bool) -> dict:
     config = elements.Config(configs["defaults"]).update(UPDATE_CONFIG)
     batch, length = 2, 4
     config = elements.Config(**config.agent, logdir="", seed=0, jax=config.jax, batch_size=batch,
-                             batch_length=length, replay_context=0, report_length=length, replica=0, replicas=1)
+                             batch_length=length, replay_context=int(context), report_length=length,
+                             replica=0, replicas=1)
     Space = elements.Space
     obs_space = {"position": Space(np.float32, (2,)), "velocity": Space(np.float32, (3,)),
                  "reward": Space(np.float32), **{k: Space(bool) for k in ("is_first", "is_last", "is_terminal")}}
-    if not discrete:
+    if not discrete and not context:
         obs_space["image"] = Space(np.uint8, (64, 64, 3))
     action = Space(np.int32, (), 0, 3) if discrete else Space(np.float32, (2,), -1, 1)
     agent = object.__new__(agent_module.Agent)  # the inner agent, without the outer jit wrapper
     agent.__init__(obs_space, {"action": action}, config)
-    data = update_batch(rng, batch, length, discrete)
-    inputs = {**data, "stepid": np.zeros((batch, length, 20), np.uint8), "consec": np.zeros((batch, length), np.int32)}
+    data = update_batch(rng, batch, length + context, discrete)
+    if context:  # the stored latent states: only the first step's are read
+        del data["image"]
+        data["dyn/deter"] = rng.normal(size=(batch, length + 1, config.dyn.rssm.deter)).astype(np.float32)
+        classes = rng.integers(0, config.dyn.rssm.classes, (batch, length + 1, config.dyn.rssm.stoch))
+        data["dyn/stoch"] = np.eye(config.dyn.rssm.classes, dtype=np.float32)[classes]
+    inputs = {**data, "stepid": np.zeros((batch, length + context, 20), np.uint8),
+              "consec": np.zeros((batch, length + context), np.int32)}
 
     def train(inputs):
         return agent.train(agent.init_train(batch), inputs)
@@ -430,7 +441,7 @@ def update_data(o, rng, discrete: bool) -> dict:
             elif not k.endswith("/scale"):
                 params[k] = KERNEL_SCALE * params[k]
         _, (grads, metrics) = nj.pure(gradients)(params, inputs, seed=0)
-        after, _ = nj.pure(train)(params, inputs, seed=0)
+        after, (_, outs, _) = nj.pure(train)(params, inputs, seed=0)
     opt = agent._make_opt(**config.opt)
     trained = {k: params[k] for k in grads}
     updates, _ = opt.update(grads, opt.init(trained), trained)
@@ -443,7 +454,9 @@ def update_data(o, rng, discrete: bool) -> dict:
     out.update({f"update_{k}": v for k, v in updates.items()})
     out.update({f"after_{k}": after[k] for k in learned})
     out["retnorm"] = jnp.stack([after["retnorm/lo/value"], after["retnorm/hi/value"]])
-    return {f"{'discrete_' if discrete else ''}update_{k}": np.asarray(v) for k, v in out.items()}
+    out.update({f"replay_{k}": v for k, v in outs.get("replay", {}).items() if k != "stepid"})
+    prefix = "discrete_" if discrete else "context_" if context else ""
+    return {f"{prefix}update_{k}": np.asarray(v) for k, v in out.items()}
 
 
 def generate(o) -> dict:
@@ -464,6 +477,7 @@ def generate(o) -> dict:
     data.update(return_data(o, rng))
     data.update(update_data(o, rng, discrete=False))
     data.update(update_data(o, rng, discrete=True))
+    data.update(update_data(o, rng, discrete=False, context=True))
     return data
 
 
