@@ -6,10 +6,13 @@ import subprocess
 
 import pytest
 
-from tests.parity import generate_dreamer_v1, generate_dreamerv3
+from tests.parity import generate_dreamer_v1, generate_dreamerv3, generate_plan2explore, generate_planet
 
 GENERATORS = {"dreamerv3": (generate_dreamerv3, ("dreamerv3/agent.py",)),
-              "dreamer_v1": (generate_dreamer_v1, ("dreamer.py", "models.py"))}
+              "dreamer_v1": (generate_dreamer_v1, ("dreamer.py", "models.py")),
+              "planet": (generate_planet, ("planet/control/planning.py",)),
+              "plan2explore": (generate_plan2explore, ("plan2explore/networks/one_step_model.py",
+                                                      "plan2explore/training/utility.py"))}
 
 
 def commit_all(path):
