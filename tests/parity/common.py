@@ -59,6 +59,19 @@ def run(argv, script: str, repository: str, default_out: Path, check_checkout, i
     return 0
 
 
+def load_module(name: str, path: Path):
+    """The Python file `path` as the module `name` (registered in `sys.modules`), without
+    importing the package around it: the TensorFlow 1 packages' `__init__` import their whole
+    training stack."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def fixed_normal(key, shape=(), dtype=np.float32):
     """Stands in for `jax.random.normal`: the same values for the same shape, any key."""
     import jax.numpy as jnp

@@ -26,7 +26,6 @@ dependency is one `error:` line and exit status 2.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -34,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from tests.parity.common import GeneratorError, pinned_commit, run
+    from tests.parity.common import GeneratorError, load_module, pinned_commit, run
 except ImportError:  # run as a script: its folder is on the path
-    from common import GeneratorError, pinned_commit, run
+    from common import GeneratorError, load_module, pinned_commit, run
 
 OFFICIAL_COMMIT = "f8ba930bf7d1c6b2a6aa7685d26e5f8335c129da"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "parity" / "plan2explore_disagreement.npz"
@@ -51,14 +50,6 @@ def check_checkout(path: Path) -> str:
         if not (path / "plan2explore" / name).is_file():
             raise GeneratorError(f"'{path}' is not a checkout of ramanans1/plan2explore (no plan2explore/{name})")
     return pinned_commit(path, "ramanans1/plan2explore", OFFICIAL_COMMIT)
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def import_official(path: Path) -> dict:
@@ -79,9 +70,9 @@ def import_official(path: Path) -> dict:
     stubs["plan2explore"].tools, stubs["plan2explore"].control = stubs["plan2explore.tools"], stubs["plan2explore.control"]
     stubs["plan2explore"].training = stubs["plan2explore.training"]
     stubs["plan2explore.training"].trainer = stubs["plan2explore.training.trainer"]
-    stubs["plan2explore.tools"].shape = load("plan2explore.tools.shape", root / "tools" / "shape.py").shape
-    one_step = load("plan2explore.networks.one_step_model", root / "networks" / "one_step_model.py")
-    utility = load("plan2explore.training.utility", root / "training" / "utility.py")
+    stubs["plan2explore.tools"].shape = load_module("plan2explore.tools.shape", root / "tools" / "shape.py").shape
+    one_step = load_module("plan2explore.networks.one_step_model", root / "networks" / "one_step_model.py")
+    utility = load_module("plan2explore.training.utility", root / "training" / "utility.py")
     for module in (one_step, utility):
         module.tf = tf.compat.v1  # TensorFlow 1 names (tf.layers.dense, tf.nn.moments)
     return dict(tf=tf.compat.v1, one_step_model=one_step.one_step_model, utility=utility)

@@ -23,7 +23,6 @@ dependency is one `error:` line and exit status 2.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -31,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from tests.parity.common import GeneratorError, pinned_commit, run
+    from tests.parity.common import GeneratorError, load_module, pinned_commit, run
 except ImportError:  # run as a script: its folder is on the path
-    from common import GeneratorError, pinned_commit, run
+    from common import GeneratorError, load_module, pinned_commit, run
 
 OFFICIAL_COMMIT = "c04226b6db136f5269625378cd6a0aa875a92842"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "parity" / "planet_cem.npz"
@@ -48,13 +47,6 @@ def check_checkout(path: Path) -> str:
     return pinned_commit(path, "google-research/planet", OFFICIAL_COMMIT)
 
 
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def import_official(path: Path) -> dict:
     try:
         import tensorflow as tf
@@ -64,10 +56,10 @@ def import_official(path: Path) -> dict:
     tf.compat.v1.disable_eager_execution()
     package = types.ModuleType("planet")  # only what planning.py imports of it
     package.tools = types.ModuleType("planet.tools")
-    package.tools.shape = load("planet.tools.shape", path / "planet" / "tools" / "shape.py").shape
-    package.tools.nested = load("planet.tools.nested", path / "planet" / "tools" / "nested.py")
+    package.tools.shape = load_module("planet.tools.shape", path / "planet" / "tools" / "shape.py").shape
+    package.tools.nested = load_module("planet.tools.nested", path / "planet" / "tools" / "nested.py")
     sys.modules["planet"], sys.modules["planet.tools"] = package, package.tools
-    planning = load("planet.control.planning", path / "planet" / "control" / "planning.py")
+    planning = load_module("planet.control.planning", path / "planet" / "control" / "planning.py")
     planning.tf = tf.compat.v1  # TensorFlow 1 names (tf.random_normal, tf.nn.dynamic_rnn)
     return dict(tf=tf.compat.v1, planning=planning)
 
