@@ -162,7 +162,15 @@ def valid_keys(cls: type | None = None, prefix: str = "") -> list[str]:
     return keys
 
 
+# Keys renamed since runs were saved: a saved config's old name is read as the new one; given
+# on the command line or in a preset, the old name is an unknown key that names its successor.
+RENAMED_KEYS = {"model.act": "model.activation", "model.cnn_act": "model.cnn_activation",
+                "explore.act": "explore.activation"}
+
+
 def _unknown_key(key: str) -> ConfigError:
+    if key in RENAMED_KEYS:
+        return ConfigError(f"unknown config key '{key}'; it is now '{RENAMED_KEYS[key]}'")
     close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.4)
     if not close:  # try matching the last component alone (e.g. 'deter' -> 'model.deter')
         last = {k.split(".")[-1]: k for k in valid_keys()}
@@ -375,9 +383,20 @@ def save_config(config: Config, path: Path) -> None:
 
 
 def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config from a saved `config.yaml` mapping (validated like a preset)."""
+    """Rebuild a Config from a saved `config.yaml` mapping (validated like a preset), its
+    renamed keys read under their new names."""
     full = config_class()
-    return check_consistency(_apply(full, full(), data))
+    return check_consistency(_apply(full, full(), _renamed(data)))
+
+
+def _renamed(data: dict) -> dict:
+    """A copy of a nested config mapping with `RENAMED_KEYS` moved to their new names."""
+    data = {section: dict(value) if isinstance(value, dict) else value for section, value in data.items()}
+    for old, new in RENAMED_KEYS.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        if isinstance(data.get(old_section), dict) and old_name in data[old_section]:
+            data.setdefault(new_section, {})[new_name] = data[old_section].pop(old_name)
+    return data
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -437,6 +456,7 @@ def load_saved_config(path: Path) -> Config:
     # A truncated file would otherwise be read with defaults filled in. Keys a rerun may change
     # anyway, and keys added since, are filled in: a run saved before one of them existed can
     # still resume.
+    data = _renamed(data)
     missing = sorted(set(_required_keys(data.get("agent"))) - set(flatten(data)) - RESUME_SAFE_KEYS
                      - LATER_KEYS)
     if missing:

@@ -44,7 +44,7 @@ class Plan2Explore(WorldModelAgent):
         make_ac = lambda: ActorCritic(config.behavior, self.wm, action_size, discrete)  # noqa: E731
         self.task_ac, self.explore_ac = make_ac(), make_ac()
         self.ensemble = Ensemble(self.cfg.ensemble, self.cfg.layers, self.cfg.units, self._target_size(),
-                                 self.cfg.act, self.cfg.lr, self.cfg.eps, self.cfg.grad_clip, self.cfg.bootstrap)
+                                 self.cfg.activation, self.cfg.lr, self.cfg.eps, self.cfg.grad_clip, self.cfg.bootstrap)
 
     def _target_size(self) -> int:
         if self.cfg.target == "stoch":

@@ -16,7 +16,7 @@ class ExploreConfig:
     target: str = option("embed", choices=("embed", "stoch"))  # next image embedding (paper) or stoch
     layers: int = option(2, positive=True)
     units: int = option(1024, positive=True)
-    act: str = option("relu", choices=ACTIVATION_NAMES)
+    activation: str = option("relu", choices=ACTIVATION_NAMES)
     action_cond: bool = True  # the action enters every layer of the predictors
     bootstrap: bool = True  # each member trains on its own resample of the batch's sequences
     # The reference trains the ensemble inside the world model's Adam (lr 6e-4, eps 1e-4,

@@ -12,6 +12,7 @@ from dreamer.config import (
     coerce,
     config_class,
     config_from_dict,
+    load_saved_config,
     nest,
     parse_overrides,
     save_config,
@@ -339,3 +340,17 @@ def test_parse_overrides_env_alias():
     config = build_config([], parse_overrides(["--env", "dmc_cartpole_balance", "--model.deter", "64"]))
     assert config.env.name == "dmc_cartpole_balance"
     assert config.model.deter == 64
+
+
+def test_a_saved_config_with_renamed_keys_reads_them_under_their_new_names(tmp_path):
+    config = build_config(overrides={"agent": "plan2explore", "model.activation": "silu",
+                                     "model.cnn_activation": "elu", "explore.activation": "tanh"})
+    data = config.to_dict()
+    for section, old, new in [("model", "act", "activation"), ("model", "cnn_act", "cnn_activation"),
+                              ("explore", "act", "activation")]:
+        data[section][old] = data[section].pop(new)  # as a run saved before the renames
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_saved_config(path) == config_from_dict(data) == config
+    message = config_error([], {"model.act": "relu"})  # given anew, the old name points to the new
+    assert message == "unknown config key 'model.act'; it is now 'model.activation'"

@@ -18,7 +18,7 @@ from dreamer.overlapped import make_trainer
 from dreamer.registry import agent_class
 from dreamer.replay import read_episode
 from dreamer.trainer import default_parts
-from tests.support import TINY, placed
+from tests.support import TINY
 
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode
     import fake_envs
@@ -66,23 +66,25 @@ def context_batch(agent, seed: int, first: bool) -> dict:
             for key, value in batch.items()}
 
 
-def update(agent, batch):
-    state = placed(agent).init(jax.random.PRNGKey(0))
-    return placed(agent).update(state, batch)
+def world_model_loss(agent):
+    """batch -> the world model's loss on it, from the sequences' start states (`start_state`)."""
+    params = agent.wm.init(jax.random.PRNGKey(0))
+    loss = jax.jit(lambda b: agent.wm.loss(params, b, jax.random.PRNGKey(1), start=agent.start_state(b))[0])
+    return lambda batch: float(loss(batch))
 
 
-def test_an_update_starts_from_the_stored_context_of_the_first_step(agent):
+def test_sequences_start_from_the_stored_context_of_their_first_step(agent):
+    loss = world_model_loss(agent)
     batch = context_batch(agent, 0, first=False)
-    other = {**batch, "context_deter": batch["context_deter"] + 1.0}
-    _, metrics, entries = update(agent, batch)
-    _, other_metrics, _ = update(agent, other)
-    assert metrics["model/loss"] != other_metrics["model/loss"]
-    assert {key: value.shape for key, value in entries.items()} == {
-        "context_deter": (2, 5, 8), "context_stoch": (2, 5, 4)}  # TINY: deter 8, stoch 4
+    moved = {**batch, "context_deter": batch["context_deter"] + 1.0}
+    assert loss(batch) != loss(moved)
+    later = {**batch, "context_deter": batch["context_deter"].copy()}
+    later["context_deter"][:, 1:] += 1.0  # only the first step's context is read
+    assert loss(batch) == loss(later)
     first = context_batch(agent, 0, first=True)  # an episode starts: the state resets, context unused
-    _, first_metrics, _ = update(agent, first)
-    _, first_other, _ = update(agent, {**first, "context_deter": first["context_deter"] + 1.0})
-    assert first_metrics["model/loss"] == first_other["model/loss"]
+    assert loss(first) == loss({**first, "context_deter": first["context_deter"] + 1.0})
+    assert {key: value.shape for key, value in agent.context(agent.wm.rssm.initial(3)).items()} == {
+        "context_deter": (3, 8), "context_stoch": (3, 4)}  # TINY: deter 8, stoch 4
 
 
 # A run on the fake environment: episodes of 25 steps, training from step 100 on, 6 updates

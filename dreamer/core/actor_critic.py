@@ -109,13 +109,13 @@ def return_scale(cfg: ActorCriticConfig, return_range: jax.Array) -> jax.Array:
 
 class ActorCritic:
     """The actor and the critic; their layers use the world model's activation, normalisation
-    and initialiser (`model.act`, `model.norm`, `model.init`)."""
+    and initialiser (`model.activation`, `model.norm`, `model.init`)."""
 
     def __init__(self, cfg: ActorCriticConfig, world_model: WorldModel, action_size: int, discrete: bool):
         self.cfg = cfg
         self.wm = world_model
         self.discrete = discrete
-        act, norm, init = world_model.cfg.act, world_model.cfg.norm, world_model.cfg.init
+        act, norm, init = world_model.cfg.activation, world_model.cfg.norm, world_model.cfg.init
         self.actor = Actor(cfg, action_size, discrete, act, norm, init)
         self.value_out = ScalarOutput(cfg.critic, cfg.twohot_bins)
         self.value = MLP(cfg.value_layers, cfg.value_units, self.value_out.size, act,

@@ -41,9 +41,9 @@ class ModelConfig:
     # DreamerV3's (stride-1 kernel-5 convolutions with max-pooling / nearest upsampling).
     cnn: str = option("dreamer", choices=("dreamer", "dreamerv3"))
     depth: int = option(32, positive=True)  # conv encoder/decoder width multiplier
-    act: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
+    activation: str = option("elu", choices=ACTIVATION_NAMES)  # the RSSM's and the heads' layers
     norm: str = option("none", choices=NORM_NAMES)  # before each of those activations
-    cnn_act: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
+    cnn_activation: str = option("relu", choices=ACTIVATION_NAMES)  # the encoder's and decoder's
     init: str = option("glorot", choices=INIT_NAMES)  # kernels of the RSSM, heads, actor, critic
     head_layers: int = option(2, positive=True)
     head_units: int = option(400, positive=True)
@@ -55,7 +55,7 @@ class ModelConfig:
     # Image reconstruction: a unit Gaussian's negative log-likelihood, 0.5 x squared error
     # (Dreamer V1, PlaNet), or the plain squared error (DreamerV3), summed over pixels.
     image_loss: str = option("gaussian", choices=("gaussian", "mse"))
-    # Vector observations: an MLP encoder and decoder of `mlp_layers` x `mlp_units` (with `act`,
+    # Vector observations: an MLP encoder and decoder of `mlp_layers` x `mlp_units` (with `activation`,
     # `norm` and `init`), inputs squashed by symlog if `symlog_inputs`; reconstruction as a unit
     # Gaussian's NLL (0.5 x squared error, summed over the vector) or DreamerV3's squared error
     # against the symlog of the target.

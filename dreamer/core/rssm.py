@@ -39,10 +39,10 @@ class RSSMCell(nn.Module):
         dist_size = self.latent.stats_size
         dense = lambda size: Dense(size, dtype=dt, kernel_init=kernel_init(cfg.init))  # noqa: E731
         if cfg.gru == "block":  # DreamerV3: its own input layers for deter, stoch and action
-            self.core = BlockGRU(cfg.deter, cfg.hidden, cfg.gru_blocks, cfg.norm, cfg.act, dt, cfg.init)
+            self.core = BlockGRU(cfg.deter, cfg.hidden, cfg.gru_blocks, cfg.norm, cfg.activation, dt, cfg.init)
         else:
             self.img_in = dense(cfg.hidden)
-            self.img_in_act = NormAct(cfg.norm, cfg.act)
+            self.img_in_act = NormAct(cfg.norm, cfg.activation)
             # Keras' GRU has no normalisation inside; DreamerV2's normalises its gates.
             self.gru = (DreamerV2GRU(cfg.deter, dt, cfg.norm, cfg.init) if cfg.gru == "dreamerv2"
                         else GRU(cfg.deter, dt))
@@ -51,8 +51,8 @@ class RSSMCell(nn.Module):
         self.obs_hidden = dense(cfg.hidden)
         self.obs_dist = dense(dist_size)
         # Normalisation (model.norm) and activation after each hidden layer.
-        self.img_hidden_act = [NormAct(cfg.norm, cfg.act) for _ in range(cfg.prior_layers)]
-        self.obs_hidden_act = NormAct(cfg.norm, cfg.act)
+        self.img_hidden_act = [NormAct(cfg.norm, cfg.activation) for _ in range(cfg.prior_layers)]
+        self.obs_hidden_act = NormAct(cfg.norm, cfg.activation)
 
     def prior(self, state: State, action: jax.Array, key: jax.Array) -> State:
         """Prior p(s_t | s_{t-1}, a_{t-1}): [B, ...] -> [B, ...]."""

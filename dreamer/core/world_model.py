@@ -74,21 +74,21 @@ class WorldModel:
         self.obs_space = IMAGE_SPACE if obs_space is None else dict(obs_space)
         self.image_key, self.vector_sizes = split_space(self.obs_space)
         self.rssm = RSSM(cfg, action_size, dtype)
-        mlp = dict(act=cfg.act, dtype=dtype, norm=cfg.norm, initializer=cfg.init)
+        mlp = dict(act=cfg.activation, dtype=dtype, norm=cfg.norm, initializer=cfg.init)
         self.vector_encoder = MLP(cfg.mlp_layers, cfg.mlp_units, **mlp)
         self.vector_decoder = VectorDecoder(tuple(self.vector_sizes.values()), cfg.mlp_layers,
                                             cfg.mlp_units, **mlp)
         if cfg.cnn == "dreamerv3":  # normalised like the rest of the model; decoder units: the heads'
-            self.encoder = EncoderV3(cfg.depth, cfg.norm, cfg.cnn_act, dtype, cfg.init)
+            self.encoder = EncoderV3(cfg.depth, cfg.norm, cfg.cnn_activation, dtype, cfg.init)
             self.decoder = DecoderV3(cfg.deter, cfg.depth, cfg.head_units, cfg.gru_blocks, norm=cfg.norm,
-                                     act=cfg.cnn_act, dtype=dtype, initializer=cfg.init)
+                                     act=cfg.cnn_activation, dtype=dtype, initializer=cfg.init)
         else:
-            self.encoder = Encoder(cfg.depth, cfg.cnn_act, dtype=dtype)
-            self.decoder = Decoder(cfg.depth, cfg.cnn_act, dtype=dtype)
+            self.encoder = Encoder(cfg.depth, cfg.cnn_activation, dtype=dtype)
+            self.decoder = Decoder(cfg.depth, cfg.cnn_activation, dtype=dtype)
         self.reward_out = ScalarOutput(cfg.reward_head, cfg.twohot_bins)
-        self.reward_head = MLP(cfg.head_layers, cfg.head_units, self.reward_out.size, cfg.act, dtype=dtype,
+        self.reward_head = MLP(cfg.head_layers, cfg.head_units, self.reward_out.size, cfg.activation, dtype=dtype,
                                out_scale=self.reward_out.out_scale, norm=cfg.norm, initializer=cfg.init)
-        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.act, dtype=dtype, norm=cfg.norm,
+        self.cont_head = MLP(cfg.head_layers, cfg.head_units, 1, cfg.activation, dtype=dtype, norm=cfg.norm,
                              initializer=cfg.init)
         self.optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
 
