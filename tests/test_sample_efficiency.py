@@ -344,6 +344,7 @@ def debug_sweep(tmp_path_factory):
     return out, argv, times
 
 
+@pytest.mark.e2e  # the sweep runs dreamer.train in real processes on MuJoCo
 def test_debug_sweep_writes_table_json_and_plots(debug_sweep):
     out, _, _ = debug_sweep
     summary = json.loads((out / "summary.json").read_text())
@@ -358,12 +359,14 @@ def test_debug_sweep_writes_table_json_and_plots(debug_sweep):
     assert {"done.json", "train.log", "metrics.jsonl", "config.yaml"} <= {p.name for p in logdir.iterdir()}
 
 
+@pytest.mark.e2e  # the sweep runs dreamer.train in real processes on MuJoCo
 def test_rerunning_a_finished_sweep_skips_the_run(debug_sweep):
     out, _, (first, second) = debug_sweep
     assert second < first / 3, (first, second)
     assert len((out / "attempts.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.e2e  # the sweep runs dreamer.train in real processes on MuJoCo
 def test_record_copies_table_plot_and_provenance(debug_sweep, tmp_path, monkeypatch):
     out, argv, _ = debug_sweep
     monkeypatch.setattr(sample_efficiency, "RESULTS", tmp_path)
@@ -398,6 +401,7 @@ def test_random_baseline_is_one_measurement_per_settings_at_seed_0(tmp_path, mon
     assert len(calls) == 3
 
 
+@pytest.mark.e2e  # the sweep runs dreamer.train in real processes on MuJoCo
 def test_random_baseline_is_measured_once_on_the_runs_settings(debug_sweep, monkeypatch):
     from benchmarks import record_run
 
