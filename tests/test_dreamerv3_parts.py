@@ -346,6 +346,24 @@ def test_bounded_normal_policy():
     assert float(dist.entropy()[0]) == pytest.approx(gauss_entropy(0.55) + gauss_entropy(1.0), rel=1e-5)
 
 
+def test_the_policys_central_action_whose_spread_over_states_is_logged():
+    """`location`: the bounded normal's mean tanh(x), the tanh-normal's median, the discrete
+    probabilities; `behavior/action_spread` is its standard deviation over the start states."""
+    cfg = tiny_config(**{"behavior.actor_dist": "bounded_normal"})
+    wm = WorldModel(cfg.model, 2)
+    out = jnp.array([[0.5, -1.0, 3.0, 0.0], [-0.5, 2.0, 0.0, 1.0]])  # 2 states: means, raw stds
+    location = ActorCritic(cfg.behavior, wm, 2, discrete=False).location(out)
+    np.testing.assert_allclose(location, np.tanh([[0.5, -1.0], [-0.5, 2.0]]), rtol=1e-6)
+    spread = float(location.std(0).mean())  # what the metric computes of these two states
+    # two values' population std is half their distance: per dimension tanh 0.5, |tanh -1 - tanh 2| / 2
+    assert spread == pytest.approx((math.tanh(0.5) + abs(math.tanh(-1.0) - math.tanh(2.0)) / 2) / 2, rel=1e-5)
+    tanh_normal = tiny_config(**{"behavior.actor_dist": "tanh_normal", "behavior.mean_scale": 5.0})
+    median = ActorCritic(tanh_normal.behavior, wm, 2, discrete=False).location(out)
+    np.testing.assert_allclose(median, np.tanh(5 * np.tanh(np.array([[0.5, -1.0], [-0.5, 2.0]]) / 5)), rtol=1e-6)
+    probs = ActorCritic(cfg.behavior, wm, 3, discrete=True).location(jnp.log(jnp.array([[1.0, 1.0, 2.0]])))
+    np.testing.assert_allclose(probs, [[0.25, 0.25, 0.5]], rtol=1e-6)
+
+
 def _v3_actor_critic(**overrides):
     cfg = tiny_config(**{"behavior.returns": "dreamerv3", "behavior.actor_dist": "bounded_normal",
                          "behavior.min_std": 0.1, **overrides})

@@ -155,14 +155,22 @@ class ActorCritic:
         if self.discrete:
             return jax.nn.one_hot(jnp.argmax(out, -1), out.shape[-1])
         if self.cfg.eval_samples == 0:
-            mean, _ = jnp.split(out, 2, -1)
-            if self.cfg.actor_dist == "bounded_normal":
-                return jnp.tanh(mean)
-            return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
+            return self.location(out)
         dist = action_dist(self.cfg, out, self.discrete)
         samples, log_prob = dist.sample_and_log_prob(seed=key, sample_shape=self.cfg.eval_samples)
         best = jnp.argmax(log_prob, 0)  # [N]
         return jnp.take_along_axis(samples, best[None, :, None], 0)[0]
+
+    def location(self, out: jax.Array) -> jax.Array:
+        """The policy's central action [..., A] from the actor's output: tanh(mean) for the
+        tanh-normal (its median) and the bounded normal (its mean); the probabilities for
+        discrete actions."""
+        if self.discrete:
+            return jax.nn.softmax(out, -1)
+        mean, _ = jnp.split(out, 2, -1)
+        if self.cfg.actor_dist == "bounded_normal":
+            return jnp.tanh(mean)
+        return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
 
     def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
         """[..., F] -> predicted return [...]: the Gaussian's mean or the two-hot expectation."""
@@ -296,6 +304,9 @@ class ActorCritic:
             "imagined_reward": aux["reward"].mean(), "imagined_return": aux["returns"].mean(),
             "actor_grad_norm": optax.tree.norm(actor_grads),
             "action_abs": jnp.abs(aux["action"]).mean(),
+            # How much the policy depends on the state: the spread of its central action over
+            # the start states, mean over action dimensions (0: the same action everywhere).
+            "action_spread": self.location(self.actor.apply(state.actor, aux["feat"][:, 0])).std(0).mean(),
             "return_scale": return_scale(self.cfg, aux["return_range"]),
         }
         if self.discrete or self.cfg.actor_dist == "bounded_normal":  # the tanh-normal has no closed form
