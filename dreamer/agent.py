@@ -18,7 +18,7 @@ class Dreamer(WorldModelAgent):
         return self.ac.init(key)
 
     def learned_parts(self, agent_state: ACState) -> dict:
-        return {"actor": agent_state.actor, "critic": agent_state.value}
+        return {"actor": agent_state.actor, "critic": agent_state.critic}
 
     def update_agent_state(self, agent_state: ACState, wm_params, post, batch, key):
         def task_reward(seq):  # the learned reward head, on the imagined states

@@ -165,7 +165,8 @@ def valid_keys(cls: type | None = None, prefix: str = "") -> list[str]:
 # Keys renamed since runs were saved: a saved config's old name is read as the new one; given
 # on the command line or in a preset, the old name is an unknown key that names its successor.
 RENAMED_KEYS = {"model.act": "model.activation", "model.cnn_act": "model.cnn_activation",
-                "explore.act": "explore.activation"}
+                "explore.act": "explore.activation", "behavior.value_layers": "behavior.critic_layers",
+                "behavior.value_units": "behavior.critic_units", "behavior.value_lr": "behavior.critic_lr"}
 
 
 def _unknown_key(key: str) -> ConfigError:

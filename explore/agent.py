@@ -59,8 +59,8 @@ class Plan2Explore(WorldModelAgent):
                         jnp.zeros((), jnp.int32))
 
     def learned_parts(self, p2e: P2EState) -> dict:
-        return {"task_actor": p2e.task.actor, "task_critic": p2e.task.value, "explore_actor": p2e.explore.actor,
-                "explore_critic": p2e.explore.value, "ensemble": p2e.ensemble.params}
+        return {"task_actor": p2e.task.actor, "task_critic": p2e.task.critic, "explore_actor": p2e.explore.actor,
+                "explore_critic": p2e.explore.critic, "ensemble": p2e.ensemble.params}
 
     def reward_grad(self, p2e: P2EState) -> jax.Array | None:
         """Few-shot: task rewards shape the representation from the switch on."""

@@ -48,7 +48,7 @@ def test_defaults_are_the_dreamer_paper_settings():
     assert behavior.discount == 0.99
     assert behavior.return_lambda == 0.95
     assert behavior.actor_lr == 8e-5
-    assert behavior.value_lr == 8e-5
+    assert behavior.critic_lr == 8e-5
     assert behavior.expl_noise == 0.3
 
     train = config.train
@@ -354,3 +354,13 @@ def test_a_saved_config_with_renamed_keys_reads_them_under_their_new_names(tmp_p
     assert load_saved_config(path) == config_from_dict(data) == config
     message = config_error([], {"model.act": "relu"})  # given anew, the old name points to the new
     assert message == "unknown config key 'model.act'; it is now 'model.activation'"
+
+
+def test_the_critics_renamed_keys_read_from_a_saved_config(tmp_path):
+    config = build_config(overrides={"behavior.critic_layers": 2, "behavior.critic_units": 16, "behavior.critic_lr": 1e-4})
+    data = config.to_dict()
+    for name in ("layers", "units", "lr"):
+        data["behavior"][f"value_{name}"] = data["behavior"].pop(f"critic_{name}")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_saved_config(path) == config

@@ -72,7 +72,7 @@ def test_zero_initialised_twohot_heads_predict_exactly_zero():
     np.testing.assert_array_equal(wm.reward(params, feat), np.zeros(6))
     ac = ActorCritic(cfg.behavior, wm, A, discrete=False)
     state = ac.init(jax.random.PRNGKey(2))
-    np.testing.assert_array_equal(ac.value_of(state.value, feat), np.zeros(6))
+    np.testing.assert_array_equal(ac.value_of(state.critic, feat), np.zeros(6))
     # The two-hot reward loss (of the parameters before the step) is log 255 at uniform
     # probabilities, and trains: one update moves the prediction.
     batch = jax.tree.map(jnp.asarray, random_batch())
@@ -130,8 +130,8 @@ def test_actor_loss_is_divided_by_the_return_scale():
     start = wm.rssm.initial(8)
     reward_fn = lambda seq: 50.0 * jnp.tanh(seq["feat"][:, 1:].sum(-1))  # noqa: E731 (large, varied)
     key = jax.random.PRNGKey(2)
-    normed, aux = acs[0].actor_loss(state.actor, state.value, wm_params, start, key, reward_fn, jnp.zeros(2))
-    plain, _ = acs[1].actor_loss(state.actor, state.value, wm_params, start, key, reward_fn, jnp.zeros(2))
+    normed, aux = acs[0].actor_loss(state.actor, state.critic, wm_params, start, key, reward_fn, jnp.zeros(2))
+    plain, _ = acs[1].actor_loss(state.actor, state.critic, wm_params, start, key, reward_fn, jnp.zeros(2))
     low, high = np.percentile(np.asarray(aux["returns"]), [5, 95])
     np.testing.assert_allclose(aux["return_range"], [low, high], rtol=1e-5)
     assert float(normed) == pytest.approx(float(plain) / max(1.0, high - low), rel=1e-5)
@@ -143,21 +143,21 @@ def test_slow_critic_ema_and_regulariser():
     wm_params = wm.init(jax.random.PRNGKey(0))
     ac = ActorCritic(cfg.behavior, wm, A, discrete=False)
     state = ac.init(jax.random.PRNGKey(1))
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.value), jax.tree.leaves(state.slow_value)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.critic), jax.tree.leaves(state.slow_critic)))
     # The regulariser: 0.5 (v - R)^2 + 0.5 (v - v_slow)^2 per state, weighted.
-    slow = jax.tree.map(lambda x: x + 0.1, state.value)
+    slow = jax.tree.map(lambda x: x + 0.1, state.critic)
     feat = jax.random.normal(jax.random.PRNGKey(2), (3, 4, wm.feat_size))
     returns, weight = jnp.ones((3, 4)), jnp.full((3, 4), 0.5)
-    v, v_slow = ac.value_of(state.value, feat), ac.value_of(slow, feat)
+    v, v_slow = ac.value_of(state.critic, feat), ac.value_of(slow, feat)
     expected = (weight * (0.5 * (v - returns) ** 2 + 0.5 * (v - v_slow) ** 2)).mean()
-    assert float(ac.value_loss(state.value, slow, feat, returns, weight)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(ac.critic_loss(state.critic, slow, feat, returns, weight)) == pytest.approx(float(expected), rel=1e-5)
     # One update: slow <- 0.98 slow + 0.02 value (the value after its own step).
     update = jax.jit(lambda s, w, start, k: ac.update(s, w, start, k, lambda seq: seq["feat"][:, 1:, 0]))
     new, _, _ = update(state, wm_params, wm.rssm.initial(4), jax.random.PRNGKey(3))
-    for s0, v1, s1 in zip(*(jax.tree.leaves(x) for x in (state.slow_value, new.value, new.slow_value))):
+    for s0, v1, s1 in zip(*(jax.tree.leaves(x) for x in (state.slow_critic, new.critic, new.slow_critic))):
         np.testing.assert_allclose(s1, 0.98 * s0 + 0.02 * v1, rtol=1e-5, atol=1e-7)
-    assert ac.init(jax.random.PRNGKey(1)).slow_value != {} and ActorCritic(
-        tiny_config().behavior, wm, A, discrete=False).init(jax.random.PRNGKey(1)).slow_value == {}
+    assert ac.init(jax.random.PRNGKey(1)).slow_critic != {} and ActorCritic(
+        tiny_config().behavior, wm, A, discrete=False).init(jax.random.PRNGKey(1)).slow_critic == {}
 
 
 @pytest.mark.parametrize("norm,expected", [
@@ -179,7 +179,7 @@ def test_norm_reaches_every_layer_of_model_and_actor_critic():
     agent = Dreamer(tiny_config(**{"model.norm": "rms", "model.gru": "dreamerv2"}), A, False)
     state = placed(agent).init(jax.random.PRNGKey(0))
     names = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # e.g. 1/params/MLP_0/...
-             for path, _ in jax.tree_util.tree_leaves_with_path((state.wm, state.agent.actor, state.agent.value))}
+             for path, _ in jax.tree_util.tree_leaves_with_path((state.wm, state.agent.actor, state.agent.critic))}
     norms = {name for name in names if "RMSNorm" in name}
     for part in ("reward", "img_in_act", "img_hidden_act", "obs_hidden_act", "gru"):
         assert any(part in name for name in norms), part
@@ -202,8 +202,8 @@ def test_the_replay_value_loss_trains_the_representation_when_asked(replay_value
     agent = Dreamer(config, A, False, {"v": ((3,), np.dtype(np.float32))})  # vectors: a quick compile
     state = placed(agent).init(jax.random.PRNGKey(0))
     # A critic that reads its input (its output layer starts at zero).
-    value = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), state.agent.value)
-    state = state._replace(agent=state.agent._replace(value=value))
+    value = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), state.agent.critic)
+    state = state._replace(agent=state.agent._replace(critic=value))
     batch = {k: v for k, v in random_batch().items() if k != "image"}
     batch = jax.tree.map(jnp.asarray, {**batch, "v": np.ones(batch["reward"].shape + (3,), np.float32)})
     key = jax.random.PRNGKey(1)
@@ -394,18 +394,18 @@ def test_reinforce_actor_gradient_is_advantage_times_score():
     state = ac.init(jax.random.PRNGKey(1))  # the two-hot critic starts at exactly 0
     start = wm.rssm.initial(4)
     zero_reward = lambda seq: jnp.zeros(seq["action"].shape[:2])  # noqa: E731
-    grads = jax.jit(jax.grad(lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),
+    grads = jax.jit(jax.grad(lambda p: ac.actor_loss(p, state.critic, wm_params, start, jax.random.PRNGKey(2),
                                              zero_reward, jnp.zeros(2))[0]))(state.actor)
     assert all(not np.any(g) for g in jax.tree.leaves(grads))
     reward = lambda seq: seq["action"][..., 0]  # noqa: E731 (reward the first action dimension)
-    loss_fn = lambda p: ac.actor_loss(p, state.value, wm_params, start, jax.random.PRNGKey(2),  # noqa: E731
+    loss_fn = lambda p: ac.actor_loss(p, state.critic, wm_params, start, jax.random.PRNGKey(2),  # noqa: E731
                                       reward, jnp.zeros(2))[0]
     assert any(np.any(g) for g in jax.tree.leaves(jax.jit(jax.grad(loss_fn))(state.actor)))
     # No gradient passes through the imagined dynamics (it does with 'dynamics').
     feat_reward = lambda seq: seq["feat"][:, 1:].sum(-1)  # noqa: E731
     for grad_kind, flows in (("reinforce", False), ("dynamics", True)):
         _, _, _, other = _v3_actor_critic(**{"behavior.actor_grad": grad_kind, "behavior.critic": "twohot"})
-        wm_grads = jax.jit(jax.grad(lambda w: other.actor_loss(state.actor, state.value, w, start, jax.random.PRNGKey(2),
+        wm_grads = jax.jit(jax.grad(lambda w: other.actor_loss(state.actor, state.critic, w, start, jax.random.PRNGKey(2),
                                                        feat_reward, jnp.zeros(2))[0]))(wm_params)
         assert any(np.any(g) for g in jax.tree.leaves(wm_grads["rssm"])) == flows, grad_kind
 
@@ -416,7 +416,7 @@ def test_entropy_bonus_enters_the_actor_loss():
     state = ac.init(jax.random.PRNGKey(1))
     start = wm.rssm.initial(4)
     zero_reward = lambda seq: jnp.zeros(seq["action"].shape[:2])  # noqa: E731
-    loss, aux = ac.actor_loss(state.actor, state.value, wm_params, start, jax.random.PRNGKey(2), zero_reward,
+    loss, aux = ac.actor_loss(state.actor, state.critic, wm_params, start, jax.random.PRNGKey(2), zero_reward,
                               jnp.zeros(2))
     entropy = ac.dist(state.actor, aux["feat"]).entropy()
     assert float(loss) == pytest.approx(float(-(aux["weight"] * 0.5 * entropy).mean()), rel=1e-5)

@@ -148,7 +148,7 @@ def test_train_step_metrics_and_single_trace(agent_and_state, traced_agent):
         state, metrics, _ = placed(agent).update(state, random_batch(seed))
     assert traced_agent[1]["update"] == 1
     for key in ("explore/intrinsic_reward", "explore/ensemble_loss", "explore/disagreement",
-                "explore/actor_loss", "explore/value_loss", "behavior/actor_loss", "behavior/value_loss",
+                "explore/actor_loss", "explore/critic_loss", "behavior/actor_loss", "behavior/critic_loss",
                 "model/loss"):
         assert key in metrics and np.isfinite(float(metrics[key])), key
     # The exploration actor optimises 10,000 x the imagined disagreement.

@@ -41,7 +41,7 @@ DATA = Path(__file__).resolve().parent / "data" / "parity" / "dreamer_v1_update.
 ACTOR_GRAD_RTOL = 1e-4
 # The generator's CONFIG in our keys (the V1 defaults otherwise).
 OVERRIDES = {"model.deter": 16, "model.hidden": 16, "model.stoch": 4, "model.depth": 2, "model.head_units": 8,
-             "behavior.actor_units": 8, "behavior.value_units": 8, "behavior.horizon": 3}
+             "behavior.actor_units": 8, "behavior.critic_units": 8, "behavior.horizon": 3}
 STOCH = 4  # the official features are [stoch, deter], ours [deter, stoch]
 
 # Official '<module>/<layer>' -> our layer's path in the TrainState.
@@ -52,7 +52,7 @@ LAYERS = {**{f"encode/h{i + 1}": f"wm/encoder/params/conv{i}" for i in range(4)}
           "dynamics/img3": "wm/rssm/params/img_dist", "dynamics/obs1": "wm/rssm/params/obs_hidden",
           "dynamics/obs2": "wm/rssm/params/obs_dist",
           **{f"reward/h{i}": f"wm/reward/params/Dense_{i}" for i in range(2)}, "reward/hout": "wm/reward/params/Dense_2",
-          **{f"value/h{i}": f"agent/value/params/Dense_{i}" for i in range(3)}, "value/hout": "agent/value/params/Dense_3",
+          **{f"value/h{i}": f"agent/critic/params/Dense_{i}" for i in range(3)}, "value/hout": "agent/critic/params/Dense_3",
           **{f"actor/h{i}": f"agent/actor/params/MLP_0/Dense_{i}" for i in range(4)},
           "actor/hout": "agent/actor/params/MLP_0/Dense_4"}
 READS_FEATURES = {"decode/h1", "reward/h0", "value/h0", "actor/h0"}
@@ -113,8 +113,8 @@ def our_update(g: dict):
     params = to_ours(section(g, "param_"))
     wm, ac = params["wm"], params["agent"]
     state = TrainState(wm, agent.wm.optimizer.init(wm),
-                       ACState(ac["actor"], ac["value"], agent.ac.actor_opt.init(ac["actor"]),
-                               agent.ac.value_opt.init(ac["value"]), {}, jnp.zeros(2)),
+                       ACState(ac["actor"], ac["critic"], agent.ac.actor_opt.init(ac["actor"]),
+                               agent.ac.critic_opt.init(ac["critic"]), {}, jnp.zeros(2)),
                        jax.random.PRNGKey(0), jnp.zeros((), jnp.int32))
     batch = {k: jnp.asarray(v) for k, v in section(g, "batch_").items()}
     shape = batch["reward"].shape
@@ -122,18 +122,18 @@ def our_update(g: dict):
     batch.update({k: jnp.zeros(shape, bool) for k in ("is_first", "is_last", "is_terminal")})
     with mock.patch.object(jax.random, "normal", fixed_normal_jax):
         new, metrics, _ = jax.jit(agent.update)(state, batch)
-    grads = {"wm": new.wm_opt[1], "agent": {"actor": new.agent.actor_opt[1], "value": new.agent.value_opt[1]}}
+    grads = {"wm": new.wm_opt[1], "agent": {"actor": new.agent.actor_opt[1], "critic": new.agent.critic_opt[1]}}
     return agent, params, metrics, new, from_ours(grads, list(section(g, "grad_")))
 
 
 def adam_updates(agent, params: dict, g: dict) -> dict[str, np.ndarray]:
     """Our optimisers' first step (global-norm clipping, Adam) on the official gradients."""
     grads = to_ours(section(g, "grad_"))
-    opts = {"wm": agent.wm.optimizer, "actor": agent.ac.actor_opt, "value": agent.ac.value_opt}
+    opts = {"wm": agent.wm.optimizer, "actor": agent.ac.actor_opt, "critic": agent.ac.critic_opt}
     trees = {"wm": (params["wm"], grads["wm"])}
-    trees.update({k: (params["agent"][k], grads["agent"][k]) for k in ("actor", "value")})
+    trees.update({k: (params["agent"][k], grads["agent"][k]) for k in ("actor", "critic")})
     updates = {k: opts[k].update(grad, opts[k].init(param), param)[0] for k, (param, grad) in trees.items()}
-    return from_ours({"wm": updates["wm"], "agent": {k: updates[k] for k in ("actor", "value")}},
+    return from_ours({"wm": updates["wm"], "agent": {k: updates[k] for k in ("actor", "critic")}},
                      list(section(g, "update_")))
 
 
@@ -148,7 +148,7 @@ def update_pairs(g: dict) -> dict:
         "loss reward": (metrics["model/reward_loss"] + log_2pi, loss["reward_loss"]),
         "loss KL (clipped at the free nats)": (jnp.maximum(metrics["model/kl"], 3.0), loss["div"]),
         "loss actor": (metrics["behavior/actor_loss"], loss["actor_loss"]),
-        "loss value": (metrics["behavior/value_loss"] + log_2pi * weights.mean(), loss["value_loss"]),
+        "loss value": (metrics["behavior/critic_loss"] + log_2pi * weights.mean(), loss["value_loss"]),
         "loss model gradient norm": (metrics["model/grad_norm"], loss["model_grad_norm"]),
         "loss actor gradient norm": (metrics["behavior/actor_grad_norm"], loss["actor_grad_norm"]),
     }

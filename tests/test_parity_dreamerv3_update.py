@@ -44,7 +44,7 @@ from tests.test_parity_dreamerv3 import (
 OVERRIDES = {"model.deter": 16, "model.hidden": 8, "model.stoch": 4, "model.classes": 3, "model.gru_blocks": 2,
              "model.depth": 2, "model.mlp_layers": 2, "model.mlp_units": 8, "model.head_layers": 1,
              "model.head_units": 8, "behavior.actor_layers": 2, "behavior.actor_units": 8,
-             "behavior.value_layers": 2, "behavior.value_units": 8, "behavior.horizon": 3,
+             "behavior.critic_layers": 2, "behavior.critic_units": 8, "behavior.horizon": 3,
              "model.warmup": 0, "behavior.warmup": 0}
 VECTORS = {"position": ((2,), np.dtype(np.float32)), "velocity": ((3,), np.dtype(np.float32))}
 # prefix in the golden data -> (observations, action size, discrete, replay context)
@@ -77,8 +77,8 @@ NAMES = {
     **head_names("rew", "wm/reward/params", 1, "logits"),
     **head_names("con", "wm/cont/params", 1, "logit"),
     **head_names("pol", "agent/actor/params/MLP_0", 2, "action/logits"),
-    **head_names("val", "agent/value/params", 2, "logits"),
-    **head_names("slowval", "agent/slow_value/params", 2, "logits"),
+    **head_names("val", "agent/critic/params", 2, "logits"),
+    **head_names("slowval", "agent/slow_critic/params", 2, "logits"),
 }
 FUSED = {f"pol/head/action/{part}/{p}" for part in ("mean", "stddev") for p in ("kernel", "bias")}
 VECDEC_FIRST = "wm/vector_decoder/params/MLP_0/Dense_0/kernel"  # rows [stoch, deter] there, [deter, stoch] here
@@ -127,14 +127,14 @@ def our_update(g: dict, prefix: str):
     params = to_ours(section(g, f"{prefix}param_"))
     wm, ac = params["wm"], params["agent"]
     state = TrainState(wm, agent.wm.optimizer.init(wm),
-                       ACState(ac["actor"], ac["value"], agent.ac.actor_opt.init(ac["actor"]),
-                               agent.ac.value_opt.init(ac["value"]), ac["slow_value"], jnp.zeros(2)),
+                       ACState(ac["actor"], ac["critic"], agent.ac.actor_opt.init(ac["actor"]),
+                               agent.ac.critic_opt.init(ac["critic"]), ac["slow_critic"], jnp.zeros(2)),
                        jax.random.PRNGKey(0), jnp.zeros((), jnp.int32))
     batch = our_batch(g, prefix, action_size, discrete, context)
     with mock.patch.object(jax.random, "normal", fixed_normal), \
             mock.patch.object(jax.random, "categorical", fixed_categorical):
         new, metrics, entries = jax.jit(agent.update)(state, batch)
-    recorded = {name: {"wm": new.wm_opt[i], "agent": {"actor": new.agent.actor_opt[i], "value": new.agent.value_opt[i]}}
+    recorded = {name: {"wm": new.wm_opt[i], "agent": {"actor": new.agent.actor_opt[i], "critic": new.agent.critic_opt[i]}}
                 for i, name in ((1, "grad"), (2, "update"))}
     names = list(section(g, f"{prefix}grad_"))
     return metrics, new, entries, {kind: from_ours(tree, names) for kind, tree in recorded.items()}
@@ -168,7 +168,7 @@ def update_pairs(g: dict, prefix: str) -> dict:
         # Both KL terms have the KL's value (each clipped at the free nats), scales 1 and 0.1.
         "loss dyn + 0.1 rep": (metrics["model/kl_loss"], loss["dyn"] + 0.1 * loss["rep"]),
         "loss policy": (metrics["behavior/actor_loss"], loss["policy"]),
-        "loss value": (metrics["behavior/value_loss"], loss["value"]),
+        "loss value": (metrics["behavior/critic_loss"], loss["value"]),
         "loss repval": (metrics["behavior/replay_value_loss"], loss["repval"]),
         "return normaliser": (new.agent.return_range, g[f"{prefix}retnorm"]),
     })

@@ -1,8 +1,8 @@
 """Actor-critic learned in imagination (Dreamer). Plan2Explore reuses it with another reward.
 
 The actor maximises lambda-returns by backpropagating them through the learned dynamics
-(reparameterised actions); the value regresses the same returns with a stop-gradient. Only
-the actor's and the value's parameters are differentiated: the world model is an input.
+(reparameterised actions); the critic regresses the same returns with a stop-gradient. Only
+the actor's and the critic's parameters are differentiated: the world model is an input.
 
 DreamerV3's techniques are switches of the config section `behavior`: a two-hot critic
 (`critic`), a slow critic the critic is regularised towards (`slow_critic_rate`), and returns
@@ -87,10 +87,10 @@ def lambda_return(reward: jax.Array, value: jax.Array, discount: jax.Array, boot
 
 class ACState(NamedTuple):
     actor: dict
-    value: dict
+    critic: dict
     actor_opt: optax.OptState
-    value_opt: optax.OptState
-    slow_value: dict  # the slow critic's parameters; {} without one
+    critic_opt: optax.OptState
+    slow_critic: dict  # the slow critic's parameters; {} without one
     return_range: jax.Array  # [2]: EMAs of the returns' low and high percentiles (return_norm)
 
 
@@ -117,20 +117,20 @@ class ActorCritic:
         self.discrete = discrete
         act, norm, init = world_model.cfg.activation, world_model.cfg.norm, world_model.cfg.init
         self.actor = Actor(cfg, action_size, discrete, act, norm, init)
-        self.value_out = ScalarOutput(cfg.critic, cfg.twohot_bins)
-        self.value = MLP(cfg.value_layers, cfg.value_units, self.value_out.size, act,
-                         out_scale=self.value_out.out_scale, norm=norm, initializer=init)
+        self.critic_out = ScalarOutput(cfg.critic, cfg.twohot_bins)
+        self.critic = MLP(cfg.critic_layers, cfg.critic_units, self.critic_out.size, act,
+                         out_scale=self.critic_out.out_scale, norm=norm, initializer=init)
         self.actor_opt = make_optimizer(cfg.optimizer, cfg.actor_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
-        self.value_opt = make_optimizer(cfg.optimizer, cfg.value_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
+        self.critic_opt = make_optimizer(cfg.optimizer, cfg.critic_lr, cfg.eps, cfg.grad_clip, cfg.agc, cfg.warmup)
         # DreamerV3's contdisc: the continuation head already holds the discount.
         self.folded_discount = world_model.cfg.cont_head and world_model.cfg.cont_discount < 1
 
     def init(self, key: jax.Array) -> ACState:
         feat = jnp.zeros((1, self.wm.feat_size))
         k1, k2 = jax.random.split(key)
-        actor, value = self.actor.init(k1, feat), self.value.init(k2, feat)
-        slow_value = jax.tree.map(jnp.copy, value) if self.cfg.slow_critic_rate > 0 else {}
-        return ACState(actor, value, self.actor_opt.init(actor), self.value_opt.init(value), slow_value,
+        actor, critic = self.actor.init(k1, feat), self.critic.init(k2, feat)
+        slow_critic = jax.tree.map(jnp.copy, critic) if self.cfg.slow_critic_rate > 0 else {}
+        return ACState(actor, critic, self.actor_opt.init(actor), self.critic_opt.init(critic), slow_critic,
                        jnp.zeros(2, jnp.float32))
 
     def dist(self, actor_params: dict, feat: jax.Array) -> distrax.Distribution:
@@ -172,9 +172,9 @@ class ActorCritic:
             return jnp.tanh(mean)
         return jnp.tanh(self.cfg.mean_scale * jnp.tanh(mean / self.cfg.mean_scale))
 
-    def value_of(self, value_params: dict, feat: jax.Array) -> jax.Array:
+    def value_of(self, critic_params: dict, feat: jax.Array) -> jax.Array:
         """[..., F] -> predicted return [...]: the Gaussian's mean or the two-hot expectation."""
-        return self.value_out.mean(self.value.apply(value_params, feat))
+        return self.critic_out.mean(self.critic.apply(critic_params, feat))
 
     def imagine(self, actor_params, wm_params, start: State, key: jax.Array) -> dict:
         """Roll the actor out in the model from `start` [N, ...] for `horizon` steps:
@@ -213,13 +213,13 @@ class ActorCritic:
         weight = jnp.cumprod(discount[:, :-1], 1) / (1.0 if self.folded_discount else self.cfg.discount)
         return returns, weight, slice(0, -1)
 
-    def actor_loss(self, actor_params, value_params, wm_params, start: State, key, reward_fn: RewardFn,
+    def actor_loss(self, actor_params, critic_params, wm_params, start: State, key, reward_fn: RewardFn,
                    return_range: jax.Array):
         cfg, sg = self.cfg, jax.lax.stop_gradient
         # REINFORCE differentiates only the log-probabilities: no gradient through the rollout.
         seq = self.imagine(sg(actor_params) if cfg.actor_grad == "reinforce" else actor_params, wm_params, start, key)
         reward = reward_fn(seq)  # [N, H]: reward for arriving at feat[:, 1:]
-        value = self.value_of(value_params, seq["feat"])  # [N, H+1]
+        value = self.value_of(critic_params, seq["feat"])  # [N, H+1]
         discount = self._discount(wm_params, seq["feat"])  # [N, H+1]
         returns, weight, states = self.returns(reward, value, discount)
         # Later imagined steps count less where the model predicts the episode may have ended.
@@ -240,15 +240,15 @@ class ActorCritic:
                "reward": reward, "action": seq["action"], "return_range": return_range}
         return loss, aux
 
-    def value_loss(self, value_params, slow_value_params, feat: jax.Array, returns: jax.Array,
-                   weight: jax.Array) -> jax.Array:
+    def critic_loss(self, critic_params, slow_critic_params, feat: jax.Array, returns: jax.Array,
+                    weight: jax.Array) -> jax.Array:
         """Weighted mean over [...] of the critic's loss at feat [..., F] towards returns [...]
         (and towards the slow critic's predictions, if any). The gradient reaches the critic and
         `feat`; the targets are constants."""
-        out = self.value.apply(value_params, feat)
-        loss = self.value_out.loss(out, returns)
+        out = self.critic.apply(critic_params, feat)
+        loss = self.critic_out.loss(out, returns)
         if self.cfg.slow_critic_rate > 0:  # towards the slow critic's predictions
-            loss += self.cfg.slow_critic_reg * self.value_out.loss(out, self.value_of(slow_value_params, feat))
+            loss += self.cfg.slow_critic_reg * self.critic_out.loss(out, self.value_of(slow_critic_params, feat))
         return (weight * loss).mean()
 
     def replay_returns(self, replay: dict, start_returns: jax.Array) -> jax.Array:
@@ -272,35 +272,36 @@ class ActorCritic:
         sg = jax.lax.stop_gradient
         start, wm_params = sg(start), sg(wm_params)
         (actor_loss, aux), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
-            state.actor, state.value, wm_params, start, key, reward_fn, state.return_range)
+            state.actor, state.critic, wm_params, start, key, reward_fn, state.return_range)
         scale = self.cfg.replay_value_scale
         if scale > 0:
             batch, length = replay["reward"].shape
             targets = sg(self.replay_returns(replay, aux["returns"][:, 0].reshape(batch, length)))
             live = 1.0 - replay["is_last"][:, :-1].astype(jnp.float32)
 
-        def replay_loss(value_params, feat):  # feat [B, T, F]: the critic on replayed states 0..T-2
-            return self.value_loss(value_params, state.slow_value, feat[:, :-1], targets, live)
+        def replay_loss(critic_params, feat):  # feat [B, T, F]: the critic on replayed states 0..T-2
+            return self.critic_loss(critic_params, state.slow_critic, feat[:, :-1], targets, live)
 
-        def critic_loss(value_params):
-            imagined = self.value_loss(value_params, state.slow_value, sg(aux["feat"]), aux["returns"], aux["weight"])
-            replayed = replay_loss(value_params, sg(replay["feat"])) if scale > 0 else jnp.zeros(())
+        def total_critic_loss(critic_params):
+            imagined = self.critic_loss(critic_params, state.slow_critic, sg(aux["feat"]), aux["returns"], aux["weight"])
+            replayed = replay_loss(critic_params, sg(replay["feat"])) if scale > 0 else jnp.zeros(())
             return imagined + scale * replayed, (imagined, replayed)
 
-        (_, (value_loss, replay_value_loss)), value_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.value)
+        (_, (critic_loss, replay_value_loss)), critic_grads = jax.value_and_grad(total_critic_loss, has_aux=True)(
+            state.critic)
         representation_loss = jnp.zeros(())
         if scale > 0 and self.cfg.replay_value_grad:
-            representation_loss = scale * replay_loss(sg(state.value), replay["feat"])
+            representation_loss = scale * replay_loss(sg(state.critic), replay["feat"])
         actor_updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor)
-        value_updates, value_opt = self.value_opt.update(value_grads, state.value_opt, state.value)
-        value = optax.apply_updates(state.value, value_updates)
-        rate, slow_value = self.cfg.slow_critic_rate, state.slow_value
+        critic_updates, critic_opt = self.critic_opt.update(critic_grads, state.critic_opt, state.critic)
+        critic = optax.apply_updates(state.critic, critic_updates)
+        rate, slow_critic = self.cfg.slow_critic_rate, state.slow_critic
         if rate > 0:
-            slow_value = jax.tree.map(lambda slow, new: (1 - rate) * slow + rate * new, slow_value, value)
-        new_state = ACState(optax.apply_updates(state.actor, actor_updates), value, actor_opt, value_opt,
-                            slow_value, aux["return_range"])
+            slow_critic = jax.tree.map(lambda slow, new: (1 - rate) * slow + rate * new, slow_critic, critic)
+        new_state = ACState(optax.apply_updates(state.actor, actor_updates), critic, actor_opt, critic_opt,
+                            slow_critic, aux["return_range"])
         metrics = {
-            "actor_loss": actor_loss, "value_loss": value_loss,
+            "actor_loss": actor_loss, "critic_loss": critic_loss,
             "imagined_reward": aux["reward"].mean(), "imagined_return": aux["returns"].mean(),
             "actor_grad_norm": optax.tree.norm(actor_grads),
             "action_abs": jnp.abs(aux["action"]).mean(),

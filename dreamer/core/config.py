@@ -117,11 +117,11 @@ class ActorCriticConfig:
     replay_value_grad: bool = True
     actor_layers: int = option(4, positive=True)
     actor_units: int = option(400, positive=True)
-    value_layers: int = option(3, positive=True)
-    value_units: int = option(400, positive=True)
+    critic_layers: int = option(3, positive=True)
+    critic_units: int = option(400, positive=True)
     optimizer: str = option("adam", choices=("adam", "laprop"))  # as model.optimizer
     actor_lr: float = option(8e-5, positive=True)
-    value_lr: float = option(8e-5, positive=True)
+    critic_lr: float = option(8e-5, positive=True)
     eps: float = option(1e-7, positive=True)
     grad_clip: float = option(100.0, positive=True)
     agc: float = option(0.3, positive=True)
