@@ -38,7 +38,8 @@ import jax.numpy as jnp
 
 from dreamer.config import Config
 from dreamer.stopping import StopRequests
-from dreamer.trainer import CollectHook, Parts, Trainer, Work, default_parts
+from dreamer.parts import Parts, default_parts
+from dreamer.trainer import CollectHook, Trainer, Work
 
 
 @jax.jit

@@ -378,12 +378,11 @@ class Replay:
         (from `sample_with_positions`), step t of row b into step t + `shift` of its sequence,
         in memory only (the files keep what was collected). Steps that are no longer stored,
         or lie beyond the newest step, are skipped. Returns the number of steps written."""
-        written = 0
+        written, length = 0, next(iter(values.values())).shape[1]
         for b, (serial, offset) in enumerate(positions):
             index, begin = serial - self._first_serial, offset + shift
             if index < 0 or index >= self.num_episodes:
                 continue
-            length = next(iter(values.values())).shape[1]
             for index, src, dst, count in self._segments(index, begin, length):
                 for key, value in values.items():
                     self._episodes[index][key][src:src + count] = value[b, dst:dst + count]

@@ -24,7 +24,7 @@ AGENTS = {"dreamer.agent": "dreamer", "dreamer.agent_spec": "dreamer", "planet":
 INFRA = ("dreamer.config", "dreamer.presets", "dreamer.errors", "dreamer.envs", "dreamer.replay", "dreamer.logger",
          "dreamer.checkpoint", "dreamer.fileio", "dreamer.device", "dreamer.registry",
          "dreamer.runtime", "dreamer.faults", "dreamer.cli", "dreamer.runlock")
-LOOP = ("dreamer.train", "dreamer.trainer", "dreamer.overlapped", "dreamer.stopping", "dreamer.schedule", "dreamer.collect", "dreamer.evaluate", "benchmarks")
+LOOP = ("dreamer.train", "dreamer.trainer", "dreamer.parts", "dreamer.overlapped", "dreamer.stopping", "dreamer.schedule", "dreamer.collect", "dreamer.evaluate", "benchmarks")
 # The benchmark of PlaNet's planning cost counts the FLOPs of one CEM iteration with a free
 # objective: it calls the pure CEM function (`planet/planner.py` knows no world model or agent).
 ALLOWED = {"benchmarks.planning": ["planet.planner"]}

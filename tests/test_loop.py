@@ -21,7 +21,7 @@ from dreamer.config import build_config
 from dreamer.logger import read_metrics
 from dreamer.overlapped import make_trainer
 from dreamer.stopping import Interrupted, StopRequests
-from dreamer.trainer import default_parts
+from dreamer.parts import default_parts
 from tests.support import TINY, comparable, latest
 
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode

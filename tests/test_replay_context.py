@@ -17,7 +17,7 @@ from dreamer.envs import VectorEnv, make_env
 from dreamer.overlapped import make_trainer
 from dreamer.registry import agent_class
 from dreamer.replay import read_episode
-from dreamer.trainer import default_parts
+from dreamer.parts import default_parts
 from tests.support import TINY
 
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode
