@@ -40,7 +40,7 @@ REPORTED_OFFICIAL_SECONDS = {"size1m": 4.9, "size12m": 16.9}
 def measure_size(size: str, repeats: int) -> dict:
     config = build_config(["dreamerv3", size], {"env.name": "dmc_walker_walk"})
     counts = agent_class("dreamer")(config, ACTION_SIZE, discrete=False).parameter_counts()
-    batch = (config.train.batch_size, config.train.seq_len)
+    batch = (config.run.batch_size, config.run.seq_len)
     row = measure_update(config, batch, repeats)  # walker: ACTION_SIZE actions
     return {"size": size, "params": sum(counts.values()), **row}
 

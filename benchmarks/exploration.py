@@ -60,9 +60,9 @@ def run_method(method: str, env: str, presets: list[str], steps: int, seed: int,
     agent = "plan2explore" if method == "plan2explore" else "dreamer"
     with tempfile.TemporaryDirectory(prefix=f"explore-{method}-") as logdir:
         flat = {"env.name": env, "steps": steps, "seed": seed, "logdir": logdir,
-                "train.eval_episodes": 0, "train.video_every": 0, **overrides}
+                "run.eval_episodes": 0, "run.video_every": 0, **overrides}
         if method == "random":
-            flat["train.prefill"] = 2 * steps  # random actions throughout, never an update
+            flat["run.prefill"] = 2 * steps  # random actions throughout, never an update
         config = build_config(presets, flat, agent=agent)
         start = time.time()
         recorder = StateRecorder(hide_reward=method == "dreamer_no_reward")

@@ -91,7 +91,7 @@ def throughput(presets: list[str], env: str, deadline: float, repeats: int, batc
         if started + last_seconds > deadline:
             rows[precision] = {"skipped": "no time left"}
             continue
-        config = build_config(presets, {"env.name": env, "train.precision": precision})
+        config = build_config(presets, {"env.name": env, "run.precision": precision})
         rows[precision] = measure_update(config, batch, repeats=repeats)
         last_seconds = time.time() - started
     return rows
@@ -104,9 +104,9 @@ class Run:
         self.logdir, self.log = logdir, logdir.parent / "train.log"
         self.command = [sys.executable, "-m", "dreamer.train", "--env", args.env, "--agent", "dreamer",
                         *(["--configs", *args.configs] if args.configs else []),
-                        "--steps", str(args.max_steps), "--train.eval_every", str(args.eval_every),
-                        "--train.checkpoint_minutes", "0", "--train.loop", args.loop,
-                        "--train.actor_device", args.actor_device, "--logdir", str(logdir)]
+                        "--steps", str(args.max_steps), "--run.eval_every", str(args.eval_every),
+                        "--run.checkpoint_minutes", "0", "--run.loop", args.loop,
+                        "--run.actor_device", args.actor_device, "--logdir", str(logdir)]
         self.process: subprocess.Popen | None = None
         self.start = self.end = None
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=10_000, help="environment steps between evaluations")
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="the run stops here if time remains")
     parser.add_argument("--loop", choices=("sync", "overlapped"), default="overlapped",
-                        help="the run's train.loop (default: overlapped, collection beside the updates)")
+                        help="the run's run.loop (default: overlapped, collection beside the updates)")
     parser.add_argument("--actor-device", choices=("learner", "cpu"), default="cpu",
                         help="the overlapped loop's policy device (default: cpu, off the updates' stream)")
     parser.add_argument("--commit", help="the commit to record (default: the checkout's HEAD)")

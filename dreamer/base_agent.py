@@ -56,7 +56,7 @@ class WorldModelAgent:
                 raise ValueError(f"env.obs is {config.env.obs!r}: pass the environments' obs_space")
             obs_space = image_space(config.env.size)
         self.obs_space = dict(obs_space)
-        dtype = jnp.bfloat16 if config.train.precision == "bfloat16" else jnp.float32
+        dtype = jnp.bfloat16 if config.run.precision == "bfloat16" else jnp.float32
         self.wm = WorldModel(config.model, action_size, self.obs_space, dtype=dtype)
 
     # ------------------------------------------------------------------ state
@@ -92,11 +92,11 @@ class WorldModelAgent:
     # ------------------------------------------------------------------ replay context
 
     def context_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """The keys the replay stores with each step for `train.replay_context`, key ->
+        """The keys the replay stores with each step for `run.replay_context`, key ->
         (step shape, dtype): the latent state entering the step, i.e. the posterior of the
         step before (at an episode's first step it is ignored: the state resets there).
         Empty without replay context."""
-        if not self.config.train.replay_context:
+        if not self.config.run.replay_context:
             return {}
         rssm = self.wm.rssm
         return {"context_deter": ((rssm.cfg.deter,), np.dtype(np.float32)),
@@ -105,14 +105,14 @@ class WorldModelAgent:
     def context(self, latent: State) -> dict[str, jax.Array]:
         """`context_space`'s entries of latent states [..., ...]: the posterior a step leaves,
         which the replay stores with the step after it."""
-        if not self.config.train.replay_context:
+        if not self.config.run.replay_context:
             return {}
         return {"context_deter": latent["deter"], "context_stoch": latent["stoch"]}
 
     def start_state(self, batch: Batch) -> State | None:
         """Where the batch's sequences start: the stored context of their first steps, or
         None (the zero state) without replay context."""
-        if not self.config.train.replay_context:
+        if not self.config.run.replay_context:
             return None
         initial = self.wm.rssm.initial(batch["reward"].shape[0])
         return {**initial, "deter": batch["context_deter"][:, 0], "stoch": batch["context_stoch"][:, 0]}

@@ -55,8 +55,10 @@ class EnvConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The collection / training schedule, in environment steps (action repeat included)."""
+class RunConfig:
+    """A run's schedule and loop: collection, updates, evaluation, logging and checkpoints, in
+    environment steps (action repeat included). Named `run`, as `train` is the command
+    (`dreamer.train`)."""
 
     batch_size: int = option(50, positive=True)
     seq_len: int = option(50, min=2)
@@ -113,7 +115,7 @@ class Config:
     env: EnvConfig = EnvConfig()
     model: ModelConfig = ModelConfig()
     behavior: ActorCriticConfig = ActorCriticConfig()
-    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -162,16 +164,28 @@ def valid_keys(cls: type | None = None, prefix: str = "") -> list[str]:
     return keys
 
 
-# Keys renamed since runs were saved: a saved config's old name is read as the new one; given
-# on the command line or in a preset, the old name is an unknown key that names its successor.
+# Keys and sections renamed since runs were saved: a saved config's old name is read as the new
+# one; given on the command line or in a preset, the old name is an unknown key that names its
+# successor.
 RENAMED_KEYS = {"model.act": "model.activation", "model.cnn_act": "model.cnn_activation",
                 "explore.act": "explore.activation", "behavior.value_layers": "behavior.critic_layers",
                 "behavior.value_units": "behavior.critic_units", "behavior.value_lr": "behavior.critic_lr"}
+RENAMED_SECTIONS = {"train": "run"}
+
+
+def renamed_key(key: str) -> str | None:
+    """The current name of a renamed dotted key or section, else None."""
+    section, _, rest = key.partition(".")
+    if key in RENAMED_KEYS:
+        return RENAMED_KEYS[key]
+    if section in RENAMED_SECTIONS:
+        return ".".join(filter(None, (RENAMED_SECTIONS[section], rest)))
+    return None
 
 
 def _unknown_key(key: str) -> ConfigError:
-    if key in RENAMED_KEYS:
-        return ConfigError(f"unknown config key '{key}'; it is now '{RENAMED_KEYS[key]}'")
+    if renamed_key(key) is not None:
+        return ConfigError(f"unknown config key '{key}'; it is now '{renamed_key(key)}'")
     close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.4)
     if not close:  # try matching the last component alone (e.g. 'deter' -> 'model.deter')
         last = {k.split(".")[-1]: k for k in valid_keys()}
@@ -258,6 +272,8 @@ def _apply(cls: type, base: Any, updates: dict, prefix: str = "") -> Any:
     for name, value in updates.items():
         key = prefix + str(name)
         if name not in fields:
+            if isinstance(value, dict) and value and renamed_key(key) is not None:
+                key = f"{key}.{next(iter(value))}"  # a renamed section: name the key given in it
             raise _unknown_key(key)
         if dataclasses.is_dataclass(hints[name]):
             changes[name] = _apply(hints[name], getattr(base, name), value, key + ".")
@@ -319,10 +335,10 @@ def build_config(presets: list[str] = (), overrides: dict[str, Any] | None = Non
 
 def check_consistency(config: Config) -> Config:
     """Limits that involve two keys, checked here rather than by the libraries below."""
-    train, model, behavior = config.train, config.model, config.behavior
-    if train.replay_capacity < train.seq_len:
-        raise ConfigError(f"train.replay_capacity ({train.replay_capacity}) must be at least "
-                          f"train.seq_len ({train.seq_len}): the replay must hold one sequence")
+    run, model, behavior = config.run, config.model, config.behavior
+    if run.replay_capacity < run.seq_len:
+        raise ConfigError(f"run.replay_capacity ({run.replay_capacity}) must be at least "
+                          f"run.seq_len ({run.seq_len}): the replay must hold one sequence")
     if model.unimix > 0 and model.latent != "categorical":
         raise ConfigError(f"model.unimix ({model.unimix}) mixes categorical latents; model.latent is "
                           f"{model.latent!r}")
@@ -391,8 +407,10 @@ def config_from_dict(data: dict) -> Config:
 
 
 def _renamed(data: dict) -> dict:
-    """A copy of a nested config mapping with `RENAMED_KEYS` moved to their new names."""
-    data = {section: dict(value) if isinstance(value, dict) else value for section, value in data.items()}
+    """A copy of a nested config mapping with `RENAMED_SECTIONS` and `RENAMED_KEYS` moved to
+    their new names."""
+    data = {RENAMED_SECTIONS.get(section, section): dict(value) if isinstance(value, dict) else value
+            for section, value in data.items()}
     for old, new in RENAMED_KEYS.items():
         (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
         if isinstance(data.get(old_section), dict) and old_name in data[old_section]:
@@ -407,18 +425,18 @@ def _renamed(data: dict) -> dict:
 # state means (network shapes, the data, the schedule of updates), so changing it is an error.
 RESUME_SAFE_KEYS = frozenset({
     "logdir", "steps", "devices",
-    "train.log_every", "train.eval_every", "train.eval_episodes", "train.video_every",
-    "train.checkpoint_minutes", "train.checkpoint_every", "train.checkpoint_keep",
-    "train.max_nonfinite", "env.max_restarts", "env.parallel", "train.loop", "train.max_lag",
-    "train.actor_device",
+    "run.log_every", "run.eval_every", "run.eval_episodes", "run.video_every",
+    "run.checkpoint_minutes", "run.checkpoint_every", "run.checkpoint_keep",
+    "run.max_nonfinite", "env.max_restarts", "env.parallel", "run.loop", "run.max_lag",
+    "run.actor_device",
 })
 
 
 # Keys added after runs were saved, whose defaults are what those runs did (image observations):
 # a saved config without them takes the defaults instead of being refused as truncated.
 LATER_KEYS = frozenset({"env.obs", "model.mlp_layers", "model.mlp_units", "model.symlog_inputs",
-                        "model.vector_loss", "train.online", "train.replay_context",
-                        "train.prefill_actions"})
+                        "model.vector_loss", "run.online", "run.replay_context",
+                        "run.prefill_actions"})
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

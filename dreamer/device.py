@@ -60,7 +60,7 @@ class DataParallel:
             raise ConfigError(f"--devices {num_devices} asks for more devices than the "
                               f"{len(available)} JAX sees{hint}")
         if batch_size * jax.process_count() % num_devices:
-            raise ConfigError(f"train.batch_size {batch_size} is not divisible by --devices {num_devices}; "
+            raise ConfigError(f"run.batch_size {batch_size} is not divisible by --devices {num_devices}; "
                               "choose a batch size that is a multiple of the device count")
         self.num_devices = num_devices
         self.mesh = Mesh(np.array(available[:num_devices]), ("data",))
@@ -139,7 +139,7 @@ class DeviceAgent:
 
     def __init__(self, agent, devices: int = 1):
         self.agent = agent
-        self.placement = DataParallel(devices, agent.config.train.batch_size)
+        self.placement = DataParallel(devices, agent.config.run.batch_size)
         self.update = jax.jit(self._constrained(agent.update), donate_argnums=0)
         self.policy = jax.jit(agent.act, static_argnames="mode")
         self._report = jax.jit(agent.report)

@@ -122,7 +122,7 @@ def load(logdir: str | Path, *, seed: int | None = None) -> Policy:
     if ckpt is None:
         raise CheckpointError(f"no checkpoint in '{logdir / checkpoint.CHECKPOINT_DIR}': not the logdir of "
                               "a training run, or one that has not saved yet (runs save every "
-                              "train.checkpoint_minutes and when they end)")
+                              "run.checkpoint_minutes and when they end)")
     for path, reason in resume.skipped:
         print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
     holder = live_holder(logdir)

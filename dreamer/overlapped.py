@@ -1,4 +1,4 @@
-"""The overlapped training loop (`--train.loop overlapped`): an actor thread collects while the
+"""The overlapped training loop (`--run.loop overlapped`): an actor thread collects while the
 learner (the main thread) updates.
 
 It drives the same `dreamer.trainer.Trainer` as the synchronous loop, in two threads: the
@@ -10,8 +10,8 @@ episodes go into the replay) and queues each step's `Work` item; the learner run
   the synchronous loop, counted by the same `Schedule`;
 - an evaluation at step S sees every update owed up to S, as in the synchronous loop;
 - only the collected data differ: the policy that collects step t may miss the updates owed
-  in the last `train.max_lag` environment steps, and the actor waits when it would get further
-  ahead. `train.max_lag 0` collects with exactly the synchronous loop's parameters.
+  in the last `run.max_lag` environment steps, and the actor waits when it would get further
+  ahead. `run.max_lag 0` collects with exactly the synchronous loop's parameters.
 
 A checkpoint needs the replay, the schedule and the collection RNG at one step: at a checkpoint
 (by steps or minutes) and at the end the actor waits after that step until the learner has
@@ -24,7 +24,7 @@ The training environments run in worker processes (`env.parallel` is implied): M
 context belongs to the thread that made it, and a worker steps and renders without holding
 this process's GIL, which the learner needs to dispatch updates. On an accelerator the
 actor's policy steps would queue behind the updates on the device's stream; with
-`train.actor_device cpu` the actor acts on the host's CPU from a copy of each new state.
+`run.actor_device cpu` the actor acts on the host's CPU from a copy of each new state.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Overlapped:
         self.at_barrier = False  # the actor waits for the learner to finish a barrier item
         self.closing = False
         self.actor_error: BaseException | None = None
-        cfg = trainer.config.train
+        cfg = trainer.config.run
         self.actor_device = (jax.devices("cpu")[0] if cfg.actor_device == "cpu"
                              and jax.default_backend() != "cpu" else None)
         trainer.publish = self.publish
@@ -67,7 +67,7 @@ class Overlapped:
 
     def publish(self, state):
         """The actor's own copy of a finished train state: on the CPU with
-        `train.actor_device cpu` (on an accelerator), else on the learner's device."""
+        `run.actor_device cpu` (on an accelerator), else on the learner's device."""
         local = self.trainer.agent.local(state)
         copy = _copy(local) if self.actor_device is None else jax.device_put(local, self.actor_device)
         return jax.block_until_ready(copy)
@@ -93,7 +93,7 @@ class Overlapped:
                 self.cond.notify_all()
 
     def wait_for_lag(self) -> bool:
-        """Wait while updates owed more than `train.max_lag` environment steps ago are still
+        """Wait while updates owed more than `run.max_lag` environment steps ago are still
         pending. Returns False when the loop closes."""
         with self.cond:
             while not self.closing and self.lagging():
@@ -105,7 +105,7 @@ class Overlapped:
         come from the replay of its step)."""
         trainer = self.trainer
         owed = next((work.step for work in trainer.pending if work.updates or work.video), None)
-        return owed is not None and trainer.schedule.step - owed >= trainer.config.train.max_lag
+        return owed is not None and trainer.schedule.step - owed >= trainer.config.run.max_lag
 
     # ------------------------------------------------------------------ the learner
 
@@ -170,15 +170,15 @@ class Overlapped:
 
 
 def run_overlapped(trainer: Trainer) -> None:
-    """The overlapped loop (`train.loop overlapped`) over `trainer`."""
+    """The overlapped loop (`run.loop overlapped`) over `trainer`."""
     Overlapped(trainer).run()
 
 
 def make_trainer(config: Config, logdir: Path, stop: StopRequests | None = None,
                  on_collect: CollectHook | None = None, parts: Parts | None = None) -> Trainer:
-    """The run of `config` in `logdir`, with the loop `train.loop` names. The overlapped loop
+    """The run of `config` in `logdir`, with the loop `run.loop` names. The overlapped loop
     steps its training environments in worker processes: MuJoCo's EGL context belongs to the
     thread that made it, and a worker steps without holding the GIL the learner needs."""
-    overlapped = config.train.loop == "overlapped"
+    overlapped = config.run.loop == "overlapped"
     parts = parts or default_parts(config, parallel_envs=True if overlapped else None)
     return Trainer(config, logdir, parts, stop, on_collect, loop=run_overlapped if overlapped else None)

@@ -35,7 +35,7 @@ def default_parts(config: Config, parallel_envs: bool | None = None) -> Parts:
     """The parts of `config`: its environments (in worker processes if `parallel_envs`,
     default `env.parallel`), its agent on `config.devices` devices, its replay, a logger with
     TensorBoard files and its schedule."""
-    train = config.train
+    run = config.run
 
     def make_agent(envs: VectorEnv) -> DeviceAgent:
         agent = agent_class(config.agent)(config, envs.action_size, envs.discrete, envs.obs_space)
@@ -46,7 +46,7 @@ def default_parts(config: Config, parallel_envs: bool | None = None) -> Parts:
         make_eval_envs=lambda seed: make_vector_env(config, seed, num_envs=1, parallel=False),
         make_agent=make_agent,
         make_replay=lambda folder, signature: Replay(
-            folder, capacity=train.replay_capacity, seq_len=train.seq_len, seed=config.seed,
-            signature=signature, cross_episodes=train.cross_episodes, online=train.online),
+            folder, capacity=run.replay_capacity, seq_len=run.seq_len, seed=config.seed,
+            signature=signature, cross_episodes=run.cross_episodes, online=run.online),
         make_logger=lambda logdir, purge_step: Logger(logdir, purge_step=purge_step),
-        make_schedule=lambda: Schedule(train, config.env.action_repeat))
+        make_schedule=lambda: Schedule(run, config.env.action_repeat))

@@ -369,7 +369,7 @@ class Replay:
             raise InsufficientDataError(
                 f"replay holds no episode of at least seq_len={length} steps (longest: "
                 f"{int(self._lengths.max(initial=0))}); sequences stay inside one episode "
-                f"unless train.cross_episodes is set")
+                f"unless run.cross_episodes is set")
         first = self._rng.choice(long_enough, size=count)  # [count] episode index
         return first, self._rng.integers(0, self._lengths[first] - length + 1)
 

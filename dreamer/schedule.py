@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamer.config import Config, TrainConfig
+from dreamer.config import Config, RunConfig
 from dreamer.logger import Progress
 
 
@@ -24,16 +24,16 @@ def crossed(step: int, delta: int, every: int) -> bool:
 
 
 class Schedule:
-    def __init__(self, train: TrainConfig, action_repeat: int):
-        self.cfg, self.action_repeat = train, action_repeat
+    def __init__(self, run: RunConfig, action_repeat: int):
+        self.cfg, self.action_repeat = run, action_repeat
         self.step = 0  # environment steps collected for training
         self.episodes = 0  # training episodes completed
         self.train_start: int | None = None  # the environment step at which training began
         self.scheduled_updates = 0  # updates run, whether applied or skipped as non-finite
 
     def prefilling(self, replay_steps: int) -> bool:
-        """No updates (and random actions, unless `train.prefill_actions` is 'policy') until the
-        replay holds `train.prefill` environment steps and at least one sequence
+        """No updates (and random actions, unless `run.prefill_actions` is 'policy') until the
+        replay holds `run.prefill` environment steps and at least one sequence
         (`replay_steps` counts agent steps)."""
         return replay_steps * self.action_repeat < self.cfg.prefill or replay_steps < self.cfg.seq_len
 
@@ -61,7 +61,7 @@ class Schedule:
         return crossed(self.step, env_steps, self.cfg.log_every)
 
     def checkpoint_due(self, env_steps: int) -> bool:
-        """Every `train.checkpoint_every` steps (the wall-clock period is the loop's to check)."""
+        """Every `run.checkpoint_every` steps (the wall-clock period is the loop's to check)."""
         return crossed(self.step, env_steps, self.cfg.checkpoint_every)
 
     def state_dict(self) -> dict[str, Any]:
@@ -107,7 +107,7 @@ class UpdateRate:
 
     def estimate(self, left_in_burst: int) -> str:
         """One line: seconds per update and the time the run's remaining updates would take."""
-        cfg, schedule = self.config.train, self.schedule
+        cfg, schedule = self.config.run, self.schedule
         total = cfg.train_steps + cfg.updates_after(self.config.steps - (schedule.train_start or 0))
         left = max(total - schedule.scheduled_updates, 0) + left_in_burst
         seconds = left * self.seconds

@@ -1,8 +1,8 @@
 """Training entry point: `python -m dreamer.train --env dmc_walker_walk [--agent NAME] ...`.
 
 Prefill the replay with random actions, then alternate collection with the agent's policy and
-gradient updates (`train.train_steps` every `train.train_every` environment steps, or a
-`train.train_ratio`), evaluating the mode policy every `train.eval_every` steps. Every step
+gradient updates (`run.train_steps` every `run.train_every` environment steps, or a
+`run.train_ratio`), evaluating the mode policy every `run.eval_every` steps. Every step
 count here is in environment steps, action repeat included. The loop is `dreamer.trainer`;
 this module is the command line: flags, the logdir checks, one-line errors and exit statuses.
 Rerunning the same command on the same logdir continues from its newest checkpoint.
@@ -50,7 +50,7 @@ def help_epilog() -> str:
         "observations as float32 vectors: DMC's proprioceptive entries by name, a gymnasium Box as",
         "'vector', a Dict by key; nothing is rendered) or both. E.g. --configs dreamerv3",
         "dreamerv3_proprio --env dmc_walker_walk trains DreamerV3 from DMC's proprioceptive state.", "",
-        "Any config key is set as --section.key VALUE, e.g. --model.deter 64 --train.batch_size 16",
+        "Any config key is set as --section.key VALUE, e.g. --model.deter 64 --run.batch_size 16",
         "--env.action_repeat 4; --print-config lists every key with its resolved value.",
         "Rerunning a command on the same --logdir resumes from its newest checkpoint.",
         "Bad input prints one line 'error: ...' and exits with status 2."])
@@ -134,7 +134,7 @@ def train(argv: list[str], stop: StopRequests) -> int:
         return 0
     join_hosts()  # a multi-host run: before any device is used
     agent_class(config.agent)  # an unknown agent or device count fails before anything else
-    DataParallel(config.devices, config.train.batch_size)
+    DataParallel(config.devices, config.run.batch_size)
     new_dirs = [p for p in (config.run_dir, *config.run_dir.parents) if not p.exists()]
     logdir = prepare_logdir(config, args.force)
     try:  # one process per logdir, before anything in it is read or written

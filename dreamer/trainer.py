@@ -6,8 +6,8 @@ line), checkpoint, and stop. A loop drives those steps: `run_synchronous` here, 
 the other, or `dreamer.overlapped.run_overlapped`, collecting in a thread while the main
 thread handles the items. `python -m dreamer.train` composes and runs it (`make_trainer`).
 
-Checkpoints (`dreamer/checkpoint.py`) are written every `train.checkpoint_minutes` and every
-`train.checkpoint_every` steps, at the end, and on SIGINT / SIGTERM. A signal is answered
+Checkpoints (`dreamer/checkpoint.py`) are written every `run.checkpoint_minutes` and every
+`run.checkpoint_every` steps, at the end, and on SIGINT / SIGTERM. A signal is answered
 between two updates, two evaluation episodes or two collection steps: the run saves the items
 it has not finished (the updates still owed included) with the checkpoint and exits with
 128 + the signal number; a second signal ends the process at once (`StopRequests`). A
@@ -56,10 +56,10 @@ def check_hosts_agree(config: Config, resume: checkpoint.Resume) -> None:
     (by steps, not wall-clock minutes) and resume from the same step."""
     if jax.process_count() == 1:
         return
-    if config.train.checkpoint_minutes > 0:
+    if config.run.checkpoint_minutes > 0:
         raise ConfigError("a multi-host run checkpoints by environment steps only, so that every host "
-                          "saves at the same step: set --train.checkpoint_minutes 0 and "
-                          "--train.checkpoint_every N")
+                          "saves at the same step: set --run.checkpoint_minutes 0 and "
+                          "--run.checkpoint_every N")
     from jax.experimental import multihost_utils
 
     step = resume.checkpoint.step if resume.checkpoint is not None else 0
@@ -181,7 +181,7 @@ class Trainer:
         self.publish: Callable = lambda state: state  # a loop that acts beside the updates copies
         self.rng = np.random.default_rng(config.seed)  # prefill's random actions
         self.schedule = parts.make_schedule()
-        self.metrics = UpdateMetrics(config.train.max_nonfinite)
+        self.metrics = UpdateMetrics(config.run.max_nonfinite)
         self.pending: deque[Work] = deque()  # collected, not yet handled (restored on resume)
         self.work: Work | None = None  # the item being handled: its step labels the logs
         self.last_return: float | None = None  # of the latest training episode, for the progress bar
@@ -271,13 +271,13 @@ class Trainer:
         """A checkpoint of the run as it stands: the train state, the replay's and schedule's
         counters at the newest collected step, and the items not yet handled."""
         path = checkpoint.save(self.logdir / checkpoint.CHECKPOINT_DIR, self.agent.local(self.state),
-                               self.host_state(), self.config.train.checkpoint_keep)
+                               self.host_state(), self.config.run.checkpoint_keep)
         self.last_save_time, self.unsaved, self.last_checkpoint = time.time(), False, path
         return path
 
     def minutes_due(self) -> bool:
-        """`train.checkpoint_minutes` have passed since the last checkpoint."""
-        minutes = self.config.train.checkpoint_minutes
+        """`run.checkpoint_minutes` have passed since the last checkpoint."""
+        minutes = self.config.run.checkpoint_minutes
         return minutes > 0 and time.time() - self.last_save_time >= 60 * minutes
 
     def stopped(self) -> bool:
@@ -292,7 +292,7 @@ class Trainer:
     # ------------------------------------------------------------------ collection
 
     def act(self, obs: dict) -> np.ndarray:
-        if self.schedule.prefilling(self.replay.num_steps) and self.config.train.prefill_actions == "random":
+        if self.schedule.prefilling(self.replay.num_steps) and self.config.run.prefill_actions == "random":
             return random_actions(self.rng, self.envs.num_envs, self.envs.action_size, self.envs.discrete)
         state = self.agent.on_env_steps(self.acting_state, self.schedule.step)
         return self.actor(self.agent.local(state), obs)
@@ -385,14 +385,14 @@ class Trainer:
         sequences lie in the replay."""
         try:
             with self.replay_lock:
-                batch, positions = self.replay.sample_with_positions(self.config.train.batch_size)
+                batch, positions = self.replay.sample_with_positions(self.config.run.batch_size)
         except InsufficientDataError as error:  # e.g. episodes shorter than seq_len
             raise TrainingError(str(error)) from None
         return self.agent.shard(batch), positions
 
     def check_finite(self, flags: list) -> None:
         """Warn about updates skipped for a non-finite loss or gradient; stop the run after
-        `train.max_nonfinite` in a row."""
+        `run.max_nonfinite` in a row."""
         skipped, longest = self.metrics.count_nonfinite(flags)
         if not skipped:
             return
@@ -400,16 +400,16 @@ class Trainer:
               f"{self.step}", file=sys.stderr)
         self.logger.scalar("train/skipped_updates", skipped)
         self.logger.write(self.step)
-        if longest >= self.config.train.max_nonfinite:
+        if longest >= self.config.run.max_nonfinite:
             raise TrainingError(
                 f"{longest} consecutive updates had a non-finite loss or gradient (at env step "
                 f"{self.step}); none was applied. Check the rewards and observations, lower "
-                f"model.lr, or raise train.max_nonfinite")
+                f"model.lr, or raise run.max_nonfinite")
 
     def evaluate(self) -> bool:
-        """`train.eval_episodes` episodes of the eval policy, logged; False if a signal
+        """`run.eval_episodes` episodes of the eval policy, logged; False if a signal
         stopped it between two episodes (it is run again, the same, on resume)."""
-        episodes = self.config.train.eval_episodes
+        episodes = self.config.run.eval_episodes
         if episodes == 0:
             return True
         actor = AgentActor(self.agent, 1, self.config.seed + self.step, "eval")
@@ -440,7 +440,7 @@ class Trainer:
         if work.prefilling:
             return
         with self.replay_lock:
-            batch = self.replay.sample(min(6, self.config.train.batch_size), online=False)
+            batch = self.replay.sample(min(6, self.config.run.batch_size), online=False)
         videos = self.agent.report(self.state, batch)
         for name, video in jax.device_get(videos).items():
             self.logger.video(f"train/{name}", video)

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every network a few units wide: each agent's update compiles and runs in seconds.
 TINY = {"model.deter": 8, "model.stoch": 4, "model.classes": 3, "model.hidden": 8,
         "model.depth": 2, "model.head_units": 8, "behavior.horizon": 4,
-        "behavior.actor_units": 8, "behavior.critic_units": 8, "train.batch_size": 2,
-        "train.seq_len": 5, "planet.horizon": 3, "planet.iterations": 2,
+        "behavior.actor_units": 8, "behavior.critic_units": 8, "run.batch_size": 2,
+        "run.seq_len": 5, "planet.horizon": 3, "planet.iterations": 2,
         "planet.candidates": 16, "planet.top_k": 4, "explore.units": 8, "explore.layers": 1}
 B, T, A, E = 2, 5, 3, 7  # batch, sequence length, action size, embedding size of the RSSM tests
 

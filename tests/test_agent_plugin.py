@@ -78,7 +78,7 @@ def test_a_fourth_agent_from_its_own_package(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     result = subprocess.run(
         [sys.executable, "-m", "dreamer.train", "--agent", "toy", "--env", "dmc_cartpole_balance",
-         "--configs", "debug", "--steps", "1500", "--train.video_every", "0", "--toy.gain", "0.25",
+         "--configs", "debug", "--steps", "1500", "--run.video_every", "0", "--toy.gain", "0.25",
          "--logdir", str(logdir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     config = yaml.safe_load((logdir / "config.yaml").read_text())

@@ -186,10 +186,10 @@ def test_config_differences_name_the_keys(tmp_path):
 def test_safe_keys_may_change(tmp_path):
     saved = build_config(["debug"], {"env.name": "dmc_cartpole_balance"})
     save_config(saved, tmp_path / "config.yaml")
-    safe = {"steps": "99", "train.log_every": "7", "train.eval_every": "9", "train.video_every": "0",
-            "train.checkpoint_every": "5", "train.checkpoint_minutes": "0.5", "train.checkpoint_keep": "1",
-            "train.max_nonfinite": "3", "env.max_restarts": "0", "env.parallel": "true",
-            "logdir": "elsewhere", "train.eval_episodes": "2"}
+    safe = {"steps": "99", "run.log_every": "7", "run.eval_every": "9", "run.video_every": "0",
+            "run.checkpoint_every": "5", "run.checkpoint_minutes": "0.5", "run.checkpoint_keep": "1",
+            "run.max_nonfinite": "3", "env.max_restarts": "0", "env.parallel": "true",
+            "logdir": "elsewhere", "run.eval_episodes": "2"}
     assert set(safe) <= RESUME_SAFE_KEYS
     new = build_config(["debug"], {"env.name": "dmc_cartpole_balance", **safe})
     assert differing_keys(saved, new) == []
@@ -197,14 +197,14 @@ def test_safe_keys_may_change(tmp_path):
 
 
 def test_saved_config_without_a_safe_key_loads_with_its_default(tmp_path):
-    """A run saved before a resume-safe key existed (here train.loop) can still resume."""
-    saved = build_config(["debug"], {"env.name": "dmc_cartpole_balance", "train.loop": "overlapped"})
+    """A run saved before a resume-safe key existed (here run.loop) can still resume."""
+    saved = build_config(["debug"], {"env.name": "dmc_cartpole_balance", "run.loop": "overlapped"})
     save_config(saved, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     lines = [line for line in text.splitlines() if not line.strip().startswith("loop:")]
     assert len(lines) == len(text.splitlines()) - 1
     (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
-    assert load_saved_config(tmp_path / "config.yaml").train.loop == "sync"
+    assert load_saved_config(tmp_path / "config.yaml").run.loop == "sync"
     new = build_config(["debug"], {"env.name": "dmc_cartpole_balance"})
     assert checkpoint.prepare_resume(new, tmp_path).checkpoint is None
 

@@ -54,7 +54,7 @@ CASES = {
     "unknown-key": (["--model.detr", "64"], ["model.detr", "did you mean 'model.deter'"]),
     "wrong-type": (["--model.deter", "abc"], ["model.deter", "int", "abc"]),
     "negative-steps": (["--steps", "-5"], ["steps", "positive", "-5"]),
-    "zero-batch": (["--train.batch_size", "0"], ["train.batch_size", "positive"]),
+    "zero-batch": (["--run.batch_size", "0"], ["run.batch_size", "positive"]),
     "float-seed": (["--seed", "1.5"], ["seed", "int", "1.5"]),
     "unknown-preset": (["--configs", "nope"], ["unknown preset 'nope'", "cpu", "debug", "dreamer"]),
     "unknown-agent": (["--agent", "nope"], ["unknown agent 'nope'", "dreamer"]),
@@ -69,8 +69,8 @@ CASES = {
                           ["--env", "--env.name", "env.name"]),
     "too-many-devices": (["--configs", "debug", "--devices", "3"], ["--devices 3", "XLA_FLAGS"]),
     # Valid alone, not together: the replay could never hold one sequence.
-    "capacity-below-sequence": (["--configs", "debug", "--train.replay_capacity", "5"],
-                                ["train.replay_capacity (5)", "train.seq_len (12)"]),
+    "capacity-below-sequence": (["--configs", "debug", "--run.replay_capacity", "5"],
+                                ["run.replay_capacity (5)", "run.seq_len (12)"]),
     "seed-too-large": (["--seed", "4294967296"], ["seed", "<= 2147483647"]),
     # Switches that make no sense together name both keys.
     "bins-without-twohot": (["--model.twohot_bins", "101"], ["model.twohot_bins", "model.reward_head", "gaussian"]),
@@ -254,11 +254,11 @@ def test_debug_shows_traceback(cli_runs):
 def test_parse_args_mixes_flags_presets_and_overrides():
     from dreamer.train import parse_args
 
-    config, args = parse_args(["--model.deter", "64", "--configs", "debug", "--train.batch_size", "3",
+    config, args = parse_args(["--model.deter", "64", "--configs", "debug", "--run.batch_size", "3",
                                "--env=gym:CartPole-v1", "--seed", "2", "--steps", "100"])
     assert config.model.deter == 64  # override wins over the preset wherever it appears
     assert config.model.stoch == 8  # from the debug preset
-    assert config.train.batch_size == 3
+    assert config.run.batch_size == 3
     assert (config.env.name, config.seed, config.steps, args.debug) == ("gym:CartPole-v1", 2, 100, False)
     config, args = parse_args(["--debug", "--model.kl_dyn_scale", "0.8", "--agent", "dreamer"])
     assert args.debug is True and config.model.kl_dyn_scale == 0.8 and config.agent == "dreamer"

@@ -51,13 +51,13 @@ def test_defaults_are_the_dreamer_paper_settings():
     assert behavior.critic_lr == 8e-5
     assert behavior.expl_noise == 0.3
 
-    train = config.train
-    assert (train.batch_size, train.seq_len) == (50, 50)
-    assert train.prefill == 5000
-    assert train.train_every == 1000
-    assert train.train_steps == 100
-    assert train.train_ratio == 0.0
-    assert train.eval_every == 10_000
+    run = config.run
+    assert (run.batch_size, run.seq_len) == (50, 50)
+    assert run.prefill == 5000
+    assert run.train_every == 1000
+    assert run.train_steps == 100
+    assert run.train_ratio == 0.0
+    assert run.eval_every == 10_000
 
 
 def test_default_build_equals_code_defaults():
@@ -84,21 +84,21 @@ def test_run_dir():
 def test_valid_keys():
     keys = valid_keys()
     for key in ("agent", "seed", "steps", "logdir", "env.name", "model.deter",
-                "behavior.horizon", "train.batch_size", "train.train_ratio"):
+                "behavior.horizon", "run.batch_size", "run.train_ratio"):
         assert key in keys
     assert "model" not in keys and "env" not in keys
     assert len(keys) == len(set(keys))
 
 
 def test_updates_after():
-    assert config_class()().train.updates_after(1000) == 100  # the paper: 100 per 1000 env steps
-    assert config_class()().train.updates_after(999) == 99
-    config = build_config([], {"train.train_ratio": "512", "train.batch_size": "16",
-                               "train.seq_len": "64"})
-    assert config.train.updates_after(10) == 5  # 512 replayed steps per env step / (16 * 64)
-    config = build_config([], {"train.train_steps": "5", "train.train_every": "500"})
-    assert config.train.updates_after(504) == 5  # integers: no update lost to rounding
-    assert config.train.updates_after(4000) == 40
+    assert config_class()().run.updates_after(1000) == 100  # the paper: 100 per 1000 env steps
+    assert config_class()().run.updates_after(999) == 99
+    config = build_config([], {"run.train_ratio": "512", "run.batch_size": "16",
+                               "run.seq_len": "64"})
+    assert config.run.updates_after(10) == 5  # 512 replayed steps per env step / (16 * 64)
+    config = build_config([], {"run.train_steps": "5", "run.train_every": "500"})
+    assert config.run.updates_after(504) == 5  # integers: no update lost to rounding
+    assert config.run.updates_after(4000) == 40
 
 
 # ----------------------------------------------------------------------------- type parsing
@@ -131,13 +131,13 @@ def test_str_parsing():
 
 def test_overrides_are_typed():
     config = build_config([], {"model.deter": "64", "model.lr": "6e-4", "env.fast_render": "yes",
-                               "env.name": "gym:CartPole-v1", "train.replay_capacity": "1e6",
+                               "env.name": "gym:CartPole-v1", "run.replay_capacity": "1e6",
                                "model.latent": "categorical", "seed": "7"})
     assert config.model.deter == 64 and type(config.model.deter) is int
     assert config.model.lr == 6e-4 and type(config.model.lr) is float
     assert config.env.fast_render is True
     assert config.env.name == "gym:CartPole-v1"
-    assert config.train.replay_capacity == 1_000_000
+    assert config.run.replay_capacity == 1_000_000
     assert config.model.latent == "categorical"
     assert config.seed == 7
 
@@ -156,7 +156,7 @@ def test_errors_are_user_errors():
 @pytest.mark.parametrize("key, suggestion", [
     ("model.detr", "model.deter"),
     ("deter", "model.deter"),
-    ("train.batchsize", "train.batch_size"),
+    ("run.batchsize", "run.batch_size"),
     ("behavior.horizn", "behavior.horizon"),
 ])
 def test_unknown_key_suggests_closest(key, suggestion):
@@ -213,9 +213,9 @@ def test_non_finite_floats_rejected(value):
 @pytest.mark.parametrize("key, value, expected", [
     ("steps", "-5", "config key 'steps' must be positive, got -5"),
     ("steps", "0", "config key 'steps' must be positive, got 0"),
-    ("train.batch_size", "0", "config key 'train.batch_size' must be positive, got 0"),
+    ("run.batch_size", "0", "config key 'run.batch_size' must be positive, got 0"),
     ("seed", "-1", "config key 'seed' must be >= 0, got -1"),
-    ("train.seq_len", "1", "config key 'train.seq_len' must be >= 2, got 1"),
+    ("run.seq_len", "1", "config key 'run.seq_len' must be >= 2, got 1"),
     ("behavior.discount", "1.5", "config key 'behavior.discount' must be <= 1.0, got 1.5"),
     ("model.free_nats", "-1", "config key 'model.free_nats' must be >= 0.0, got -1.0"),
     ("model.lr", "0", "config key 'model.lr' must be positive, got 0.0"),
@@ -228,9 +228,9 @@ def test_out_of_range(key, value, expected):
 
 
 def test_range_checked_in_presets(tmp_path):
-    write(tmp_path, "neg", "train:\n  batch_size: 0\n")
+    write(tmp_path, "neg", "run:\n  batch_size: 0\n")
     assert config_error(["neg"], directory=tmp_path) == \
-        "config key 'train.batch_size' must be positive, got 0"
+        "config key 'run.batch_size' must be positive, got 0"
 
 
 def test_unknown_preset_lists_available(tmp_path):
@@ -264,9 +264,9 @@ def test_section_given_a_scalar(tmp_path):
     write(tmp_path, "scalar", "model: 5\n")
     message = config_error(["scalar"], directory=tmp_path)
     assert message == "config section 'model' expects a mapping, got 5"
-    write(tmp_path, "null", "train:\n")
+    write(tmp_path, "null", "run:\n")
     message = config_error(["null"], directory=tmp_path)
-    assert message == "config section 'train' expects a mapping, got None"
+    assert message == "config section 'run' expects a mapping, got None"
     with pytest.raises(ConfigError, match="unknown config key 'model'"):
         parse_overrides(["--model", "5"])
 
@@ -326,8 +326,8 @@ def test_parse_overrides_forms():
     assert parse_overrides([]) == {}
     assert parse_overrides(["--model.deter=64"]) == {"model.deter": "64"}
     assert parse_overrides(["--model.deter", "64"]) == {"model.deter": "64"}
-    assert parse_overrides(["--model.deter", "64", "--train.batch_size=8", "--model.lr", "6e-4"]) == {
-        "model.deter": "64", "train.batch_size": "8", "model.lr": "6e-4"}
+    assert parse_overrides(["--model.deter", "64", "--run.batch_size=8", "--model.lr", "6e-4"]) == {
+        "model.deter": "64", "run.batch_size": "8", "model.lr": "6e-4"}
     assert parse_overrides(["--behavior.expl_noise", "-1"]) == {"behavior.expl_noise": "-1"}
     assert parse_overrides(["--logdir=a=b"]) == {"logdir": "a=b"}
     assert parse_overrides(["--model.deter", "8", "--model.deter", "16"]) == {"model.deter": "16"}
@@ -364,3 +364,17 @@ def test_the_critics_renamed_keys_read_from_a_saved_config(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_saved_config(path) == config
+
+
+def test_a_saved_config_with_the_train_section_reads_it_as_run(tmp_path):
+    config = build_config(overrides={"run.batch_size": 7, "run.replay_context": 1})
+    data = config.to_dict()
+    data["train"] = data.pop("run")  # as a run saved before the section was renamed
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_saved_config(path) == config
+    assert config_error([], {"train.batch_size": 8}) == ("unknown config key 'train.batch_size'; "
+                                                          "it is now 'run.batch_size'")
+    write(tmp_path, "old", "train:\n  batch_size: 8\n")  # a preset of the old layout
+    assert config_error([str(tmp_path / "old.yaml")], {}) == ("unknown config key 'train.batch_size'; "
+                                                               "it is now 'run.batch_size'")

@@ -226,7 +226,7 @@ def test_behaviour_update_leaves_world_model_untouched(agent_and_state):
     batch = jax.tree.map(jnp.asarray, random_batch())
     key, k_wm, _ = jax.random.split(state.key, 3)
     wm_only, _, _, _ = jax.jit(agent.wm.update)(state.wm, state.wm_opt, batch, k_wm)
-    copy = jax.tree.map(jnp.copy, state)  # `train` donates its input
+    copy = jax.tree.map(jnp.copy, state)  # `update` donates its input
     new_state, metrics, _ = placed(agent).update(copy, batch)
     for a, b in zip(jax.tree.leaves(wm_only), jax.tree.leaves(new_state.wm)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # two compilations: fusion may differ
@@ -267,9 +267,9 @@ def test_update_traced_once_and_loss_decreases():
 
 
 def test_bfloat16_update_tracks_float32(agent_and_state):
-    """`train.precision bfloat16`: the same first update as float32, up to bf16 rounding."""
+    """`run.precision bfloat16`: the same first update as float32, up to bf16 rounding."""
     agent, state = agent_and_state
-    agent_bf16 = Dreamer(tiny_config(**{"train.precision": "bfloat16"}), A, False)
+    agent_bf16 = Dreamer(tiny_config(**{"run.precision": "bfloat16"}), A, False)
     state_bf16 = placed(agent_bf16).init(jax.random.PRNGKey(0))
     batch = random_batch(seed=2)
     _, m32, _ = placed(agent).update(jax.tree.map(jnp.copy, state), batch)

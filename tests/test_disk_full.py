@@ -25,9 +25,9 @@ except ImportError:  # tests/ is a package
     from tests import fake_envs
 
 ARGS = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--steps", "2000",
-        "--train.checkpoint_every", "500", "--train.video_every", "0"]
+        "--run.checkpoint_every", "500", "--run.video_every", "0"]
 FAST = ["--env", f"gym:{fake_envs.__name__}:FakeDict-v0", "--env.obs", "vector", "--configs", "debug",
-        "--steps", "2000", "--train.checkpoint_every", "500", "--train.video_every", "0"]
+        "--steps", "2000", "--run.checkpoint_every", "500", "--run.video_every", "0"]
 
 
 def run(logdir: Path, fault: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

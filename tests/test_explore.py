@@ -143,7 +143,7 @@ def agent_and_state(traced_agent):
 
 def test_train_step_metrics_and_single_trace(agent_and_state, traced_agent):
     agent, state = agent_and_state
-    state = jax.tree.map(jnp.copy, state)  # `train` donates its input
+    state = jax.tree.map(jnp.copy, state)  # `update` donates its input
     for seed in range(2):
         state, metrics, _ = placed(agent).update(state, random_batch(seed))
     assert traced_agent[1]["update"] == 1

@@ -47,7 +47,7 @@ def test_a_precision_that_would_end_after_the_deadline_is_skipped(monkeypatch):
 
     def measure_update(config, batch_shape, repeats):  # each precision takes 1 s
         time.sleep(1.0)
-        return {"update_seconds": 0.01, "precision": config.train.precision}
+        return {"update_seconds": 0.01, "precision": config.run.precision}
 
     monkeypatch.setattr(throughput, "measure_update", measure_update)
     # float32 ends after 1 s; bfloat16 would end after 2 s, past the deadline at 1.5 s.

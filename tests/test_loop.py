@@ -32,11 +32,11 @@ except ImportError:  # tests/ is a package
 # Episodes of 25 steps; a prefill of 100 steps, then bursts of 6 updates at steps 100, 200,
 # 300 and 400; a checkpoint every 100 steps; an evaluation of 3 episodes at 200 and 400. The overlapped loop collects with every update owed so far
 # (`max_lag` 0), so that it reproduces the synchronous loop bit for bit.
-SETTINGS = {**TINY, "train.max_lag": 0, "env.name": f"gym:{fake_envs.__name__}:FakeDict-v0", "env.obs": "vector",
-            "env.time_limit": 25, "env.action_repeat": 1, "steps": 400, "train.prefill": 100, "train.train_every": 100,
-            "train.train_steps": 6, "train.train_ratio": 0, "train.seq_len": 4, "train.eval_every": 200,
-            "train.eval_episodes": 3, "train.log_every": 100, "train.video_every": 0,
-            "train.checkpoint_minutes": 0, "train.checkpoint_every": 100}
+SETTINGS = {**TINY, "run.max_lag": 0, "env.name": f"gym:{fake_envs.__name__}:FakeDict-v0", "env.obs": "vector",
+            "env.time_limit": 25, "env.action_repeat": 1, "steps": 400, "run.prefill": 100, "run.train_every": 100,
+            "run.train_steps": 6, "run.train_ratio": 0, "run.seq_len": 4, "run.eval_every": 200,
+            "run.eval_episodes": 3, "run.log_every": 100, "run.video_every": 0,
+            "run.checkpoint_minutes": 0, "run.checkpoint_every": 100}
 
 
 class Signaller:
@@ -62,7 +62,7 @@ def run(logdir: Path, loop: str = "sync", updates: int | None = None, collects: 
     """A run in `logdir`; SIGINT after the `updates`-th update, the `collects`-th collection
     step or the `episodes`-th evaluation step. Returns (what stopped it, the signallers, the
     seconds from the signal to the end)."""
-    config = build_config(overrides={**SETTINGS, "train.loop": loop, "logdir": str(logdir), "steps": steps})
+    config = build_config(overrides={**SETTINGS, "run.loop": loop, "logdir": str(logdir), "steps": steps})
     signallers = {"update": Signaller(updates), "collect": Signaller(collects), "eval": Signaller(episodes)}
     base = default_parts(config)
 
@@ -175,7 +175,7 @@ def test_the_measured_update_time_says_what_the_run_would_take():
     from dreamer.schedule import UpdateRate
 
     paper = build_config(overrides={"env.name": "dmc_walker_walk"})  # 1M steps, 100 updates per 1000
-    schedule = Schedule(paper.train, paper.env.action_repeat)
+    schedule = Schedule(paper.run, paper.env.action_repeat)
     schedule.train_start, schedule.scheduled_updates = 5000, 100
     rate = UpdateRate(paper, schedule)
     rate.times = [7.5]

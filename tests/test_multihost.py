@@ -31,8 +31,8 @@ def test_two_hosts_train_one_model_on_their_own_data(tmp_path):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(index)}
         command = [sys.executable, "-m", "dreamer.train", "--env", "dmc_cartpole_balance", "--configs", "debug",
-                   "--steps", "1500", "--devices", "2", "--train.video_every", "0",
-                   "--train.checkpoint_minutes", "0", "--train.checkpoint_every", "500",
+                   "--steps", "1500", "--devices", "2", "--run.video_every", "0",
+                   "--run.checkpoint_minutes", "0", "--run.checkpoint_every", "500",
                    "--logdir", str(tmp_path / f"host{index}")]
         hosts.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))

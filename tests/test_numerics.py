@@ -19,7 +19,7 @@ def test_nonfinite_update_is_skipped_then_training_resumes():
         agent = Dreamer(tiny_config(), A, False)
         placed(agent)  # its jits wrap the counting methods
     state = placed(agent).init(jax.random.PRNGKey(0))
-    before = jax.tree.map(np.asarray, state)  # `train` donates its input
+    before = jax.tree.map(np.asarray, state)  # `update` donates its input
     bad = random_batch(seed=1)
     bad["reward"][0, 2] = np.nan  # one NaN reward poisons the loss and every gradient
     state, metrics, _ = placed(agent).update(state, bad)
@@ -39,13 +39,13 @@ def test_nonfinite_update_is_skipped_then_training_resumes():
 def test_repeated_nonfinite_updates_stop_the_run(tmp_path):
     logdir = tmp_path / "run"
     result = train_in_process("--env", "gym:tests.fake_envs:FakeNaNReward-v0", "--configs", "debug",
-                              "--steps", "3000", "--train.max_nonfinite", "3", "--logdir", str(logdir))
+                              "--steps", "3000", "--run.max_nonfinite", "3", "--logdir", str(logdir))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     # Warnings may come first (NaN rewards are logged as such); the last line is the error.
     line = result.stderr.strip().splitlines()[-1]
     assert re.match(r"error: \d+ consecutive updates had a non-finite loss", line), line
-    assert "train.max_nonfinite" in line
+    assert "run.max_nonfinite" in line
     assert "update(s) skipped for a non-finite loss" in result.stderr
     metrics = read_metrics(logdir / "metrics.jsonl")
     assert any("train/skipped_updates" in m for m in metrics)

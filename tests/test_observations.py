@@ -183,7 +183,7 @@ def test_the_update_trains_the_vector_encoder_and_decoder():
 
 # ----------------------------------------------------------------------------- runs
 
-RUN = ['--configs', 'debug', '--env.time_limit', '100', '--train.video_every', '500']
+RUN = ['--configs', 'debug', '--env.time_limit', '100', '--run.video_every', '500']
 
 
 def train_run(logdir: Path, *args: str) -> int:

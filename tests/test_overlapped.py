@@ -1,9 +1,9 @@
-"""The overlapped training loop (`--train.loop overlapped`, dreamer/overlapped.py) in
+"""The overlapped training loop (`--run.loop overlapped`, dreamer/overlapped.py) in
 subprocesses: dmc cartpole balance, the debug preset, 500-step episodes (250 agent steps).
 
 Three pipelines run side by side (module fixture, two at a time):
   - sync: the synchronous loop, 1500 steps;
-  - zero_lag: the overlapped loop with `train.max_lag 0`, the same command;
+  - zero_lag: the overlapped loop with `run.max_lag 0`, the same command;
   - stopped: the overlapped loop with its default lag (1000 steps) to 4000 steps through three
     processes: SIGINT once training has begun, SIGTERM once the resumed run has logged a step
     (its actor is then at most 1000 steps further, short of the end), then a run that finishes.
@@ -25,9 +25,9 @@ from tests.support import TIMEOUT, at_step, episode_files, latest, logged_after,
 
 pytestmark = pytest.mark.e2e  # the overlapped loop's processes on MuJoCo
 
-BASE = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--train.video_every", "0",
-        "--train.checkpoint_minutes", "0", "--env.time_limit", "500"]
-OVERLAPPED = [*BASE, "--train.loop", "overlapped"]
+BASE = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--run.video_every", "0",
+        "--run.checkpoint_minutes", "0", "--env.time_limit", "500"]
+OVERLAPPED = [*BASE, "--run.loop", "overlapped"]
 
 
 def stopped_pipeline(logdir: Path) -> list[tuple[int, str]]:
@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {"stopped": pool.submit(stopped_pipeline, paths["stopped"]),
                "sync": pool.submit(run, paths["sync"], *BASE, "--steps", "1500"),
-               "zero_lag": pool.submit(run, paths["zero_lag"], *OVERLAPPED, "--train.max_lag", "0",
+               "zero_lag": pool.submit(run, paths["zero_lag"], *OVERLAPPED, "--run.max_lag", "0",
                                        "--steps", "1500")}
     yield paths, futures
     pool.shutdown(wait=True)

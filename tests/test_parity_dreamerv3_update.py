@@ -122,7 +122,7 @@ def our_update(g: dict, prefix: str):
     (metrics, new state, the recorded gradients and updates as official-named dicts)."""
     obs_space, action_size, discrete, context = VARIANTS[prefix]
     with recording_optimizers():
-        agent = Dreamer(build_config(["dreamerv3"], {**OVERRIDES, "train.replay_context": context}),
+        agent = Dreamer(build_config(["dreamerv3"], {**OVERRIDES, "run.replay_context": context}),
                         action_size, discrete, obs_space)
     params = to_ours(section(g, f"{prefix}param_"))
     wm, ac = params["wm"], params["agent"]

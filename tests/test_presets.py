@@ -14,18 +14,18 @@ from dreamer.presets import SHARED_PRESETS, available_presets, load_preset
 from tests.support import config_error, write
 
 def test_presets_apply_in_order_and_overrides_win(tmp_path):
-    write(tmp_path, "a", "model:\n  deter: 10\n  stoch: 11\ntrain:\n  batch_size: 7\n")
+    write(tmp_path, "a", "model:\n  deter: 10\n  stoch: 11\nrun:\n  batch_size: 7\n")
     write(tmp_path, "b", "model:\n  deter: 20\n")
     config = build_config(["a", "b"], directory=tmp_path)
     assert config.model.deter == 20  # later preset wins
     assert config.model.stoch == 11  # untouched by b
-    assert config.train.batch_size == 7
+    assert config.run.batch_size == 7
     assert config.model.hidden == 200  # default elsewhere
     config = build_config(["b", "a"], directory=tmp_path)
     assert config.model.deter == 10
-    config = build_config(["a", "b"], {"model.deter": "30", "train.batch_size": "3"},
+    config = build_config(["a", "b"], {"model.deter": "30", "run.batch_size": "3"},
                           directory=tmp_path)
-    assert (config.model.deter, config.model.stoch, config.train.batch_size) == (30, 11, 3)
+    assert (config.model.deter, config.model.stoch, config.run.batch_size) == (30, 11, 3)
 
 
 def other_value(field: dataclasses.Field, default):
@@ -111,20 +111,20 @@ def test_unknown_agent_and_missing_agent_preset(monkeypatch, tmp_path):
 
 def test_preset_scientific_notation_strings(tmp_path):
     # PyYAML (YAML 1.1) reads `6e-4` and `1e6` as strings; they must still become numbers.
-    write(tmp_path, "sci", "model:\n  lr: 6e-4\n  eps: 1e-8\ntrain:\n  replay_capacity: 1e6\n"
+    write(tmp_path, "sci", "model:\n  lr: 6e-4\n  eps: 1e-8\nrun:\n  replay_capacity: 1e6\n"
                            "steps: 2e5\n")
     assert yaml.safe_load((tmp_path / "sci.yaml").read_text())["model"]["lr"] == "6e-4"
     config = build_config(["sci"], directory=tmp_path)
     assert config.model.lr == 6e-4 and type(config.model.lr) is float
     assert config.model.eps == 1e-8
-    assert config.train.replay_capacity == 1_000_000 and type(config.train.replay_capacity) is int
+    assert config.run.replay_capacity == 1_000_000 and type(config.run.replay_capacity) is int
     assert config.steps == 200_000 and type(config.steps) is int
 
 
 def test_preset_yaml_native_types(tmp_path):
     write(tmp_path, "native", "model:\n  lr: 0.001\n  free_nats: 1\n  cont_head: yes\n"
                               "env:\n  fast_render: true\n  parallel: 1\n  name: dmc_cartpole_balance\n"
-                              "train:\n  prefill: 1000.0\n")
+                              "run:\n  prefill: 1000.0\n")
     config = build_config(["native"], directory=tmp_path)
     assert config.model.lr == 0.001
     assert config.model.free_nats == 1.0 and type(config.model.free_nats) is float
@@ -132,7 +132,7 @@ def test_preset_yaml_native_types(tmp_path):
     assert config.env.fast_render is True
     assert config.env.parallel is True
     assert config.env.name == "dmc_cartpole_balance"
-    assert config.train.prefill == 1000 and type(config.train.prefill) is int
+    assert config.run.prefill == 1000 and type(config.run.prefill) is int
 
 
 def test_empty_preset_changes_nothing(tmp_path):
@@ -153,14 +153,14 @@ def test_shipped_presets():
     debug = build_config(["debug"])
     assert debug.model.deter == 32
     assert debug.model.stoch == 8
-    assert debug.train.batch_size == 4
-    assert debug.train.seq_len == 12
+    assert debug.run.batch_size == 4
+    assert debug.run.seq_len == 12
     assert debug.env.fast_render is True
     assert debug.behavior.horizon == 5
     cpu = build_config(["cpu"])
     assert cpu.steps == 50_000
     assert cpu.model.deter == 128
-    assert cpu.train.batch_size == 16
+    assert cpu.run.batch_size == 16
     # Every shipped preset passes validation on its own and round-trips.
     for name in available_presets():
         config = build_config([name])

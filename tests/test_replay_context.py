@@ -26,7 +26,7 @@ except ImportError:  # tests/ is a package
     from tests import fake_envs
 
 VECTOR_SPACE = {"obs": ((3,), np.dtype(np.float32))}
-CONTEXT = {**TINY, "env.obs": "vector", "train.replay_context": 1}
+CONTEXT = {**TINY, "env.obs": "vector", "run.replay_context": 1}
 
 
 def test_the_collector_stores_what_follows_each_action_with_the_step_it_leads_to():
@@ -90,10 +90,10 @@ def test_sequences_start_from_the_stored_context_of_their_first_step(agent):
 # A run on the fake environment: episodes of 25 steps, training from step 100 on, 6 updates
 # each 100 steps, batch 2 x 4 (as tests/test_loop.py), with DreamerV3's three replay options.
 RUN = {**CONTEXT, "env.name": f"gym:{fake_envs.__name__}:FakeDict-v0", "env.time_limit": 25,
-       "env.action_repeat": 1, "steps": 200, "train.prefill": 100, "train.prefill_actions": "policy",
-       "train.train_every": 100, "train.train_steps": 6, "train.seq_len": 4, "train.cross_episodes": True,
-       "train.online": True, "train.eval_every": 200, "train.eval_episodes": 1, "train.log_every": 100,
-       "train.video_every": 0, "train.checkpoint_minutes": 0, "train.checkpoint_every": 100}
+       "env.action_repeat": 1, "steps": 200, "run.prefill": 100, "run.prefill_actions": "policy",
+       "run.train_every": 100, "run.train_steps": 6, "run.seq_len": 4, "run.cross_episodes": True,
+       "run.online": True, "run.eval_every": 200, "run.eval_episodes": 1, "run.log_every": 100,
+       "run.video_every": 0, "run.checkpoint_minutes": 0, "run.checkpoint_every": 100}
 
 
 class Spy:

@@ -38,13 +38,13 @@ pytestmark = pytest.mark.e2e  # crash and resume chains of training processes
 
 ROOT = Path(__file__).resolve().parent.parent
 # Checkpoints by step count only, so that none depends on how busy the machine is.
-BASE = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--train.video_every", "0",
-        "--train.checkpoint_minutes", "0"]
+BASE = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--run.video_every", "0",
+        "--run.checkpoint_minutes", "0"]
 # Crash pipeline: 500-step episodes (250 agent steps), a checkpoint every 500 steps.
-CRASH = [*BASE, "--steps", "2000", "--env.time_limit", "500", "--train.checkpoint_every", "500",
-         "--train.eval_every", "1000"]
+CRASH = [*BASE, "--steps", "2000", "--env.time_limit", "500", "--run.checkpoint_every", "500",
+         "--run.eval_every", "1000"]
 # Determinism pipelines: 1000-step episodes, so that step 1000 is an episode boundary.
-SAME = [*BASE, "--train.checkpoint_every", "1000"]
+SAME = [*BASE, "--run.checkpoint_every", "1000"]
 
 
 def crash_pipeline(logdir: Path) -> dict:
@@ -130,7 +130,7 @@ def test_crashes_at_every_point_still_reach_the_budget(runs):
     assert final.step == 2000 and max(m["step"] for m in metrics) == 2000
     host = final.host
     assert host["episodes"] == len([m for m in metrics if "train/return" in m])
-    cfg = build_config(["debug"], {"train.video_every": "0"}).train
+    cfg = build_config(["debug"], {"run.video_every": "0"}).run
     assert host["scheduled_updates"] == cfg.train_steps + cfg.updates_after(2000 - host["train_start"])
 
     # metrics.jsonl: every key at strictly increasing steps; periodic lines neither doubled nor lost.
@@ -147,7 +147,7 @@ def test_crashes_at_every_point_still_reach_the_budget(runs):
     assert all(read_episode(logdir / "replay" / name) is not None for name in final_files)
     assert len(final_files) >= host["episodes"]  # killed runs' episodes count too (more data)
 
-    # Checkpoints: complete ones only, at most train.checkpoint_keep.
+    # Checkpoints: complete ones only, at most run.checkpoint_keep.
     names = [p.name for p in (logdir / "checkpoints").iterdir()]
     assert not [n for n in names if not n.startswith("ckpt-")], names
     assert len(names) <= 3

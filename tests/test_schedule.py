@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dreamer.config import TrainConfig
+from dreamer.config import RunConfig
 from dreamer.schedule import Schedule, crossed
 
 
@@ -26,7 +26,7 @@ def advance(schedule: Schedule, env_steps: int, replay_steps: int) -> int:
 
 def test_the_papers_schedule_burst_then_every_train_every():
     # Action repeat 2: prefill 1000 env steps = 500 agent steps in the replay.
-    schedule = Schedule(TrainConfig(prefill=1000, train_every=100, train_steps=10, seq_len=50), 2)
+    schedule = Schedule(RunConfig(prefill=1000, train_every=100, train_steps=10, seq_len=50), 2)
     assert schedule.prefilling(499) and not schedule.prefilling(500)
     assert advance(schedule, 998, 499) == 0  # still prefilling
     assert advance(schedule, 2, 500) == 10  # the first burst when prefill ends
@@ -40,7 +40,7 @@ def test_the_papers_schedule_burst_then_every_train_every():
 def test_train_ratio_counts_replayed_steps():
     # 512 replayed steps per env step at batch 16 x 64 = 1024 replayed steps per update:
     # one update per two env steps, after the first burst of train_steps.
-    schedule = Schedule(TrainConfig(prefill=0, train_ratio=512, batch_size=16, seq_len=64, train_steps=1), 1)
+    schedule = Schedule(RunConfig(prefill=0, train_ratio=512, batch_size=16, seq_len=64, train_steps=1), 1)
     # Training starts before the collection step that ended prefill (step 0): the burst of 1
     # plus 64 * 512 // 1024 = 32 for those 64 steps.
     assert advance(schedule, 64, 64) == 33
@@ -50,10 +50,10 @@ def test_train_ratio_counts_replayed_steps():
 
 
 def test_state_dict_round_trip():
-    schedule = Schedule(TrainConfig(prefill=0, seq_len=2), 1)
+    schedule = Schedule(RunConfig(prefill=0, seq_len=2), 1)
     advance(schedule, 5, 5)
     schedule.episodes = 3
-    restored = Schedule(TrainConfig(prefill=0, seq_len=2), 1)
+    restored = Schedule(RunConfig(prefill=0, seq_len=2), 1)
     restored.load_state_dict(schedule.state_dict())
     assert restored.state_dict() == schedule.state_dict() == {
         "step": 5, "episodes": 3, "scheduled_updates": 100, "train_start": 0}

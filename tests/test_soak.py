@@ -20,8 +20,8 @@ from dreamer.replay import read_episode
 from tests.support import ROOT
 
 ARGS = ["--env", "dmc_cartpole_balance", "--configs", "debug", "--steps", "6000", "--env.time_limit", "500",
-        "--train.video_every", "1000", "--train.eval_every", "1000", "--train.checkpoint_every", "500",
-        "--train.checkpoint_minutes", "0"]
+        "--run.video_every", "1000", "--run.eval_every", "1000", "--run.checkpoint_every", "500",
+        "--run.checkpoint_minutes", "0"]
 KILLS = 20
 
 
@@ -56,7 +56,7 @@ def test_twenty_kills_in_a_row_then_the_budget(tmp_path):
     steps = [m["step"] for m in metrics]
     assert max(steps) == 6000
     assert all(a <= b for a, b in zip(steps, steps[1:])), "metric steps went back"
-    # One log line every train.log_every (500) steps: none missing, none twice, however the
+    # One log line every run.log_every (500) steps: none missing, none twice, however the
     # kills fell between checkpoints.
     assert [m["step"] for m in metrics if "replay/steps" in m] == list(range(500, 6001, 500))
     episodes = sorted((logdir / "replay").glob("*.npz"))
@@ -64,7 +64,7 @@ def test_twenty_kills_in_a_row_then_the_budget(tmp_path):
     assert all(read_episode(p) is not None for p in episodes)
     strays = [p for p in logdir.rglob("*") if p.name.startswith((".tmp-", "tmp-")) or p.name.endswith(".part")]
     assert not strays, strays
-    assert len(list((logdir / "checkpoints").glob("ckpt-*"))) <= 3  # train.checkpoint_keep
+    assert len(list((logdir / "checkpoints").glob("ckpt-*"))) <= 3  # run.checkpoint_keep
     assert disk_bytes(logdir) < 200 * 2**20
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child
     assert peak_kib < 6 * 2**20, f"{peak_kib / 2**20:.1f} GiB"

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.e2e  # signals to a training process
 # A wide RSSM on a large batch: updates of about a second or more on 2 cores, in bursts of
 # 20; a checkpoint after prefill (at 150 steps), before the first burst.
 COMMAND = ["--env", "gym:tests.fake_envs:FakeDict-v0", "--env.obs", "vector", "--configs", "debug",
-           "--model.deter", "1024", "--model.hidden", "1024", "--train.batch_size", "128",
-           "--train.seq_len", "20", "--train.prefill", "200", "--train.train_every", "1000",
-           "--train.train_steps", "20", "--train.checkpoint_every", "150", "--steps", "2000"]
+           "--model.deter", "1024", "--model.hidden", "1024", "--run.batch_size", "128",
+           "--run.seq_len", "20", "--run.prefill", "200", "--run.train_every", "1000",
+           "--run.train_steps", "20", "--run.checkpoint_every", "150", "--steps", "2000"]
 
 
 def start_and_wait_for_a_burst(logdir: Path) -> tuple[subprocess.Popen, float]:

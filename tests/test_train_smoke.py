@@ -63,7 +63,7 @@ def test_every_agent_runs_on_the_dreamerv3_world_model(tmp_path, agent):
     actor-critic) at debug size, end to end; the run prints its parameter count."""
     logdir = tmp_path / "run"
     result = run_train("--env", "dmc_cartpole_swingup", "--agent", agent, "--configs", "dreamerv3", "debug",
-                       "--steps", "1500", "--env.action_repeat", "2", "--train.video_every", "0",
+                       "--steps", "1500", "--env.action_repeat", "2", "--run.video_every", "0",
                        "--logdir", str(logdir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "parameters: " in result.stderr and "world_model" in result.stderr

@@ -3,7 +3,7 @@
     python -m benchmarks.archive.loops --env dmc_cartpole_swingup --configs cpu --steps 8000 [--pairs 1]
         [--record NAME]
 
-Runs `python -m dreamer.train` with `--train.loop sync` and `--train.loop overlapped`, in turn
+Runs `python -m dreamer.train` with `--run.loop sync` and `--run.loop overlapped`, in turn
 (`--pairs` times, each in a fresh logdir), to `--steps` environment steps, and reports per run:
 the process's wall time (start-up and compilation included), the seconds after prefill (from
 the runs' log lines: steps between two lines over their steps per second), and the updates
@@ -32,14 +32,14 @@ LOOPS = ("sync", "overlapped")
 
 def timed_run(loop: str, args, logdir: Path) -> dict:
     command = [sys.executable, "-m", "dreamer.train", "--env", args.env, "--steps", str(args.steps),
-               "--train.loop", loop, "--train.checkpoint_minutes", "0", "--logdir", str(logdir),
+               "--run.loop", loop, "--run.checkpoint_minutes", "0", "--logdir", str(logdir),
                *(["--configs", *args.configs] if args.configs else [])]
     start = time.time()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.time() - start
     if done.returncode:
         raise SystemExit(f"error: the {loop} run failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    prefill = load_saved_config(logdir / "config.yaml").train.prefill
+    prefill = load_saved_config(logdir / "config.yaml").run.prefill
     metrics, previous, after_prefill = read_metrics(logdir), 0, 0.0
     for record in metrics:
         if "perf/env_steps_per_second" in record:

@@ -53,8 +53,8 @@ def last_step(metrics_path: Path) -> tuple[int, float]:
 def measure(args: argparse.Namespace, logdir: Path) -> dict:
     command = [sys.executable, "-m", "dreamer.train", "--env", args.env, "--configs", *args.configs,
                "--steps", str(args.steps), "--logdir", str(logdir),
-               "--train.replay_capacity", str(args.capacity), "--train.eval_every", str(args.steps),
-               "--train.train_steps", str(args.updates)]
+               "--run.replay_capacity", str(args.capacity), "--run.eval_every", str(args.steps),
+               "--run.train_steps", str(args.updates)]
     start = time.time()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []  # (seconds, env step, replay steps, rss MiB)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", default=["debug"])
     parser.add_argument("--steps", type=int, default=40_000)
     parser.add_argument("--capacity", type=int, default=10_000, help="replay capacity (agent steps)")
-    parser.add_argument("--updates", type=int, default=50, help="updates per train.train_every env steps")
+    parser.add_argument("--updates", type=int, default=50, help="updates per run.train_every env steps")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
