@@ -430,8 +430,11 @@ class Replay:
         self._cursor = None if cursor is None else absolute(cursor)
 
     def sampling_state(self) -> tuple:
-        """The sampler's state in this process (RNG and online queue), to undo a draw with
-        `restore_sampling` while episodes may still be added."""
+        """The sampler's state in this process (RNG and online queue), to undo the draws after
+        it with `restore_sampling` while episodes may still be added. The queued sequences drawn
+        before it are forgotten (no undo reaches them), so the queue does not grow with the run."""
+        del self._queue[:self._queue_next]
+        self._queue_next = 0
         return copy.deepcopy(self._rng.bit_generator.state), self._queue_next
 
     def restore_sampling(self, state: tuple) -> None:

@@ -313,12 +313,15 @@ def test_the_online_queue_survives_a_checkpoint_and_an_undone_draw(tmp_path: Pat
     replay.sample(1)
     drawn = replay.sampling_state()
     replay.sample(2)
+    replay.add_episode(make_episode(2, 4))  # the actor may store an episode meanwhile
     replay.restore_sampling(drawn)  # as a stopped run undoes its unused batch
     state = json.loads(json.dumps(replay.state_dict()))
     fresh = Replay(tmp_path, capacity=100, seq_len=2, online=True)
     fresh.load()
     fresh.load_state_dict(state)
-    assert starts_of(fresh.sample(4)) == starts_of(replay.sample(4)) == [(0, 2), (0, 4), (1, 0), (1, 2)]
+    expected = [(0, 2), (0, 4), (1, 0), (1, 2), (2, 0), (2, 2)]
+    assert starts_of(fresh.sample(6)) == starts_of(replay.sample(6)) == expected
+    assert replay.sampling_state() == replay.sampling_state()  # taking it twice changes nothing
 
 
 def test_online_sequences_dropped_for_capacity_are_skipped() -> None:
