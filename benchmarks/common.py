@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -49,22 +50,34 @@ def provenance(command: str, started: float) -> dict[str, Any]:
             "wall_seconds": round(time.time() - started, 1)}
 
 
-def write_record(out: Path, name: str, title: str, record: dict[str, Any], body: str) -> tuple[Path, Path]:
+def write_record(out: Path, name: str, title: str, record: dict[str, Any], body: str,
+                 folders: dict[str | Path, str] | None = None) -> tuple[Path, Path]:
     """Write a benchmark's record as `out/NAME.json` (`record`, which holds its `provenance`)
-    and `out/NAME.md`: the title, the provenance as a list, then `body` (tables, notes)."""
+    and `out/NAME.md`: the title, the provenance as a list, then `body` (tables, notes).
+    `folders` maps folders of this machine (a sweep's, a run's) to the names the record gives
+    them (DIR, LOGDIR): a record names no path of the machine it ran on."""
     missing = [key for key in ("command", "commit", "machine", "wall_seconds") if key not in record]
     if missing:
         raise ValueError(f"record {name!r} lacks {missing}: start it with provenance(...)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    json_path.write_text(with_placeholders(json.dumps(record, indent=1), folders or {}) + "\n")
     minutes = record["wall_seconds"] / 60
     wall = f"{record['wall_seconds']:.0f} s" if minutes < 2 else f"{minutes:.0f} min"
     header = (f"# {title}\n\n- command: `{record['command']}`\n- commit: `{record['commit']}`\n"
               f"- machine: {record['machine']}\n- wall time: {wall}\n")
-    md_path.write_text(header + "\n" + body.strip() + "\n")
+    md_path.write_text(with_placeholders(header + "\n" + body.strip(), folders or {}) + "\n")
     return md_path, json_path
+
+
+def with_placeholders(text: str, folders: dict[str | Path, str]) -> str:
+    """`text` with each folder's path, as given or resolved, written as its placeholder."""
+    forms = {str(form): placeholder for folder, placeholder in folders.items()
+             for form in (Path(folder), Path(folder).resolve())}
+    for form in sorted(forms, key=len, reverse=True):  # a resolved path may extend the given one
+        text = re.sub(re.escape(form) + r"(?![\w-]|\.\w)", forms[form], text)
+    return text
 
 
 def matmul_ceiling_gflops(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:

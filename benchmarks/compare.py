@@ -97,7 +97,10 @@ def compare(argv: list[str]) -> int:
             plots.plot_sweep(runs, Path(tmp), max(args.budgets), args.budgets, random_returns=random_returns)
             shutil.copyfile(Path(tmp) / "grid.png", RESULTS / f"{args.record}.png")
         record = {**provenance(command_line("benchmarks.compare", argv), start), "summary": summary}
-        write_record(RESULTS, args.record, args.record, record, f"![learning curves]({args.record}.png)\n\n{table}")
+        folders = {path: f"DIR{i}" for i, (_, path) in enumerate(map(parse_sweep, args.sweep), 1)
+                   if path.suffix != ".json"}
+        write_record(RESULTS, args.record, args.record, record, f"![learning curves]({args.record}.png)\n\n{table}",
+                     folders=folders)
     return 0
 
 

@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary, "per_seed": per_seed, "plan2explore_wins": wins,
     }
     name = args.name or f"exploration_{args.env}_{'_'.join(args.configs) or 'default'}"
-    write_record(args.out, name, f"Exploration coverage on {args.env}", record, markdown(record))
+    write_record(args.out, name, f"Exploration coverage on {args.env}", record, markdown(record),
+                 folders={args.out: "DIR"})
     print(markdown(record))
     return 0
 

@@ -70,7 +70,7 @@ def main() -> None:
         "random_policy_return_mean": float(np.mean(random_returns)) if random_returns else None,
         "random_policy_episodes": len(random_returns),
     }
-    write_record(RESULTS, args.name, args.name, record, to_markdown(record))
+    write_record(RESULTS, args.name, args.name, record, to_markdown(record), folders={logdir: "LOGDIR"})
     print(to_markdown(record))
 
 

@@ -206,7 +206,7 @@ def write_sweep_record(name: str, out: Path, summary_md: str, record: dict) -> l
         f"![learning curves]({name}.png)", "",
         "| run | finished | attempts | wall time (min) | host |", "| --- | --- | --- | --- | --- |", *run_lines, "",
         summary_md])
-    md, js = common.write_record(RESULTS, name, name, record, body)
+    md, js = common.write_record(RESULTS, name, name, record, body, folders={out: "DIR"})
     shutil.copyfile(out / "plots" / "grid.png", RESULTS / f"{name}.png")
     return [md, js, RESULTS / f"{name}.png"]
 

@@ -29,3 +29,16 @@ def test_a_record_without_provenance_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"lacks \['command', 'commit', 'machine', 'wall_seconds'\]"):
         common.write_record(tmp_path, "bare", "Bare", {"figure": 1.0}, "")
     assert not tmp_path.joinpath("bare.json").exists()
+
+
+def test_a_record_names_the_machines_folders_by_placeholders(tmp_path):
+    sweep = tmp_path / "sweeps" / "v3"
+    sweep.mkdir(parents=True)
+    given = tmp_path / "sweeps" / ".." / "sweeps" / "v3"  # as typed: resolves to `sweep`
+    record = {**common.provenance(f"python -m benchmarks.x --out {given}", time.time()),
+              "logdirs": [f"{sweep}/runs/seed_0", f"{sweep}2/runs/seed_0"]}
+    md, js = common.write_record(tmp_path / "results", "x", "X", record, f"runs in {sweep}.", folders={given: "DIR"})
+    written = json.loads(js.read_text())
+    assert written["command"] == "python -m benchmarks.x --out DIR"
+    assert written["logdirs"] == ["DIR/runs/seed_0", f"{sweep}2/runs/seed_0"]  # another folder stays
+    assert "- command: `python -m benchmarks.x --out DIR`" in md.read_text() and "runs in DIR." in md.read_text()

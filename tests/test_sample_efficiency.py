@@ -374,6 +374,7 @@ def test_record_copies_table_plot_and_provenance(debug_sweep, tmp_path, monkeypa
     prov = json.loads((tmp_path / "tiny.json").read_text())
     assert prov["summary"]["rows"] and prov["wall_seconds"] > 0
     assert prov["command"].startswith("python -m benchmarks.sample_efficiency --agents dreamer")
+    assert "--out DIR " in prov["command"] and str(out) not in (tmp_path / "tiny.json").read_text()
     assert prov["commit"] and "CPU cores" in prov["machine"]
     (run,) = prov["runs"]
     assert run["finished"] and run["attempts"] == 1 and run["wall_seconds"] > 0
