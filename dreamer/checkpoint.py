@@ -44,7 +44,7 @@ from dreamer.errors import CheckpointError, ConfigError
 from dreamer.faults import crash_point
 from dreamer.fileio import fsync_directory, write_synced
 
-FORMAT = 5  # bump when the layout of state.msgpack or host.json changes incompatibly (3: the paper decoder, Keras GRU; 4: numbered prior layers; 5: the critic named critic)
+FORMAT = 6  # bump when the layout of state.msgpack or host.json changes incompatibly (3: the paper decoder, Keras GRU; 4: numbered prior layers; 5: the critic named critic; 6: every layer named explicitly)
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.msgpack"
 HOST_FILE = "host.json"

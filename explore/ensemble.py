@@ -47,9 +47,9 @@ class Predictor(nn.Module):
     def __call__(self, state: jax.Array, action: jax.Array | None) -> jax.Array:
         with_action = lambda x: x if action is None else jnp.concatenate([x, action], -1)  # noqa: E731
         x = state
-        for _ in range(self.layers):
-            x = ACTIVATIONS[self.act](Dense(self.units)(with_action(x)))
-        return Dense(self.out)(with_action(x))
+        for i in range(self.layers):
+            x = ACTIVATIONS[self.act](Dense(self.units, name=f"linear{i}")(with_action(x)))
+        return Dense(self.out, name="out")(with_action(x))
 
 
 def bootstrap_indices(key: jax.Array, members: int, batch: int) -> jax.Array:

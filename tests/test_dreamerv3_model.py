@@ -127,15 +127,16 @@ def test_norm_reaches_every_layer_of_model_and_actor_critic():
     from dreamer.agent import Dreamer
     agent = Dreamer(tiny_config(**{"model.norm": "rms", "model.gru": "dreamerv2"}), A, False)
     state = placed(agent).init(jax.random.PRNGKey(0))
-    names = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # e.g. 1/params/MLP_0/...
+    names = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # e.g. 1/params/mlp/...
              for path, _ in jax.tree_util.tree_leaves_with_path((state.wm, state.agent.actor, state.agent.critic))}
-    norms = {name for name in names if "RMSNorm" in name}
+    norms = {name for name in names if name.endswith("/norm/scale")}  # RMSNorm: a scale, no bias
     for part in ("reward", "img_in_act", "img_hidden_act", "obs_hidden_act", "gru"):
         assert any(part in name for name in norms), part
     for index in ("1/", "2/"):  # the actor's and the critic's hidden layers
         assert any(name.startswith(index) for name in norms), index
     plain = placed(Dreamer(tiny_config(), A, False)).init(jax.random.PRNGKey(0))
-    assert not any("Norm" in "/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(plain.wm))
+    assert not any("/norm/" in "/".join(str(getattr(k, "key", k)) for k in path)
+                   for path, _ in jax.tree_util.tree_leaves_with_path(plain.wm))
 
 
 # ---------------------------------------------------------------- the optimizer
@@ -201,7 +202,7 @@ def test_block_gru_with_zero_weights_keeps_sigmoid_of_one_of_the_state():
     gru = BlockGRU(features=8, hidden=4, blocks=2, norm="none")
     params = gru.init(jax.random.PRNGKey(0), deter, stoch, action)
     shared_off = jax.tree.map(jnp.copy, params)
-    for name in ("Dense_0", "Dense_1", "Dense_2"):
+    for name in ("deter_in", "stoch_in", "action_in"):
         shared_off["params"][name]["kernel"] = jnp.zeros_like(params["params"][name]["kernel"])
     moved = deter.at[0, :4].add(1.0)
     a, b = (gru.apply(shared_off, d, stoch, action) for d in (deter, moved))

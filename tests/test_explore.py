@@ -55,7 +55,7 @@ def test_ensemble_is_one_stacked_pytree():
     leaves = jax.tree.leaves(state.params)
     assert isinstance(state.params, dict) and all(leaf.shape[0] == 5 for leaf in leaves)
     assert all(leaf.shape[0] == 5 for leaf in jax.tree.leaves(state.opt) if leaf.ndim > 0)
-    kernels = state.params["params"]["Dense_0"]["kernel"]  # [K, I, U]
+    kernels = state.params["params"]["linear0"]["kernel"]  # [K, I, U]
     assert not np.allclose(kernels[0], kernels[1])  # independent initialisations
     # The vmapped prediction is each member applied on its own.
     inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
@@ -71,7 +71,8 @@ def test_predictor_sees_the_action_in_every_layer():
     from explore.ensemble import Predictor
     net = Predictor(layers=2, units=8, out=3)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)), jnp.zeros((1, 2)))["params"]
-    assert [params[f"Dense_{i}"]["kernel"].shape for i in range(3)] == [(7, 8), (10, 8), (10, 3)]
+    shapes = [params[name]["kernel"].shape for name in ("linear0", "linear1", "out")]
+    assert shapes == [(7, 8), (10, 8), (10, 3)]
 
 
 def test_bootstrap_members_see_their_own_resample():

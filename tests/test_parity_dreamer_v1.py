@@ -46,15 +46,15 @@ STOCH = 4  # the official features are [stoch, deter], ours [deter, stoch]
 
 # Official '<module>/<layer>' -> our layer's path in the TrainState.
 LAYERS = {**{f"encode/h{i + 1}": f"wm/encoder/params/conv{i}" for i in range(4)},
-          "decode/h1": "wm/decoder/params/Dense_0",
+          "decode/h1": "wm/decoder/params/linear",
           **{f"decode/h{i + 2}": f"wm/decoder/params/deconv{i}" for i in range(4)},
           "dynamics/img1": "wm/rssm/params/img_in", "dynamics/img2": "wm/rssm/params/img_hidden_0",
           "dynamics/img3": "wm/rssm/params/img_dist", "dynamics/obs1": "wm/rssm/params/obs_hidden",
           "dynamics/obs2": "wm/rssm/params/obs_dist",
-          **{f"reward/h{i}": f"wm/reward/params/Dense_{i}" for i in range(2)}, "reward/hout": "wm/reward/params/Dense_2",
-          **{f"value/h{i}": f"agent/critic/params/Dense_{i}" for i in range(3)}, "value/hout": "agent/critic/params/Dense_3",
-          **{f"actor/h{i}": f"agent/actor/params/MLP_0/Dense_{i}" for i in range(4)},
-          "actor/hout": "agent/actor/params/MLP_0/Dense_4"}
+          **{f"reward/h{i}": f"wm/reward/params/linear{i}" for i in range(2)}, "reward/hout": "wm/reward/params/out",
+          **{f"value/h{i}": f"agent/critic/params/linear{i}" for i in range(3)}, "value/hout": "agent/critic/params/out",
+          **{f"actor/h{i}": f"agent/actor/params/mlp/linear{i}" for i in range(4)},
+          "actor/hout": "agent/actor/params/mlp/out"}
 READS_FEATURES = {"decode/h1", "reward/h0", "value/h0", "actor/h0"}
 GRU = "wm/rssm/params/gru"
 

@@ -116,13 +116,14 @@ def return_normaliser(g: dict) -> dict:
 
 
 # The adapter: an official parameter name -> the path of the same parameter in ours.
-MLP_NAMES = {**{f"mlp/linear{i}/{p}": f"Dense_{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
-             **{f"mlp/norm{i}/scale": f"NormAct_{i}/RMSNorm_0/scale" for i in range(3)}}
-CORE_NAMES = {**{f"dyn/dynin{i}/{p}": f"Dense_{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
-              **{f"dyn/dynin{i}norm/scale": f"NormAct_{i}/RMSNorm_0/scale" for i in range(3)},
-              **{f"dyn/dynhid0/{p}": f"BlockLinear_0/{p}" for p in ("kernel", "bias")},
-              "dyn/dynhid0norm/scale": "NormAct_3/RMSNorm_0/scale",
-              **{f"dyn/dyngru/{p}": f"BlockLinear_1/{p}" for p in ("kernel", "bias")}}
+MLP_NAMES = {**{f"mlp/linear{i}/{p}": f"linear{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
+             **{f"mlp/norm{i}/scale": f"norm{i}/norm/scale" for i in range(3)}}
+CORE_INPUTS = ("deter", "stoch", "action")  # the official dynin0, 1, 2
+CORE_NAMES = {**{f"dyn/dynin{i}/{p}": f"{x}_in/{p}" for i, x in enumerate(CORE_INPUTS) for p in ("kernel", "bias")},
+              **{f"dyn/dynin{i}norm/scale": f"{x}_norm/norm/scale" for i, x in enumerate(CORE_INPUTS)},
+              **{f"dyn/dynhid0/{p}": f"hidden/{p}" for p in ("kernel", "bias")},
+              "dyn/dynhid0norm/scale": "hidden_norm/norm/scale",
+              **{f"dyn/dyngru/{p}": f"gates/{p}" for p in ("kernel", "bias")}}
 
 
 def to_ours(g: dict, prefix: str, names: dict[str, str]) -> dict:
@@ -181,10 +182,10 @@ def recurrent_core(g: dict) -> dict:
 
 RSSM_NAMES = {**{official: f"core/{ours}" for official, ours in CORE_NAMES.items()},
               **{f"dyn/prior{i}/{p}": f"img_hidden_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
-              **{f"dyn/prior{i}norm/scale": f"img_hidden_act_{i}/RMSNorm_0/scale" for i in range(2)},
+              **{f"dyn/prior{i}norm/scale": f"img_hidden_act_{i}/norm/scale" for i in range(2)},
               **{f"dyn/priorlogit/{p}": f"img_dist/{p}" for p in ("kernel", "bias")},
               **{f"dyn/obs0/{p}": f"obs_hidden/{p}" for p in ("kernel", "bias")},
-              "dyn/obs0norm/scale": "obs_hidden_act/RMSNorm_0/scale",
+              "dyn/obs0norm/scale": "obs_hidden_act/norm/scale",
               **{f"dyn/obslogit/{p}": f"obs_dist/{p}" for p in ("kernel", "bias")}}
 
 
@@ -217,13 +218,13 @@ def policy(g: dict) -> dict:
     layers (mean, stddev) into our one output layer of 2A units, mean first."""
     cfg = build_config(["dreamerv3"], {"behavior.actor_layers": 2, "behavior.actor_units": 8}).behavior
     actor = Actor(cfg, 2, False, "silu", "rms", "trunc_normal")
-    names = {f"pol/mlp/linear{i}/{p}": f"MLP_0/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")}
-    names.update({f"pol/mlp/norm{i}/scale": f"MLP_0/NormAct_{i}/RMSNorm_0/scale" for i in range(2)})
+    names = {f"pol/mlp/linear{i}/{p}": f"mlp/linear{i}/{p}" for i in range(2) for p in ("kernel", "bias")}
+    names.update({f"pol/mlp/norm{i}/scale": f"mlp/norm{i}/norm/scale" for i in range(2)})
     head = {p: [g[f"policy_param_pol/head/action/{part}/{p}"] for part in ("mean", "stddev")]
             for p in ("kernel", "bias")}
-    params = {"params": {"MLP_0": {**to_ours({k: v for k, v in g.items() if "/head/" not in k}, "policy", names)
-                                   ["params"]["MLP_0"],
-                                   "Dense_2": {p: jnp.concatenate(parts, -1) for p, parts in head.items()}}}}
+    params = {"params": {"mlp": {**to_ours({k: v for k, v in g.items() if "/head/" not in k}, "policy", names)
+                                 ["params"]["mlp"],
+                                 "out": {p: jnp.concatenate(parts, -1) for p, parts in head.items()}}}}
 
     def outputs(params, feat, action):
         dist = action_dist(cfg, actor.apply(params, feat), False)
@@ -234,7 +235,7 @@ def policy(g: dict) -> dict:
     grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
     pairs = {"policy output": (jax.jit(outputs)(params, **inputs), g["policy_out"]),
              **gradient_pairs(g, "policy", "policy", names, grad_params["params"], grad_inputs)}
-    out_layer = grad_params["params"]["MLP_0"]["Dense_2"]
+    out_layer = grad_params["params"]["mlp"]["out"]
     for index, part in enumerate(("mean", "stddev")):
         for p in ("kernel", "bias"):
             ours = jnp.split(out_layer[p], 2, -1)[index]
@@ -243,9 +244,9 @@ def policy(g: dict) -> dict:
 
 
 ENCODER_NAMES = {**{f"enc/cnn{i}/{p}": f"encoder/conv{i}/{p}" for i in range(4) for p in ("kernel", "bias")},
-                 **{f"enc/cnn{i}norm/scale": f"encoder/norm{i}/RMSNorm_0/scale" for i in range(4)},
-                 **{f"enc/mlp{i}/{p}": f"vector_encoder/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
-                 **{f"enc/mlp{i}norm/scale": f"vector_encoder/NormAct_{i}/RMSNorm_0/scale" for i in range(2)}}
+                 **{f"enc/cnn{i}norm/scale": f"encoder/norm{i}/norm/scale" for i in range(4)},
+                 **{f"enc/mlp{i}/{p}": f"vector_encoder/linear{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
+                 **{f"enc/mlp{i}norm/scale": f"vector_encoder/norm{i}/norm/scale" for i in range(2)}}
 
 
 def encoder(g: dict) -> dict:
@@ -265,9 +266,9 @@ def encoder(g: dict) -> dict:
     return {**pairs, **gradient_pairs(g, "encoder", "encoder", ENCODER_NAMES, tree, grad_inputs)}
 
 
-VECDEC_NAMES = {**{f"dec/mlp/linear{i}/{p}": f"MLP_0/Dense_{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
-                **{f"dec/mlp/norm{i}/scale": f"MLP_0/NormAct_{i}/RMSNorm_0/scale" for i in range(2)},
-                **{f"dec/vec/{key}/pred/{p}": f"Dense_{i}/{p}" for i, key in enumerate(("position", "velocity"))
+VECDEC_NAMES = {**{f"dec/mlp/linear{i}/{p}": f"mlp/linear{i}/{p}" for i in range(2) for p in ("kernel", "bias")},
+                **{f"dec/mlp/norm{i}/scale": f"mlp/norm{i}/norm/scale" for i in range(2)},
+                **{f"dec/vec/{key}/pred/{p}": f"out{i}/{p}" for i, key in enumerate(("position", "velocity"))
                    for p in ("kernel", "bias")}}
 STOCH = 12  # the official decoder reads [stoch, deter]; ours [deter, stoch]: the first kernel's rows move
 
@@ -280,7 +281,7 @@ def vector_decoder(g: dict) -> dict:
     wm = WorldModel(build_config(["dreamerv3"], overrides).model, 2, {"position": ((2,), np.dtype(np.float32)),
                                                                      "velocity": ((3,), np.dtype(np.float32))})
     params = to_ours(g, "vecdec", VECDEC_NAMES)
-    first = params["params"]["MLP_0"]["Dense_0"]
+    first = params["params"]["mlp"]["linear0"]
     first["kernel"] = jnp.concatenate([first["kernel"][STOCH:], first["kernel"][:STOCH]], 0)
     targets = {k: jnp.asarray(g[f"vecdec_target_{k}"]) for k in keys}
 
@@ -295,8 +296,8 @@ def vector_decoder(g: dict) -> dict:
     inputs = {k: jnp.asarray(g[f"vecdec_in_{k}"]) for k in ("deter", "stoch")}
     loss = lambda p, i: (outputs(p, **i) * g["vecdec_weights"]).sum()  # noqa: E731
     grad_params, grad_inputs = jax.jit(jax.grad(loss, (0, 1)))(params, inputs)
-    grad_first = leaf(grad_params["params"], "MLP_0/Dense_0/kernel")
-    grad_params["params"]["MLP_0"]["Dense_0"]["kernel"] = jnp.concatenate([grad_first[16:], grad_first[:16]], 0)
+    grad_first = leaf(grad_params["params"], "mlp/linear0/kernel")
+    grad_params["params"]["mlp"]["linear0"]["kernel"] = jnp.concatenate([grad_first[16:], grad_first[:16]], 0)
     pairs = {"vector decoder output and losses": (jax.jit(outputs)(params, **inputs), g["vecdec_out"])}
     return {**pairs, **gradient_pairs(g, "vecdec", "vector decoder", VECDEC_NAMES, grad_params["params"],
                                       grad_inputs)}
@@ -306,11 +307,11 @@ def vector_decoder(g: dict) -> dict:
 # (conv2 first), ours in the order they run (conv0 first); its output layer is `imgout`.
 IMGDEC_NAMES = {**{f"dec/sp0/{p}": f"deter_grid/{p}" for p in ("kernel", "bias")},
                 **{f"dec/sp1/{p}": f"stoch_hidden/{p}" for p in ("kernel", "bias")},
-                "dec/sp1norm/scale": "NormAct_0/RMSNorm_0/scale",
+                "dec/sp1norm/scale": "stoch_hidden_norm/norm/scale",
                 **{f"dec/sp2/{p}": f"stoch_grid/{p}" for p in ("kernel", "bias")},
-                "dec/spnorm/scale": "NormAct_1/RMSNorm_0/scale",
+                "dec/spnorm/scale": "grid_norm/norm/scale",
                 **{f"dec/conv{2 - i}/{p}": f"conv{i}/{p}" for i in range(3) for p in ("kernel", "bias")},
-                **{f"dec/conv{2 - i}norm/scale": f"NormAct_{2 + i}/RMSNorm_0/scale" for i in range(3)},
+                **{f"dec/conv{2 - i}norm/scale": f"norm{i}/norm/scale" for i in range(3)},
                 **{f"dec/imgout/{p}": f"conv3/{p}" for p in ("kernel", "bias")}}
 
 

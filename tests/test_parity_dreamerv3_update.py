@@ -55,9 +55,9 @@ VARIANTS = {"update_": ({**VECTORS, "image": ((64, 64, 3), np.dtype(np.uint8))},
 
 def head_names(official: str, ours: str, layers: int, output: str) -> dict[str, str]:
     """An official `MLPHead` (`layers` hidden layers, then `output`) -> our MLP's layers."""
-    names = {f"{official}/mlp/linear{i}/{p}": f"{ours}/Dense_{i}/{p}" for i in range(layers) for p in ("kernel", "bias")}
-    names.update({f"{official}/mlp/norm{i}/scale": f"{ours}/NormAct_{i}/RMSNorm_0/scale" for i in range(layers)})
-    names.update({f"{official}/head/{output}/{p}": f"{ours}/Dense_{layers}/{p}" for p in ("kernel", "bias")})
+    names = {f"{official}/mlp/linear{i}/{p}": f"{ours}/linear{i}/{p}" for i in range(layers) for p in ("kernel", "bias")}
+    names.update({f"{official}/mlp/norm{i}/scale": f"{ours}/norm{i}/norm/scale" for i in range(layers)})
+    names.update({f"{official}/head/{output}/{p}": f"{ours}/out/{p}" for p in ("kernel", "bias")})
     return names
 
 
@@ -68,7 +68,7 @@ def prefixed(names: dict[str, str], official: str, ours: str) -> dict[str, str]:
 # Every official parameter -> its path in our TrainState. For continuous actions, the policy's
 # two output layers (mean, stddev) are fused into our one output layer of 2A units (mean first):
 # `POLICY_OUT`; its discrete head (logits) is that layer.
-POLICY_OUT = "agent/actor/params/MLP_0/Dense_2"
+POLICY_OUT = "agent/actor/params/mlp/out"
 NAMES = {
     **{k: f"wm/{v.split('/', 1)[0]}/params/{v.split('/', 1)[1]}" for k, v in ENCODER_NAMES.items()},
     **{k: f"wm/rssm/params/{v}" for k, v in RSSM_NAMES.items()},
@@ -76,12 +76,12 @@ NAMES = {
     **prefixed(VECDEC_NAMES, "dec", "wm/vector_decoder/params"),
     **head_names("rew", "wm/reward/params", 1, "logits"),
     **head_names("con", "wm/cont/params", 1, "logit"),
-    **head_names("pol", "agent/actor/params/MLP_0", 2, "action/logits"),
+    **head_names("pol", "agent/actor/params/mlp", 2, "action/logits"),
     **head_names("val", "agent/critic/params", 2, "logits"),
     **head_names("slowval", "agent/slow_critic/params", 2, "logits"),
 }
 FUSED = {f"pol/head/action/{part}/{p}" for part in ("mean", "stddev") for p in ("kernel", "bias")}
-VECDEC_FIRST = "wm/vector_decoder/params/MLP_0/Dense_0/kernel"  # rows [stoch, deter] there, [deter, stoch] here
+VECDEC_FIRST = "wm/vector_decoder/params/mlp/linear0/kernel"  # rows [stoch, deter] there, [deter, stoch] here
 
 
 def to_ours(official: dict[str, np.ndarray]) -> dict:

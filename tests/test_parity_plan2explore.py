@@ -25,7 +25,7 @@ from tests.support import TINY
 from tests.test_parity_dreamerv3 import RTOL, relative_error
 
 DATA = Path(__file__).resolve().parent / "data" / "parity" / "plan2explore_disagreement.npz"
-LAYERS = {"dense": "Dense_0", "dense_1": "Dense_1", "dense_2": "Dense_2"}  # official -> ours
+LAYERS = {"dense": "linear0", "dense_1": "linear1", "dense_2": "out"}  # official -> ours
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ class Actor(nn.Module):
     def __call__(self, feat: jax.Array) -> jax.Array:
         size = self.action_size if self.discrete else 2 * self.action_size
         return MLP(self.cfg.actor_layers, self.cfg.actor_units, size, self.act, norm=self.norm, initializer=self.initializer,
-                   out_scale=self.cfg.actor_out_scale)(feat)
+                   out_scale=self.cfg.actor_out_scale, name="mlp")(feat)
 
 
 def action_dist(cfg: ActorCriticConfig, out: jax.Array, discrete: bool) -> distrax.Distribution:

@@ -102,13 +102,13 @@ class DecoderV3(nn.Module):
         grid = grid.reshape(-1, g, res, res, channels // g)  # each block owns channels // g
         grid = jnp.moveaxis(grid, 1, 3).reshape(-1, res, res, channels)
         x = Dense(2 * self.units, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name="stoch_hidden")(stoch)
-        x = NormAct(self.norm, self.act)(x)
+        x = NormAct(self.norm, self.act, name="stoch_hidden_norm")(x)
         x = Dense(res * res * channels, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name="stoch_grid")(x)
-        x = NormAct(self.norm, self.act)(grid + x.astype(jnp.float32).reshape(-1, res, res, channels))
+        x = NormAct(self.norm, self.act, name="grid_norm")(grid + x.astype(jnp.float32).reshape(-1, res, res, channels))
         widths = [self.depth * m for m in reversed(V3_MULTS[:-1])] + [self.out_channels]
         for i, width in enumerate(widths):
             x = UpsampleConv(width, 5, self.dtype, self.initializer, name=f"conv{i}")(x)
             if i < len(widths) - 1:
-                x = NormAct(self.norm, self.act)(x)
+                x = NormAct(self.norm, self.act, name=f"norm{i}")(x)
         x = jax.nn.sigmoid(x) - 0.5
         return x.reshape(*lead, *x.shape[1:])

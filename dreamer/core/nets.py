@@ -34,9 +34,9 @@ class NormAct(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(jnp.float32)
         if self.norm == "layer":
-            x = nn.LayerNorm(epsilon=1e-3)(x)
+            x = nn.LayerNorm(epsilon=1e-3, name="norm")(x)
         elif self.norm == "rms":
-            x = nn.RMSNorm(epsilon=1e-4)(x)
+            x = nn.RMSNorm(epsilon=1e-4, name="norm")(x)
         return ACTIVATIONS[self.act](x)
 
 
@@ -147,11 +147,12 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        for _ in range(self.layers):
-            x = Dense(self.units, dtype=self.dtype, kernel_init=kernel_init(self.initializer))(x)
-            x = NormAct(self.norm, self.act)(x)
+        for i in range(self.layers):
+            x = Dense(self.units, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name=f"linear{i}")(x)
+            x = NormAct(self.norm, self.act, name=f"norm{i}")(x)
         if self.out is not None:
-            x = Dense(self.out, dtype=self.dtype, kernel_init=kernel_init(self.initializer, self.out_scale))(x)
+            x = Dense(self.out, dtype=self.dtype, kernel_init=kernel_init(self.initializer, self.out_scale),
+                      name="out")(x)
         return x.astype(jnp.float32)
 
 
@@ -219,15 +220,16 @@ class BlockGRU(nn.Module):
     def __call__(self, deter: jax.Array, stoch: jax.Array, action: jax.Array) -> jax.Array:
         g = self.blocks
         action = action / jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(action)))
-        inputs = [NormAct(self.norm, self.act)(Dense(self.hidden, dtype=self.dtype,
-                                                     kernel_init=kernel_init(self.initializer))(x))
-                  for x in (deter, stoch, action)]
+        inputs = [NormAct(self.norm, self.act, name=f"{name}_norm")(
+                      Dense(self.hidden, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name=f"{name}_in")(x))
+                  for name, x in (("deter", deter), ("stoch", stoch), ("action", action))]
         shared = jnp.concatenate(inputs, -1)[..., None, :]  # [B, 1, 3 hidden], joins every block
         own = deter.reshape(*deter.shape[:-1], g, self.features // g)
         x = jnp.concatenate([own, jnp.broadcast_to(shared, (*own.shape[:-1], shared.shape[-1]))], -1)
         x = x.reshape(*x.shape[:-2], -1)
-        x = NormAct(self.norm, self.act)(BlockLinear(self.features, g, self.dtype, self.initializer)(x))
-        gates = BlockLinear(3 * self.features, g, self.dtype, self.initializer)(x)
+        x = BlockLinear(self.features, g, self.dtype, self.initializer, name="hidden")(x)
+        x = NormAct(self.norm, self.act, name="hidden_norm")(x)
+        gates = BlockLinear(3 * self.features, g, self.dtype, self.initializer, name="gates")(x)
         gates = gates.reshape(*gates.shape[:-1], g, 3, self.features // g)  # per block: reset, cand, update
         reset, cand, update = (gates[..., i, :].reshape(*deter.shape) for i in range(3))
         reset = jax.nn.sigmoid(reset)
@@ -250,8 +252,8 @@ class DreamerV2GRU(nn.Module):
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> jax.Array:
         x = jnp.concatenate([inputs, carry], -1)
-        x = Dense(3 * self.features, dtype=self.dtype, kernel_init=kernel_init(self.initializer))(x)
-        parts = NormAct(self.norm, "linear")(x)
+        x = Dense(3 * self.features, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name="gates")(x)
+        parts = NormAct(self.norm, "linear", name="gates_norm")(x)
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
@@ -334,7 +336,7 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
         lead = feat.shape[:-1]
-        x = Dense(32 * self.depth, dtype=self.dtype)(feat.reshape(-1, feat.shape[-1]))
+        x = Dense(32 * self.depth, dtype=self.dtype, name="linear")(feat.reshape(-1, feat.shape[-1]))
         x = x.astype(jnp.float32).reshape(-1, 1, 1, 32 * self.depth)
         layers: Sequence[tuple[int, int]] = ((4 * self.depth, 5), (2 * self.depth, 5), (self.depth, 6),
                                              (self.out_channels, 6))

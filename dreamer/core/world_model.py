@@ -298,9 +298,9 @@ class VectorDecoder(nn.Module):
     @nn.compact
     def __call__(self, feat: jax.Array) -> tuple[jax.Array, ...]:
         x = MLP(self.layers, self.units, act=self.act, dtype=self.dtype, norm=self.norm,
-                initializer=self.initializer)(feat)
-        return tuple(Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.initializer))(x).astype(jnp.float32)
-                     for size in self.sizes)
+                initializer=self.initializer, name="mlp")(feat)
+        return tuple(Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.initializer), name=f"out{i}")(x)
+                     .astype(jnp.float32) for i, size in enumerate(self.sizes))
 
 
 __all__ = ["WorldModel", "preprocess", "split_space"]
