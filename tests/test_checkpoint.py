@@ -223,3 +223,24 @@ def test_truncate_metrics_drops_what_followed_the_checkpoint(tmp_path):
     truncate_metrics(tmp_path / "metrics.jsonl", 10**6)  # a longer length: nothing to cut
     assert read_metrics(tmp_path) == [{"step": 100, "a": 1.0}]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temporary left
+
+
+@pytest.mark.parametrize("agent,presets,overrides", [
+    ("dreamer", [], {}), ("dreamer", [], {"model.gru": "dreamerv2", "model.norm": "layer"}),
+    ("dreamer", ["dreamerv3"], {"model.gru_blocks": 2, "model.deter": 16}), ("planet", [], {}),
+    ("plan2explore", [], {})])
+def test_every_stored_parameter_has_a_chosen_name_not_a_flax_counter(agent, presets, overrides):
+    """A checkpoint's paths are its format: Flax's automatic names (Dense_0, MLP_1) would change
+    with the order layers are built in."""
+    import re
+
+    from dreamer.registry import agent_class
+    from tests.support import TINY
+
+    space = {"image": ((64, 64, 3), np.dtype(np.uint8)), "position": ((2,), np.dtype(np.float32))}
+    config = build_config(presets, {**TINY, **overrides}, agent=agent)
+    template = agent_class(agent)(config, A, False, space).state_template()
+    paths = ["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+             for path, _ in jax.tree_util.tree_leaves_with_path(template)]
+    assert len(paths) > 10
+    assert [p for p in paths if re.search(r"(^|/)[A-Z]\w*_\d+(/|$)", p)] == []
