@@ -259,11 +259,13 @@ def test_update_traced_once_and_loss_decreases():
         placed(agent)  # its jits wrap the counting methods
     state = placed(agent).init(jax.random.PRNGKey(0))
     losses = []
-    for i in range(8):  # fresh arrays each call, same batch contents: the model can fit it
-        state, metrics, _ = placed(agent).update(state, random_batch(seed=1))
+    for i in range(8):  # fresh arrays each call, same contents: white frames the decoder can fit
+        batch = random_batch(seed=1)  # (random frames are noise whose loss no model lowers)
+        batch["image"][:] = 255
+        state, metrics, _ = placed(agent).update(state, batch)
         losses.append(float(metrics["model/loss"]))
     assert traces["update"] == 1  # new batches of the same shapes never retrace
-    assert losses[-1] < losses[0]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
 
 
 def test_bfloat16_update_tracks_float32(agent_and_state):
