@@ -51,6 +51,13 @@ class Schedule:
         self.scheduled_updates += owed
         return owed
 
+    def count_kept(self, replay_steps: int, episodes: int) -> None:
+        """A start without a checkpoint whose replay kept `episodes` whole episodes of
+        `replay_steps` stored steps (each episode's first is its reset) from an earlier start:
+        they count as collected, so that the step counter, and every curve over it, counts
+        each environment step the data came from."""
+        self.step, self.episodes = (replay_steps - episodes) * self.action_repeat, episodes
+
     def eval_due(self, env_steps: int) -> bool:
         return crossed(self.step, env_steps, self.cfg.eval_every)
 

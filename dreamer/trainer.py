@@ -232,9 +232,12 @@ class Trainer:
             print(f"warning: skipping corrupted checkpoint '{path}' ({reason})", file=sys.stderr)
         checkpoint.set_aside(resume.skipped)
         if ckpt is None:
-            if metrics.exists() and metrics.stat().st_size:
-                print(f"warning: no checkpoint in '{self.logdir}': starting at step 0 (the replay's "
-                      f"{self.replay.num_episodes} episodes are kept, metrics.jsonl restarts)", file=sys.stderr)
+            if self.replay.num_episodes:  # an earlier start's data, its parameters lost
+                self.schedule.count_kept(self.replay.num_steps, self.replay.num_episodes)
+                print(f"warning: no checkpoint in '{self.logdir}': the replay's {self.replay.num_episodes} "
+                      f"episodes from an earlier start are kept and counted, so training starts at env "
+                      f"step {self.schedule.step} with fresh parameters (metrics.jsonl restarts)",
+                      file=sys.stderr)
             truncate_metrics(metrics, 0)
             return make_logger(self.logdir, 0 if metrics.exists() else None)
         truncate_metrics(metrics, int(ckpt.host["metrics_bytes"]))

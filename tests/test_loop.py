@@ -9,6 +9,7 @@ checkpoints hold no environment state, see tests/test_resume.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import os
 import signal
 import time
@@ -188,3 +189,18 @@ def test_the_measured_update_time_says_what_the_run_would_take():
     rate.times = [0.5]
     assert rate.estimate(0) == ("0.5 s per update (measured after compilation): the 100 updates left to "
                                 "env step 6,000 take about 1 min of updates alone")
+
+
+def test_a_start_without_a_checkpoint_counts_the_replay_it_kept(tmp_path, capsys):
+    """The data of a start whose checkpoints were lost stays, and its steps count: a curve
+    never shows a fresh start's step 0 with data already in the replay."""
+    run(tmp_path, steps=200)  # 8 episodes of 25 steps in the replay
+    shutil.rmtree(tmp_path / checkpoint.CHECKPOINT_DIR)
+    capsys.readouterr()
+    run(tmp_path, steps=300)
+    err = capsys.readouterr().err
+    assert ("the replay's 8 episodes from an earlier start are kept and counted, so training starts "
+            "at env step 200 with fresh parameters") in err
+    steps = [record["step"] for record in read_metrics(tmp_path / "metrics.jsonl")]
+    assert min(steps) > 200 and max(steps) == 300
+    assert latest(tmp_path).step == 300
