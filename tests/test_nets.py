@@ -107,10 +107,10 @@ def test_conv_valid_matches_lax_including_gradient(method, cin, cout):
 
 
 def test_conv_method_rule_picks_shift_only_for_large_narrowing_layers():
-    from dreamer.core.kernels import _prefer_shift
-    assert _prefer_shift(800 * 14 * 14, 4 * 32, 64)  # the encoder's second layer (space-to-depth input)
-    assert not _prefer_shift(800 * 31 * 31, 4 * 3, 32)  # its first, widening layer
-    assert not _prefer_shift(100, 64, 8)  # tiny layers keep one im2col matmul
+    from dreamer.core.kernels import conv_method
+    assert conv_method(800 * 14 * 14, 4 * 32, 64) == "shift"  # the encoder's second layer (space-to-depth input)
+    assert conv_method(800 * 31 * 31, 4 * 3, 32) == "patches"  # its first, widening layer
+    assert conv_method(100, 64, 8) == "patches"  # tiny layers keep one im2col matmul
 
 
 def test_space_to_depth_layout():

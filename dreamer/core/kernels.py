@@ -72,12 +72,12 @@ def conv_valid(x: jax.Array, kernel: jax.Array, method: str | None = None) -> ja
     the same; the memory traffic is not: 'shift' moves kh*kw*Cout floats per pixel instead of
     kh*kw*Cin, which pays off on large, narrowing layers (the encoder's second layer, the
     decoder's RGB output): there it roughly halves the time of forward plus backward on this
-    CPU. None picks by that rule (see `_prefer_shift`).
+    CPU. None picks by that rule (`conv_method`).
     """
     kh, kw, cin, cout = kernel.shape
     b, h, w, _ = x.shape
     ho, wo = h - kh + 1, w - kw + 1
-    method = method or ("shift" if _prefer_shift(b * ho * wo, cin, cout) else "patches")
+    method = method or conv_method(b * ho * wo, cin, cout)
     if method == "patches":
         patches = jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], -1)
         out = matmul(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
@@ -89,11 +89,12 @@ def conv_valid(x: jax.Array, kernel: jax.Array, method: str | None = None) -> ja
     return sum(z[:, i:i + ho, j:j + wo, i * kw + j] for i in range(kh) for j in range(kw))
 
 
-def _prefer_shift(pixels: int, cin: int, cout: int) -> bool:
-    """Col2im for layers that narrow (Cout < Cin) over many output pixels, where moving data
-    dominates; im2col elsewhere, where its single larger matmul runs closer to the ceiling.
-    The threshold was measured on a 2-core AVX-512 CPU (benchmarks/results/throughput.md)."""
-    return cout < cin and pixels >= 2**16
+def conv_method(pixels: int, cin: int, cout: int) -> str:
+    """`conv_valid`'s method for a layer of `pixels` output pixels: 'shift' (col2im) for layers
+    that narrow (Cout < Cin) over many pixels, where moving data dominates; 'patches' (im2col)
+    elsewhere, where its single larger matmul runs closer to the ceiling. The threshold was
+    measured on a 2-core AVX-512 CPU (benchmarks/results/throughput.md)."""
+    return "shift" if cout < cin and pixels >= 2**16 else "patches"
 
 
 def space_to_depth(x: jax.Array) -> jax.Array:
