@@ -184,8 +184,9 @@ def renamed_key(key: str) -> str | None:
 
 
 def _unknown_key(key: str) -> ConfigError:
-    if renamed_key(key) is not None:
-        return ConfigError(f"unknown config key '{key}'; it is now '{renamed_key(key)}'")
+    new_name = renamed_key(key)
+    if new_name is not None:
+        return ConfigError(f"unknown config key '{key}'; it is now '{new_name}'")
     close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.4)
     if not close:  # try matching the last component alone (e.g. 'deter' -> 'model.deter')
         last = {k.split(".")[-1]: k for k in valid_keys()}
