@@ -39,7 +39,8 @@ import numpy as np
 from flax import serialization
 
 from dreamer import __version__
-from dreamer.config import RESUME_SAFE_KEYS, Config, config_from_dict, differing_keys, flatten, load_saved_config
+from dreamer.config import Config, config_from_dict
+from dreamer.saved_config import RESUME_SAFE_KEYS, differing_keys, flatten, load_saved_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.faults import crash_point
 from dreamer.fileio import fsync_directory, write_synced

@@ -25,7 +25,8 @@ import yaml
 
 from dreamer.checkpoint import CHECKPOINT_DIR
 from dreamer.cli import ArgumentParser, run_command
-from dreamer.config import Config, build_config, parse_overrides, save_config
+from dreamer.config import Config, build_config, parse_overrides
+from dreamer.saved_config import save_config
 from dreamer.errors import ConfigError, UserError
 from dreamer.logger import METRICS_FILE
 from dreamer.overlapped import make_trainer

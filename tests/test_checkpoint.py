@@ -14,7 +14,8 @@ import pytest
 
 from dreamer import checkpoint
 from dreamer.agent import Dreamer
-from dreamer.config import RESUME_SAFE_KEYS, build_config, differing_keys, load_saved_config, save_config
+from dreamer.config import build_config
+from dreamer.saved_config import RESUME_SAFE_KEYS, differing_keys, load_saved_config, save_config
 from dreamer.errors import CheckpointError, ConfigError
 from dreamer.logger import Logger, read_metrics, truncate_metrics
 from tests.support import A, placed, random_batch, tiny_config

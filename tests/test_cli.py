@@ -117,7 +117,7 @@ def make_run_logdir(path: Path, case: str) -> Path:
     version this one cannot read, or (config-yaml-gone) intact but without config.yaml."""
     import hashlib
 
-    from dreamer.config import save_config
+    from dreamer.saved_config import save_config
     from dreamer.train import parse_args
 
     make_logdir(path)

@@ -1,4 +1,5 @@
-"""Tests for dreamer.config: defaults, override parsing, validation errors, saving (presets: test_presets.py)."""
+"""Tests for dreamer.config and dreamer.saved_config: defaults, override parsing, validation errors,
+saving (presets: test_presets.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from dreamer.config import (
     coerce,
     config_class,
     config_from_dict,
-    load_saved_config,
     nest,
     parse_overrides,
-    save_config,
     valid_keys,
 )
 from dreamer.errors import ConfigError, UserError
+from dreamer.saved_config import load_saved_config, save_config
 from dreamer.presets import load_preset
 from tests.support import config_error, write
 

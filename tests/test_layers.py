@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ("dreamer", "planet", "explore", "benchmarks")
 AGENTS = {"dreamer.agent": "dreamer", "dreamer.agent_spec": "dreamer", "planet": "planet", "explore": "explore"}
-INFRA = ("dreamer.config", "dreamer.presets", "dreamer.errors", "dreamer.envs", "dreamer.replay", "dreamer.logger",
+INFRA = ("dreamer.config", "dreamer.saved_config", "dreamer.presets", "dreamer.errors", "dreamer.envs", "dreamer.replay", "dreamer.logger",
          "dreamer.checkpoint", "dreamer.fileio", "dreamer.device", "dreamer.registry",
          "dreamer.runtime", "dreamer.faults", "dreamer.cli", "dreamer.runlock")
 LOOP = ("dreamer.train", "dreamer.trainer", "dreamer.parts", "dreamer.overlapped", "dreamer.stopping", "dreamer.schedule", "dreamer.collect", "dreamer.evaluate", "benchmarks")

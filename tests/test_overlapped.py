@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dreamer import checkpoint
-from dreamer.config import load_saved_config
+from dreamer.saved_config import load_saved_config
 from dreamer.logger import read_metrics
 from dreamer.registry import agent_class
 from tests.support import TIMEOUT, at_step, episode_files, latest, logged_after, run, start, steps_by_key, wait_for

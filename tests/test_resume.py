@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 
 from dreamer import checkpoint
-from dreamer.config import build_config, save_config
+from dreamer.config import build_config
+from dreamer.saved_config import save_config
 from dreamer.evaluate import main as evaluate_main
 from dreamer.logger import read_metrics
 from dreamer.replay import read_episode

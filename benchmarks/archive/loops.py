@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.common import git_commit, machine
 from dreamer import checkpoint
 from dreamer.cli import ArgumentParser, run_command
-from dreamer.config import load_saved_config
+from dreamer.saved_config import load_saved_config
 from dreamer.logger import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
