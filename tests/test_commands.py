@@ -18,7 +18,8 @@ from tests.support import ROOT
 
 COMMANDS = ["dreamer.train", "dreamer.evaluate", "benchmarks.sample_efficiency", "benchmarks.throughput",
             "benchmarks.planning", "benchmarks.exploration", "benchmarks.archive.memory", "benchmarks.archive.checkpoint_cost",
-            "benchmarks.gpu_protocol", "benchmarks.record_run", "benchmarks.reference", "benchmarks.stop_latency"]
+            "benchmarks.gpu_protocol", "benchmarks.record_run", "benchmarks.reference", "benchmarks.stop_latency",
+            "benchmarks.official_spread"]
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,18 @@ def test_the_api_raises_the_librarys_error(tmp_path):
     with pytest.raises(UserError, match="not the logdir of a training run"):
         dreamer.load(tmp_path / "missing")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_official_spread_needs_a_checkout_and_an_official_run(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "benchmarks.official_spread", *args], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+
+    (tmp_path / "dreamerv3").mkdir()
+    (tmp_path / "dreamerv3" / "agent.py").write_text("")
+    for args, message in (((tmp_path / "x", tmp_path), "is not a checkout of danijar/dreamerv3"),
+                          ((tmp_path, tmp_path), "holds no official run")):
+        result = run("--official", str(args[0]), "--logdir", str(args[1]))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("error: ") and message in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dreamerv3"]
