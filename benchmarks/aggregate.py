@@ -3,7 +3,9 @@
 For every agent x task x budget: the mean and standard deviation over seeds of each seed's
 evaluation return at the budget (its latest evaluation at or before the budget, and no more
 than `tolerance` x budget before it), the seeds that have no such point and why, and the
-published results for the same task near the same budget (`benchmarks.reference`).
+published results for the same task near the same budget (`benchmarks.reference`). Beside it,
+each seed's mean return of the training episodes that ended in the `TRAINING_BIN` steps before
+the budget: how the official score files' points are made (see `training_mean`).
 Written as OUT/summary.json and OUT/summary.md; the JSON keeps each run's evaluation curve, so
 a recorded sweep can be compared again after its run folders are gone (`RecordedRun`).
 """
@@ -25,6 +27,9 @@ from dreamer.logger import METRICS_FILE, read_metrics
 DEFAULT_BUDGETS = (100_000, 500_000, 1_000_000)
 TOLERANCE = 0.1  # an evaluation counts for a budget up to 10% of the budget before it
 MISSING = "—"
+# The official DreamerV3 score files hold training episodes, averaged by its plot.py in 10k-step
+# bins labelled by their right edge: the point at 30k is the episodes that ended in [20k, 30k).
+TRAINING_BIN = 10_000
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ class RunDir:
 
 @dataclass(frozen=True)
 class RecordedRun:
-    """A run known only from a recorded summary JSON: its evaluation curve and last step."""
+    """A run known only from a recorded summary JSON: its evaluation curve, last step and
+    training episodes' returns (absent from records written before they were kept)."""
     agent: str
     env: str
     seed: int
@@ -54,6 +60,7 @@ class RecordedRun:
     last_step: int
     record: Path
     obs: str = "image"
+    training: tuple[tuple[int, float], ...] = ()
 
 
 Run = RunDir | RecordedRun
@@ -87,7 +94,9 @@ def run_records(logdir: Path) -> list[dict]:
 def run_history(run: Run) -> list[dict]:
     """The run's metric records: read from its logdir, or rebuilt from a record's curve."""
     if isinstance(run, RecordedRun):
-        return [{"step": step, "eval/return": value} for step, value in run.curve] + [{"step": run.last_step}]
+        records = [{"step": step, "eval/return": value} for step, value in run.curve]
+        records += [{"step": step, "train/return": value} for step, value in run.training]
+        return sorted(records, key=lambda r: r["step"]) + [{"step": run.last_step}]
     return run_records(run.logdir)
 
 
@@ -95,6 +104,18 @@ def eval_curve(records: list[dict]) -> list[tuple[int, float]]:
     """(env step, mean evaluation return) pairs; null (non-finite) returns are left out."""
     return [(int(r["step"]), float(r["eval/return"])) for r in records
             if isinstance(r.get("eval/return"), (int, float)) and math.isfinite(r["eval/return"])]
+
+
+def training_curve(records: list[dict]) -> list[tuple[int, float]]:
+    """(env step at the episode's end, its return) of every training episode."""
+    return [(int(r["step"]), float(r["train/return"])) for r in records
+            if isinstance(r.get("train/return"), (int, float)) and math.isfinite(r["train/return"])]
+
+
+def training_mean(curve: Sequence[tuple[int, float]], budget: int, width: int = TRAINING_BIN) -> float | None:
+    """The mean return of the training episodes that ended in [budget - width, budget)."""
+    values = [v for s, v in curve if budget - width <= s < budget]
+    return float(np.mean(values)) if values else None
 
 
 def last_step(records: list[dict]) -> int:
@@ -145,6 +166,8 @@ def aggregate(runs: Sequence[Run], budgets: Sequence[int], *, tolerance: float =
                 else:
                     values.append({"seed": run.seed, "step": point[0], "return": round(point[1], 2)})
             mean, std = mean_std([v["return"] for v in values])
+            training = [m for run in members if (m := training_mean(training_curve(records[run]), budget)) is not None]
+            train_mean, train_std = mean_std(training)
             published = load_reference(env, budget, tolerance=tolerance, directory=reference_dir,
                                        obs=members[0].obs)
             for p in published:
@@ -152,12 +175,14 @@ def aggregate(runs: Sequence[Run], budgets: Sequence[int], *, tolerance: float =
             rows.append({
                 "agent": agent, "env": env, "budget": budget, "mean": mean, "std": std,
                 "seeds": len(values), "seeds_total": len(members), "values": values, "missing": missing,
+                "training": {"mean": train_mean, "std": train_std, "seeds": len(training)},
                 "random": (random_returns or {}).get((agent, env)),
                 "published_same_method": [_short(p) for p in published if p["agent"] == agent],
                 "published_other": [_short(p) for p in published if p["agent"] != agent],
             })
     return {
-        "budgets": list(budgets), "tolerance": tolerance, "std": "population std over seeds",
+        "budgets": list(budgets), "tolerance": tolerance, "training_bin": TRAINING_BIN,
+        "std": "population std over seeds",
         "rows": rows, "sources": dict(sorted(sources.items())),
         "runs": [_run_entry(run, records[run]) for run in runs],
     }
@@ -168,7 +193,8 @@ def _run_entry(run: Run, records: list[dict]) -> dict:
     curve = eval_curve(records)
     return {"agent": run.agent, "env": run.env, "seed": run.seed, "obs": run.obs, **where,
             "last_step": last_step(records),
-            "evaluations": len(curve), "curve": [[step, round(value, 2)] for step, value in curve]}
+            "evaluations": len(curve), "curve": [[step, round(value, 2)] for step, value in curve],
+            "training": [[step, round(value, 2)] for step, value in training_curve(records)]}
 
 
 def _short(point: dict) -> dict:
@@ -209,16 +235,23 @@ def to_markdown(summary: dict, header: str = "") -> str:
     lines = [header.rstrip(), ""] if header else []
     with_random = any(row.get("random") for row in summary["rows"])
     random_head = (" uniform random |", " --- |") if with_random else ("", "")
-    lines += ["| task | budget | agent | ours: mean ± std | seeds |" + random_head[0] + " published, same method |",
-              "| --- | --- | --- | --- | --- |" + random_head[1] + " --- |"]
+    with_training = any(row.get("training", {}).get("seeds") for row in summary["rows"])
+    bin_steps = _steps(summary.get("training_bin", TRAINING_BIN))
+    training_head = (f" ours: training episodes, {bin_steps} before |", " --- |") if with_training else ("", "")
+    lines += ["| task | budget | agent | ours: mean ± std | seeds |" + training_head[0] + random_head[0]
+              + " published, same method |",
+              "| --- | --- | --- | --- | --- |" + training_head[1] + random_head[1] + " --- |"]
     notes = []
     for row in summary["rows"]:
         ours = _value(row["mean"], row["std"], row["seeds"])
         rand = row.get("random")
         random_cell = f" {_value(rand['mean'], rand['std'], rand['episodes']) if rand else MISSING} |" \
             if with_random else ""
+        training = row.get("training", {})
+        training_cell = f" {_value(training.get('mean'), training.get('std'), training.get('seeds'))} |" \
+            if with_training else ""
         lines.append(f"| {row['env']} | {_steps(row['budget'])} | {row['agent']} | {ours} | "
-                     f"{row['seeds']}/{row['seeds_total']} |{random_cell} "
+                     f"{row['seeds']}/{row['seeds_total']} |{training_cell}{random_cell} "
                      f"{_published(row['published_same_method'], row['budget'], numbers)} |")
         for miss in row["missing"]:
             notes.append(f"- {row['agent']} {row['env']} seed {miss['seed']} at {_steps(row['budget'])}: "
@@ -243,6 +276,9 @@ def to_markdown(summary: dict, header: str = "") -> str:
     lines += ["", f"Ours: each seed's latest evaluation return at or before the budget (at most "
                   f"{summary['tolerance']:.0%} of it before); mean ± {summary['std']}. Published: the point "
                   f"nearest the budget within {summary['tolerance']:.0%}, its step shown when it differs."
+              + (f" Training episodes: each seed's mean return of the training episodes that ended in the "
+                 f"{bin_steps} steps before the budget, as the official DreamerV3 score files bin theirs."
+                 if with_training else "")
               + (" Uniform random: mean ± std of the return of uniformly random actions over "
                  f"{_random_episodes(summary)} episodes on the run's own environment settings "
                  "(measured, not quoted)." if with_random else ""), "",

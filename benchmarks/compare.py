@@ -48,7 +48,8 @@ def recorded_runs(label: str, record: Path) -> tuple[list[RecordedRun], dict[tup
         summary = data["summary"] if "summary" in data else data
         runs = [RecordedRun(label, str(r["env"]), int(r["seed"]),
                             tuple((int(step), float(value)) for step, value in r["curve"]), int(r["last_step"]), record,
-                            str(r.get("obs", "image")))
+                            str(r.get("obs", "image")),
+                            tuple((int(step), float(value)) for step, value in r.get("training", [])))
                 for r in summary["runs"]]
         randoms = {(label, str(row["env"])): dict(row["random"]) for row in summary["rows"] if row.get("random")}
     except OSError as error:

@@ -176,6 +176,29 @@ def test_a_recorded_summary_aggregates_as_its_run_folders_did(tmp_path):
                                            {"seed": 1, "reason": "no evaluation within 10% before the budget"}]
 
 
+def test_training_episodes_are_binned_as_the_official_score_files(tmp_path):
+    """Each seed's mean over the training episodes that ended in [budget - 10k, budget), then the
+    mean and std over seeds; kept in the record, so a recorded summary gives the same rows."""
+    assert aggregate.training_mean([(19_000, 5.0), (20_000, 1.0), (25_000, 2.0), (29_000, 6.0), (30_000, 9.0)],
+                                   30_000) == pytest.approx(3.0)  # 1, 2 and 6: 30k itself is the next bin
+    assert aggregate.training_mean([(31_000, 1.0)], 30_000) is None
+    env = "dmc_cartpole_swingup"
+    logdirs = [tmp_path / "s0", tmp_path / "s1"]
+    for logdir, returns in zip(logdirs, ([(21_000, 10.0), (29_000, 30.0)], [(25_000, 40.0)])):
+        logdir.mkdir()
+        lines = [{"step": s, "train/return": v} for s, v in returns] + [{"step": 30_000, "eval/return": 100.0}]
+        (logdir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary = aggregate.aggregate([RunDir("dreamer", env, seed, logdir) for seed, logdir in enumerate(logdirs)],
+                                  [30_000])
+    assert summary["rows"][0]["training"] == {"mean": pytest.approx(30.0), "std": pytest.approx(10.0), "seeds": 2}
+    md = aggregate.to_markdown(summary)
+    assert "| ours: training episodes, 10k before |" in md and "| 100 ± 0 | 2/2 | 30 ± 10 |" in md
+    recorded = [aggregate.RecordedRun(r["agent"], r["env"], r["seed"], tuple(map(tuple, r["curve"])),
+                                      r["last_step"], tmp_path / "record.json", r["obs"], tuple(map(tuple, r["training"])))
+                for r in summary["runs"]]
+    assert aggregate.aggregate(recorded, [30_000])["rows"] == summary["rows"]
+
+
 def test_a_run_from_vectors_is_held_against_the_published_vector_curves_only(tmp_path):
     """DreamerV3's proprio score file at 30k / 50k on reacher easy (359 / 631, the numbers of its
     five seeds' mean), and no pixel series for a vector run, nor the proprio one for a pixel run."""
