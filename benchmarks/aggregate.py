@@ -166,7 +166,8 @@ def aggregate(runs: Sequence[Run], budgets: Sequence[int], *, tolerance: float =
                 else:
                     values.append({"seed": run.seed, "step": point[0], "return": round(point[1], 2)})
             mean, std = mean_std([v["return"] for v in values])
-            training = [m for run in members if (m := training_mean(training_curve(records[run]), budget)) is not None]
+            training = [m for run in members if last_step(records[run]) >= budget  # a whole bin only
+                        and (m := training_mean(training_curve(records[run]), budget)) is not None]
             train_mean, train_std = mean_std(training)
             published = load_reference(env, budget, tolerance=tolerance, directory=reference_dir,
                                        obs=members[0].obs)

@@ -191,6 +191,9 @@ def test_training_episodes_are_binned_as_the_official_score_files(tmp_path):
     summary = aggregate.aggregate([RunDir("dreamer", env, seed, logdir) for seed, logdir in enumerate(logdirs)],
                                   [30_000])
     assert summary["rows"][0]["training"] == {"mean": pytest.approx(30.0), "std": pytest.approx(10.0), "seeds": 2}
+    stopped = write_metrics(tmp_path / "stopped", [], [21_000, 29_000])
+    unfinished = aggregate.aggregate([RunDir("dreamer", env, 0, stopped)], [30_000])["rows"][0]
+    assert unfinished["training"]["seeds"] == 0  # stopped at 29k: its bin before 30k is not whole
     md = aggregate.to_markdown(summary)
     assert "| ours: training episodes, 10k before |" in md and "| 100 ± 0 | 2/2 | 30 ± 10 |" in md
     recorded = [aggregate.RecordedRun(r["agent"], r["env"], r["seed"], tuple(map(tuple, r["curve"])),
